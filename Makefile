@@ -1,0 +1,35 @@
+# Two entry points for a fresh machine:
+#   make quickstart   install into .venv, start a loopback Ray head, submit configs/quickstart.yaml
+#   make test         install into .venv, run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH_VERSION := 2.13.0
+DEEPSPEED_VERSION := 0.19.8
+
+.PHONY: install quickstart test test-unit clean-venv
+
+install: $(VENV)/.installed
+
+# torch first (pinned, so pip takes the CPU wheel here instead of CUDA builds), then
+# DeepSpeed without build isolation (its setup.py imports the torch just installed),
+# then the project itself.
+$(VENV)/.installed: pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet torch==$(TORCH_VERSION)
+	$(BIN)/pip install --quiet --no-build-isolation deepspeed==$(DEEPSPEED_VERSION)
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+quickstart: install
+	$(BIN)/python -m launch.quickstart configs/quickstart.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-unit: install
+	$(BIN)/python -m pytest -q -m "not integration"
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,28 @@
+"""Spec section `distributed`: how many workers, on what, and DeepSpeed's own config."""
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+
+
+class DistributedConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    num_workers: PositiveInt = Field(2, description="DeepSpeed workers (ranks), as in Ray's ScalingConfig")
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL; otherwise CPU and gloo")
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description="Ray resources per worker, e.g. {CPU: 2}; default 1 CPU (plus 1 GPU with use_gpu)")
+    deepspeed: dict[str, Any] = Field(
+        default_factory=dict,
+        description="passed through to the DeepSpeed config, merged with the keys the spec sets")
+
+    @property
+    def comm_backend(self) -> str:
+        return "nccl" if self.use_gpu else "gloo"
+
+    def worker_resources(self) -> dict[str, float]:
+        """What Ray reserves for each worker (Ray Train's defaults made explicit)."""
+        resources = dict(self.resources_per_worker or {})
+        resources.setdefault("CPU", 1.0)
+        if self.use_gpu:
+            resources.setdefault("GPU", 1.0)
+        return resources

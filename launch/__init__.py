@@ -1,0 +1,1 @@
+"""The job spec, the command line, and turning a spec into a Ray job."""

@@ -1,0 +1,62 @@
+"""`python -m launch` (alias `sparsepop`): validate and run job specs.
+
+Bad input exits with status 2 and lists every problem as `dotted.key: what is wrong`.
+"""
+import argparse
+import sys
+
+from launch.errors import SpecError
+
+
+def _add_spec_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="path of a YAML job spec, e.g. configs/quickstart.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                        help="override one spec value (repeatable); VALUE is read as a YAML scalar, "
+                             "e.g. --set train.lr=1e-3 --set distributed.num_workers=1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m launch",
+        description="sparsepop: population-based training and compressed gradient exchange on Ray + DeepSpeed.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    run = commands.add_parser(
+        "run", help="run a job spec to completion",
+        description="Run a job: joins the Ray cluster this process belongs to (under `ray job submit`, or a "
+                    "head started with `ray start` on this machine), or starts a local Ray instance. Prints "
+                    "the run directory at start and end.")
+    _add_spec_args(run)
+    validate = commands.add_parser(
+        "validate", help="print the fully resolved spec (defaults filled) or its errors",
+        description="Validate a job spec without running anything: prints the resolved spec as YAML, or "
+                    "every problem with its dotted key path (exit status 2).")
+    _add_spec_args(validate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from launch.spec import load_spec
+
+    try:
+        spec = load_spec(args.spec, args.overrides)
+        if args.command == "validate":
+            print(spec.to_yaml(), end="")
+            return 0
+        from launch.job import run_job
+
+        run_job(spec)
+        return 0
+    except SpecError as err:
+        count = len(err.problems)
+        print(f"error: {args.spec}: {count} problem{'s' if count > 1 else ''}; nothing was started", file=sys.stderr)
+        for problem in err.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

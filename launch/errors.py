@@ -1,0 +1,28 @@
+"""Spec problems: each names a dotted key path and what was expected.
+
+All problems are collected and reported together, so a user fixes a spec in one pass.
+"""
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+class SpecError(Exception):
+    """Bad input: the CLI prints it and exits with status 2, before any work starts."""
+
+    def __init__(self, problems: list[Problem]):
+        super().__init__("\n".join(map(str, problems)))
+        self.problems = problems
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""

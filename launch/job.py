@@ -1,0 +1,125 @@
+"""Turn a validated spec into a Ray Train job and a run directory.
+
+Run directory (absolute path printed at start and end):
+  spec.yaml         the resolved spec          ds_config.json   DeepSpeed's config
+  metrics.jsonl     one row per logged step and member (written by the recorder)
+  summary.json      final figures              checkpoints/     Ray Train checkpoints
+"""
+import json
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from launch.deepspeed_config import build_deepspeed_config
+from launch.errors import Problem, SpecError
+from launch.recorder import write_atomic
+from launch.spec import JobSpec
+from launch.summary import summarize
+
+
+def connect_ray() -> None:
+    """Join the cluster this process belongs to (RAY_ADDRESS under `ray job submit`, or
+    a head started with `ray start` on this machine); otherwise start a local instance."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    try:
+        ray.init(address="auto", logging_level="WARNING")
+    except ConnectionError:
+        ray.init(include_dashboard=False, logging_level="WARNING")
+
+
+def check_resources(spec: JobSpec) -> None:
+    """Fail fast instead of leaving a job waiting forever for workers that cannot fit."""
+    import ray
+
+    cluster = ray.cluster_resources()
+    workers = spec.distributed.num_workers
+    problems = []
+    for resource, amount in spec.distributed.worker_resources().items():
+        need, have = workers * amount, cluster.get(resource, 0.0)
+        if need > have:
+            problems.append(Problem(
+                "distributed.num_workers",
+                f"{workers} workers × {amount:g} {resource} = {need:g} {resource}, but the Ray cluster has "
+                f"{have:g} {resource}; lower distributed.num_workers / resources_per_worker or add nodes"))
+    if problems:
+        raise SpecError(problems)
+
+
+def make_run_dir(spec: JobSpec) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    parent = spec.storage_dir()
+    parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1000):
+        run_dir = parent / (f"{spec.name}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            run_dir.mkdir()
+            return run_dir
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory under {parent}")
+
+
+def run_job(spec: JobSpec) -> Path:
+    """Run the job to completion; returns its run directory. Raises SpecError on input
+    the cluster cannot satisfy (before anything is written)."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    from launch.recorder import RunRecorder
+    from trainers.loop import WorkerPlan, train_worker
+
+    connect_ray()
+    check_resources(spec)
+    run_dir = make_run_dir(spec)
+    print(f"run directory: {run_dir}", flush=True)
+    ds_config = build_deepspeed_config(spec)
+    write_atomic(run_dir / "spec.yaml", spec.to_yaml())
+    write_atomic(run_dir / "ds_config.json", json.dumps(ds_config, indent=2) + "\n")
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    recorder = RunRecorder.options(scheduling_strategy=here).remote(str(run_dir))
+    plan = WorkerPlan(seed=spec.seed, task=spec.task, model=spec.model, train=spec.train,
+                      members=spec.population.size, deepspeed_config=ds_config,
+                      checkpoint_interval=spec.run.checkpoint_interval,
+                      use_gpu=spec.distributed.use_gpu, recorder=recorder)
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"plan": plan},
+        torch_config=TorchConfig(backend=spec.distributed.comm_backend),
+        scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
+                                     resources_per_worker=spec.distributed.worker_resources()),
+        run_config=RunConfig(name="checkpoints", storage_path=str(run_dir),
+                             failure_config=FailureConfig(max_failures=spec.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.run.keep_checkpoints)),
+    )
+    started = time.perf_counter()
+    status, error = "completed", None
+    try:
+        trainer.fit()
+    except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
+        status, error = "failed", f"{type(err).__name__}: {err}"
+    rows, info = ray.get(recorder.snapshot.remote())
+    summary = summarize(rows, info, wall_time_s=time.perf_counter() - started, status=status)
+    if error:
+        summary["error"] = error
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print_summary(summary, run_dir)
+    if error:
+        print(f"error: training failed: {error}", file=sys.stderr)
+        raise SystemExit(1)
+    return run_dir
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    print(f"\n== {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
+          f"({summary['tokens_per_s'] or 0:,.0f} tokens/s)")
+    print(f"   validation loss: final {fmt(summary['final_val_loss'])}, best {fmt(summary['best_val_loss'])}; "
+          f"unigram baseline {fmt(summary['unigram_baseline'])} (nats/token)")
+    print(f"   run directory: {run_dir}", flush=True)

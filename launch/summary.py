@@ -1,0 +1,43 @@
+"""summary.json: the figures a person looks at first, computed from the metric rows."""
+
+
+def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) -> dict:
+    members = sorted({row["member"] for row in rows})
+    per_member = {}
+    for member in members:
+        mine = [row for row in rows if row["member"] == member]
+        val = [row for row in mine if "val_loss" in row]
+        per_member[member] = {
+            "final_val_loss": val[-1]["val_loss"] if val else None,
+            "best_val_loss": min(row["val_loss"] for row in val) if val else None,
+            "final_loss": mine[-1]["loss"],
+        }
+    last = rows[-1] if rows else {}
+    steps = last.get("step", 0)
+    finals = [m["final_val_loss"] for m in per_member.values() if m["final_val_loss"] is not None]
+    bests = [m["best_val_loss"] for m in per_member.values() if m["best_val_loss"] is not None]
+    sent = sum(per_member_last["bytes_sent_total"] for per_member_last in _last_rows(rows))
+    dense = sum(per_member_last["dense_bytes_total"] for per_member_last in _last_rows(rows))
+    return {
+        "status": status,
+        "steps": steps,
+        "wall_time_s": round(wall_time_s, 2),
+        "tokens": last.get("tokens", 0) * len(members),
+        "tokens_per_s": round(last.get("tokens", 0) * len(members) / wall_time_s, 1) if wall_time_s else None,
+        "final_val_loss": min(finals) if finals else None,
+        "best_val_loss": min(bests) if bests else None,
+        "unigram_baseline": info.get("unigram_baseline"),
+        "params_per_member": info.get("params_per_member"),
+        "world_size": info.get("world_size"),
+        "members": per_member,
+        "bytes_sent_per_worker": sent,
+        "dense_bytes_per_worker": dense,
+        "compression_ratio": round(dense / sent, 2) if sent else None,
+    }
+
+
+def _last_rows(rows: list[dict]) -> list[dict]:
+    last = {}
+    for row in rows:
+        last[row["member"]] = row
+    return list(last.values())

@@ -1,0 +1,1 @@
+"""Population-based training: exploit/explore decisions and hyperparameter mutation."""

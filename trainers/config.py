@@ -1,0 +1,74 @@
+"""Spec sections that trainers/ consumes: `task`, `model`, `train`.
+
+Each is a frozen pydantic model that forbids unknown keys; launch/ parses the YAML once
+and hands each component only the sections it uses.
+"""
+from pathlib import Path
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+from trainers.attention.config import AttentionConfig
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StdlibCodeTask(Section):
+    """Byte-level LM on the Python standard library's own source (no download)."""
+
+    kind: Literal["stdlib_code"] = "stdlib_code"
+    seq_len: PositiveInt = Field(128, description="tokens per training sequence")
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation")
+
+
+class TokenFileTask(Section):
+    """LM on a user's pre-tokenized file: `.npy`, or raw `.bin` of `dtype` ids."""
+
+    kind: Literal["token_file"] = "token_file"
+    path: Path = Field(description="absolute path of a .npy or raw .bin token file")
+    dtype: Literal["uint16", "uint32"] = "uint16"
+    vocab_size: PositiveInt = Field(description="ids must lie in [0, vocab_size)")
+    seq_len: PositiveInt = 128
+    val_fraction: float = Field(0.05, gt=0, lt=1, description="tail of the file held out for validation")
+
+
+TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask], Field(discriminator="kind")]
+
+
+class ModelConfig(Section):
+    d_model: PositiveInt = 128
+    n_layers: PositiveInt = 2
+    n_heads: PositiveInt = 4
+    d_ff: PositiveInt | None = Field(None, description="feed-forward width; default 4 * d_model")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    attention: AttentionConfig = Field(default={"kind": "softmax"}, validate_default=True)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self):
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        return self
+
+    @property
+    def ffn_width(self) -> int:
+        return self.d_ff or 4 * self.d_model
+
+
+class TrainConfig(Section):
+    steps: PositiveInt = 300
+    micro_batch_size: PositiveInt = Field(8, description="sequences per worker per member per micro-step")
+    grad_accum_steps: PositiveInt = 1
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    lr: PositiveFloat = 1e-3
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "cosine"
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: float = Field(1.0, ge=0, description="global-norm clip; 0 disables")
+    log_interval: PositiveInt = 10
+    eval_interval: PositiveInt = 50
+    eval_batches: PositiveInt = 8

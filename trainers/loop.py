@@ -1,0 +1,190 @@
+"""The training loop one DeepSpeed worker runs (Ray Train's `train_loop_per_worker`).
+
+Per step: every member draws its own batch shard [B, T] (stacked to [P, B, T]), the
+population-batched model runs forward/backward on the sum of member losses, DeepSpeed
+averages gradients across workers and steps the optimizer. Rank 0 sends metric rows to
+the run's recorder and prints progress; every worker writes its part of a checkpoint.
+"""
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from trainers.checkpoint import atomic_save, load
+from trainers.config import ModelConfig, TrainConfig
+from trainers.model import PopulationTransformer, member_losses
+from trainers.optim import build_optimizer, learning_rate
+from trainers.tasks import build_task_data
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """Everything a worker needs, and nothing else: the spec sections trainers/ uses."""
+
+    seed: int
+    task: object  # one of trainers.config.TaskConfig
+    model: ModelConfig
+    train: TrainConfig
+    members: int
+    deepspeed_config: dict
+    checkpoint_interval: int
+    use_gpu: bool
+    recorder: object = field(default=None, compare=False)  # Ray actor handle (launch.recorder.RunRecorder)
+
+
+def train_worker(config: dict) -> None:
+    """Entry point for Ray Train: `config = {"plan": WorkerPlan}`."""
+    plan: WorkerPlan = config["plan"]
+    # DeepSpeed picks its accelerator at import; on CPU say so instead of letting it probe.
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if plan.use_gpu else "cpu")
+    import deepspeed
+    import ray.train
+
+    context = ray.train.get_context()
+    Worker(plan, deepspeed, rank=context.get_world_rank(), world_size=context.get_world_size()).run()
+
+
+class Worker:
+    def __init__(self, plan: WorkerPlan, deepspeed, *, rank: int, world_size: int):
+        self.plan, self.rank, self.world_size = plan, rank, world_size
+        self.is_chief = rank == 0
+        torch.manual_seed(plan.seed)  # identical initial weights on every rank
+        self.data = build_task_data(plan.task, seed=plan.seed)
+        model = PopulationTransformer(
+            plan.model, members=plan.members, vocab_size=self.data.vocab_size,
+            max_seq_len=plan.task.seq_len, causal=self.data.causal,
+            num_classes=self.data.num_classes, pad_id=self.data.pad_id)
+        self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
+        self.engine, self.optimizer, _, _ = deepspeed.initialize(
+            model=model, optimizer=build_optimizer(model, plan.train), config=plan.deepspeed_config)
+        torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
+        self.step = 0
+        self.val_batches = self.data.val_batches(rank=rank, world_size=world_size,
+                                                 batch_size=plan.train.micro_batch_size,
+                                                 max_batches=plan.train.eval_batches)
+
+    # ------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        import ray.train
+
+        train = self.plan.train
+        self._restore(ray.train.get_checkpoint())
+        if self.is_chief and self.plan.recorder is not None:
+            self.plan.recorder.set_info.remote(
+                unigram_baseline=getattr(self.data, "unigram_baseline", lambda: None)(),
+                params_per_member=self.n_params_per_member, world_size=self.world_size,
+                members=self.plan.members)
+        tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
+                           * self.plan.task.seq_len)
+        dense_bytes = 4 * self.n_params_per_member  # fp32 gradient a worker contributes per member
+        window_start, window_losses = time.perf_counter(), []
+        while self.step < train.steps:
+            lr = learning_rate(train, self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            loss_P = self._train_step()
+            window_losses.append(loss_P)
+            self.step += 1
+            done = self.step == train.steps
+            evaluate = self.step % train.eval_interval == 0 or done
+            if self.step % train.log_interval == 0 or evaluate:
+                elapsed = time.perf_counter() - window_start
+                mean_loss_P = self._mean_across_workers(torch.stack(window_losses).mean(0))
+                val_loss_P = self._evaluate() if evaluate else None
+                tokens_per_s = len(window_losses) * tokens_per_step / elapsed
+                self._log(lr, mean_loss_P, val_loss_P, tokens_per_step, dense_bytes, tokens_per_s)
+                window_start, window_losses = time.perf_counter(), []
+            if self.step % self.plan.checkpoint_interval == 0 or done:
+                self._checkpoint()
+
+    def _train_step(self) -> torch.Tensor:
+        train, members = self.plan.train, self.plan.members
+        losses = []
+        for micro in range(train.grad_accum_steps):
+            sample = self.step * train.grad_accum_steps + micro
+            batches = [self.data.train_batch(rank=self.rank, world_size=self.world_size, member=m,
+                                             step=sample, batch_size=train.micro_batch_size)
+                       for m in range(members)]
+            inputs_PBT = torch.stack([b[0] for b in batches]).to(self.engine.device)
+            targets_PB = torch.stack([b[1] for b in batches]).to(self.engine.device)
+            # Sum over members: each member's gradient is what it would be on its own.
+            loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
+            self.engine.backward(loss_P.sum())
+            self.engine.step()
+            losses.append(loss_P.detach())
+        return torch.stack(losses).mean(0).cpu()
+
+    @torch.no_grad()
+    def _evaluate(self) -> torch.Tensor:
+        """Validation loss per member, averaged over every worker's validation shard."""
+        self.engine.eval()
+        members = self.plan.members
+        total_P = torch.zeros(members)
+        for inputs_BT, targets_B in self.val_batches:
+            inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(self.engine.device)
+            targets = targets_B.expand(members, *targets_B.shape).to(self.engine.device)
+            total_P += member_losses(self.engine(inputs_PBT), targets).float().cpu()
+        self.engine.train()
+        return self._mean_across_workers(total_P / len(self.val_batches))
+
+    def _mean_across_workers(self, value_P: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as dist
+
+        value_P = value_P.to(self.engine.device, torch.float32)
+        dist.all_reduce(value_P)
+        return (value_P / self.world_size).cpu()
+
+    # ------------------------------------------------------------ output
+
+    def _log(self, lr, loss_P, val_loss_P, tokens_per_step, dense_bytes, tokens_per_s) -> None:
+        if not self.is_chief:
+            return
+        rows = []
+        for member in range(self.plan.members):
+            row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": lr,
+                   "tokens": self.step * tokens_per_step, "bytes_sent": dense_bytes,
+                   "dense_bytes": dense_bytes, "bytes_sent_total": self.step * dense_bytes,
+                   "dense_bytes_total": self.step * dense_bytes, "tokens_per_s": tokens_per_s}
+            if val_loss_P is not None:
+                row["val_loss"] = float(val_loss_P[member])
+            rows.append(row)
+        if self.plan.recorder is not None:
+            self.plan.recorder.log.remote(rows)
+        val = "" if val_loss_P is None else f" val_loss {val_loss_P.mean():.4f}"
+        print(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
+              f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s", flush=True)
+
+    def _checkpoint(self) -> None:
+        """Every rank writes its files into one checkpoint directory that Ray persists:
+        rank 0 the weights and step, each rank its optimizer state and RNG."""
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp)
+            if self.is_chief:
+                atomic_save({"step": torch.tensor(self.step), "model": self.engine.module.state_dict()},
+                            folder / "model.pt")
+            atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()},
+                        folder / f"worker_rank{self.rank}.pt")
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report({"step": self.step}, checkpoint=checkpoint)
+
+    def _restore(self, checkpoint) -> None:
+        if checkpoint is None:
+            return
+        with checkpoint.as_directory() as folder:
+            state = load(Path(folder) / "model.pt")
+            worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
+        self.engine.module.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(worker_state["optimizer"])
+        torch.set_rng_state(worker_state["rng"])
+        self.step = int(state["step"])
+        if self.is_chief:
+            print(f"[restore] resuming from the checkpoint at step {self.step}", flush=True)
+            if self.plan.recorder is not None:
+                # Rows logged after that checkpoint will be produced again: drop them.
+                self.plan.recorder.rewind.remote(self.step)

@@ -1,0 +1,130 @@
+"""The population-batched transformer: G = 1 group of P members in one nn.Module.
+
+Legend for tensor names (shape suffixes):
+  P members, B sequences per member, T tokens, D model width, H heads, K head dim,
+  F feed-forward width, V vocabulary, C classes, N = P*B (members folded into batch).
+
+Every weight has a leading member axis P (P = 1 is a plain model). Linear layers are
+batched matmuls over P; attention folds P into the batch axis so fused kernels (SDPA,
+chunked linear attention) run unchanged. The loss of the group is the SUM of member
+losses, so each member's gradient is exactly what it would be alone.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.attention import BLOCKS, KERNELS
+from trainers.config import ModelConfig
+from trainers.layers import (
+    BatchedEmbedding,
+    BatchedLayerNorm,
+    BatchedLinear,
+    MemberDropout,
+    residual_init_std,
+)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool):
+        super().__init__()
+        self.n_heads = config.n_heads
+        head_dim = config.d_model // config.n_heads
+        self.qkv = BatchedLinear(members, config.d_model, 3 * config.d_model)
+        self.kernel = KERNELS[config.attention.kind](config.attention, head_dim=head_dim, causal=causal)
+        self.proj = BatchedLinear(members, config.d_model, config.d_model,
+                                  init_std=residual_init_std(config.n_layers))
+
+    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
+        P, B, T, D = x_PBTD.shape
+        H, K = self.n_heads, D // self.n_heads
+        qkv_PBT3HK = self.qkv(x_PBTD).view(P, B, T, 3, H, K)
+        # [P, B, T, 3, H, K] -> three [N, H, T, K] views with members folded into batch.
+        q_NHTK, k_NHTK, v_NHTK = qkv_PBT3HK.reshape(P * B, T, 3, H, K).permute(2, 0, 3, 1, 4)
+        out_NHTK = self.kernel(q_NHTK, k_NHTK, v_NHTK)
+        out_PBTD = out_NHTK.transpose(1, 2).reshape(P, B, T, D)
+        return self.proj(out_PBTD)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig, *, members: int):
+        super().__init__()
+        self.up = BatchedLinear(members, config.d_model, config.ffn_width)
+        self.down = BatchedLinear(members, config.ffn_width, config.d_model,
+                                  init_std=residual_init_std(config.n_layers))
+
+    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x_PBTD)))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool):
+        super().__init__()
+        self.norm_attn = BatchedLayerNorm(members, config.d_model)
+        self.attn = SelfAttention(config, members=members, causal=causal)
+        self.norm_mlp = BatchedLayerNorm(members, config.d_model)
+        self.mlp = MLP(config, members=members)
+        self.dropout = MemberDropout(members, config.dropout)
+
+    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
+        x_PBTD = x_PBTD + self.dropout(self.attn(self.norm_attn(x_PBTD)))
+        return x_PBTD + self.dropout(self.mlp(self.norm_mlp(x_PBTD)))
+
+
+class PopulationTransformer(nn.Module):
+    """Embedding, N blocks, final norm, then a head.
+
+    `num_classes=None`: causal language model, logits [P, B, T, V] from a head tied to
+    the token embedding. Otherwise: classifier over the mean of non-padding positions,
+    logits [P, B, C].
+    """
+
+    def __init__(self, config: ModelConfig, *, members: int, vocab_size: int, max_seq_len: int,
+                 causal: bool, num_classes: int | None = None, pad_id: int | None = None):
+        super().__init__()
+        self.members = members
+        self.pad_id = pad_id
+        self.tok_emb = BatchedEmbedding(members, vocab_size, config.d_model)
+        self.pos_emb = nn.Parameter(torch.randn(members, max_seq_len, config.d_model) * 0.02)  # [P, T, D]
+        self.dropout = MemberDropout(members, config.dropout)
+        kind = config.attention.kind
+        if kind in BLOCKS:
+            make_block = lambda: BLOCKS[kind](config.attention, members=members, d_model=config.d_model,  # noqa: E731
+                                              n_layers=config.n_layers, causal=causal, dropout=config.dropout)
+        else:
+            make_block = lambda: TransformerBlock(config, members=members, causal=causal)  # noqa: E731
+        self.blocks = nn.ModuleList(make_block() for _ in range(config.n_layers))
+        self.norm_out = BatchedLayerNorm(members, config.d_model)
+        self.classifier = (BatchedLinear(members, config.d_model, num_classes)
+                           if num_classes is not None else None)
+
+    def forward(self, ids_PBT: torch.Tensor) -> torch.Tensor:
+        T = ids_PBT.shape[-1]
+        x_PBTD = self.tok_emb(ids_PBT) + self.pos_emb[:, None, :T, :]
+        x_PBTD = self.dropout(x_PBTD)
+        for block in self.blocks:
+            x_PBTD = block(x_PBTD)
+        x_PBTD = self.norm_out(x_PBTD)
+        if self.classifier is None:
+            P, B, _, D = x_PBTD.shape
+            # Tied head: logits = x @ E^T per member, one bmm for the population.
+            logits_PMV = torch.bmm(x_PBTD.reshape(P, B * T, D), self.tok_emb.weight.transpose(1, 2))
+            return logits_PMV.view(P, B, T, -1)
+        keep_PBT1 = (ids_PBT != self.pad_id).unsqueeze(-1).to(x_PBTD.dtype)
+        pooled_PBD = (x_PBTD * keep_PBT1).sum(2) / keep_PBT1.sum(2).clamp_min(1.0)
+        return self.classifier(pooled_PBD)
+
+    def set_dropout(self, rate_P: torch.Tensor) -> None:
+        """Give each member its own dropout rate (PBT mutates it)."""
+        for module in self.modules():
+            if isinstance(module, MemberDropout):
+                module.rate_P.copy_(rate_P)
+
+
+def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy per member: logits [P, B, T, V] / targets [P, B, T], or
+    logits [P, B, C] / targets [P, B]. Returns loss_P."""
+    P = logits.shape[0]
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), reduction="none")
+    return loss.view(P, -1).mean(dim=1)

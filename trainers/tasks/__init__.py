@@ -1,0 +1,17 @@
+"""Tasks by spec name (`task.kind`): each builds a data object with
+`train_batch(rank=, world_size=, member=, step=, batch_size=)`,
+`val_batches(rank=, world_size=, batch_size=, max_batches=)` and attributes
+`vocab_size`, `num_classes` (None for language modelling), `pad_id`, `causal`."""
+from trainers.config import StdlibCodeTask, TokenFileTask
+from trainers.tasks.lm import LMData, load_token_file, stdlib_corpus
+
+
+def build_task_data(task, *, seed: int):
+    if isinstance(task, StdlibCodeTask):
+        train, val = stdlib_corpus(task.val_fraction)
+        return LMData(train, val, vocab_size=256, seq_len=task.seq_len, seed=seed)
+    if isinstance(task, TokenFileTask):
+        tokens = load_token_file(task.path, task.dtype)
+        split = int(len(tokens) * (1 - task.val_fraction))
+        return LMData(tokens[:split], tokens[split:], vocab_size=task.vocab_size, seq_len=task.seq_len, seed=seed)
+    raise TypeError(f"unknown task config {type(task).__name__}")

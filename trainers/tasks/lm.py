@@ -1,0 +1,92 @@
+"""Language-modelling data: the stdlib-code corpus and a user's token file.
+
+Sharding: the training stream is cut into `world_size` contiguous shards and worker
+`rank` samples windows only inside its own shard, so workers see disjoint data.
+Order: the windows of (member, step) come from a generator seeded by
+(seed, rank, member, step), so every member has its own data order and any step's batch
+can be recomputed after a restart without saving loader state.
+"""
+import sysconfig
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# Test suites and vendored packages are not "the standard library's own source".
+_SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test"}
+
+
+def stdlib_source_files() -> list[Path]:
+    """The interpreter's standard-library .py files, in a deterministic order."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = [p for p in root.rglob("*.py") if not _SKIPPED_DIRS.intersection(p.relative_to(root).parts)]
+    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
+
+
+def stdlib_corpus(val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) byte streams. The split is by file (a stable hash of the relative
+    path), so no file contributes to both."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    train, val = [], []
+    for path in stdlib_source_files():
+        bucket = zlib.crc32(path.relative_to(root).as_posix().encode()) % 10_000
+        (val if bucket < val_fraction * 10_000 else train).append(path.read_bytes())
+    to_array = lambda chunks: np.frombuffer(b"\n\n".join(chunks), dtype=np.uint8)  # noqa: E731
+    return to_array(train), to_array(val)
+
+
+def load_token_file(path: Path, dtype: str) -> np.ndarray:
+    """A .npy array (loaded without pickle) or a raw .bin of `dtype` ids, memory-mapped."""
+    if path.suffix == ".npy":
+        return np.load(path, mmap_mode="r", allow_pickle=False).reshape(-1)
+    return np.memmap(path, dtype=np.dtype(dtype), mode="r")
+
+
+def member_generator(*keys: int) -> np.random.Generator:
+    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(k) for k in keys])))
+
+
+class LMData:
+    """Next-token prediction over a token stream: batches of (inputs [B, T], targets [B, T])."""
+
+    num_classes = None
+    pad_id = None
+    causal = True
+
+    def __init__(self, train: np.ndarray, val: np.ndarray, *, vocab_size: int, seq_len: int, seed: int):
+        self.train, self.val = train, val
+        self.vocab_size, self.seq_len, self.seed = vocab_size, seq_len, seed
+        for name, stream in (("training", train), ("validation", val)):
+            if len(stream) < 2 * (seq_len + 1):
+                raise ValueError(f"the {name} split has {len(stream)} tokens, too few for seq_len {seq_len}")
+
+    def shard_bounds(self, stream: np.ndarray, rank: int, world_size: int) -> tuple[int, int]:
+        size = len(stream) // world_size
+        return rank * size, (rank + 1) * size
+
+    def train_batch(self, *, rank: int, world_size: int, member: int, step: int, batch_size: int):
+        start, stop = self.shard_bounds(self.train, rank, world_size)
+        rng = member_generator(self.seed, rank, member, step)
+        offsets = start + rng.integers(0, stop - start - self.seq_len - 1, size=batch_size)
+        return self._windows(self.train, offsets)
+
+    def val_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int):
+        """Fixed windows spread evenly over this rank's validation shard (same every eval)."""
+        start, stop = self.shard_bounds(self.val, rank, world_size)
+        count = max(1, min(max_batches * batch_size, (stop - start) // (self.seq_len + 1)))
+        offsets = np.linspace(start, stop - self.seq_len - 1, num=count).astype(np.int64)
+        return [self._windows(self.val, offsets[i:i + batch_size]) for i in range(0, count, batch_size)]
+
+    def _windows(self, stream: np.ndarray, offsets: np.ndarray):
+        rows = np.stack([np.asarray(stream[o:o + self.seq_len + 1], dtype=np.int64) for o in offsets])
+        tokens = torch.from_numpy(rows)
+        return tokens[:, :-1], tokens[:, 1:]
+
+    def unigram_baseline(self) -> float:
+        """Cross-entropy (nats/token) on validation of the training split's unigram
+        distribution (add-one smoothed): the loss a model that ignores context gets."""
+        counts = np.bincount(np.asarray(self.train), minlength=self.vocab_size).astype(np.float64) + 1.0
+        log_prob = np.log(counts / counts.sum())
+        val_counts = np.bincount(np.asarray(self.val), minlength=self.vocab_size)
+        return float(-(val_counts * log_prob).sum() / val_counts.sum())
