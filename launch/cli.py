@@ -8,8 +8,9 @@ import sys
 from launch.errors import SpecError
 
 
-def _add_spec_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", help="path of a YAML job spec, e.g. configs/quickstart.yaml")
+def add_spec_args(parser: argparse.ArgumentParser, *, default_spec: str | None = None) -> None:
+    parser.add_argument("spec", nargs="?" if default_spec else None, default=default_spec,
+                        help="path of a YAML job spec, e.g. configs/quickstart.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                         help="override one spec value (repeatable); VALUE is read as a YAML scalar, "
                              "e.g. --set train.lr=1e-3 --set distributed.num_workers=1")
@@ -25,13 +26,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a job: joins the Ray cluster this process belongs to (under `ray job submit`, or a "
                     "head started with `ray start` on this machine), or starts a local Ray instance. Prints "
                     "the run directory at start and end.")
-    _add_spec_args(run)
+    add_spec_args(run)
     validate = commands.add_parser(
         "validate", help="print the fully resolved spec (defaults filled) or its errors",
         description="Validate a job spec without running anything: prints the resolved spec as YAML, or "
                     "every problem with its dotted key path (exit status 2).")
-    _add_spec_args(validate)
+    add_spec_args(validate)
     return parser
+
+
+def report_spec_error(err: SpecError, spec_path: str) -> int:
+    """Print every problem of a spec; returns the exit status for bad input (2)."""
+    count = len(err.problems)
+    print(f"error: {spec_path}: {count} problem{'s' if count > 1 else ''}; nothing was started", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         run_job(spec)
         return 0
     except SpecError as err:
-        count = len(err.problems)
-        print(f"error: {args.spec}: {count} problem{'s' if count > 1 else ''}; nothing was started", file=sys.stderr)
-        for problem in err.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return report_spec_error(err, args.spec)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

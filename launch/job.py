@@ -28,7 +28,8 @@ def connect_ray() -> None:
     try:
         ray.init(address="auto", logging_level="WARNING")
     except ConnectionError:
-        ray.init(include_dashboard=False, logging_level="WARNING")
+        # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
+        ray.init(dashboard_host="127.0.0.1", logging_level="WARNING")
 
 
 def check_resources(spec: JobSpec) -> None:
@@ -118,8 +119,8 @@ def run_job(spec: JobSpec) -> Path:
 
 def print_summary(summary: dict, run_dir: Path) -> None:
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
-    print(f"\n== {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s "
-          f"({summary['tokens_per_s'] or 0:,.0f} tokens/s)")
+    print(f"\n== {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s wall, "
+          f"{summary['train_time_s']:.1f} s training ({summary['tokens_per_s'] or 0:,.0f} tokens/s)")
     print(f"   validation loss: final {fmt(summary['final_val_loss'])}, best {fmt(summary['best_val_loss'])}; "
           f"unigram baseline {fmt(summary['unigram_baseline'])} (nats/token)")
     print(f"   run directory: {run_dir}", flush=True)

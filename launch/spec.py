@@ -83,6 +83,11 @@ def _problem_from_pydantic(error: dict) -> Problem:
     if error["type"] == "extra_forbidden":
         hint = did_you_mean(str(error["loc"][-1]), allowed)
         message = "unknown key" + (hint or f"; valid keys: {', '.join(sorted(allowed))}")
+    elif error["type"] == "union_tag_invalid":
+        tags = [t.strip(" '") for t in error["ctx"]["expected_tags"].split(",")]
+        tag = error["ctx"]["tag"]
+        path += ".kind"
+        message = f"unknown kind {tag!r}" + (did_you_mean(tag, tags) or f"; valid kinds: {', '.join(tags)}")
     elif error["type"] == "missing":
         message = "required key is missing"
     elif "input" in error and not isinstance(error["input"], dict | list):

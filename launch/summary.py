@@ -23,7 +23,9 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         "steps": steps,
         "wall_time_s": round(wall_time_s, 2),
         "tokens": last.get("tokens", 0) * len(members),
-        "tokens_per_s": round(last.get("tokens", 0) * len(members) / wall_time_s, 1) if wall_time_s else None,
+        "train_time_s": round(last.get("time_s", 0.0), 2),
+        # Throughput of the training steps themselves (start-up and evaluation excluded).
+        "tokens_per_s": round(last["tokens"] * len(members) / last["time_s"], 1) if last.get("time_s") else None,
         "final_val_loss": min(finals) if finals else None,
         "best_val_loss": min(bests) if bests else None,
         "unigram_baseline": info.get("unigram_baseline"),

@@ -6,6 +6,7 @@ averages gradients across workers and steps the optimizer. Rank 0 sends metric r
 the run's recorder and prints progress; every worker writes its part of a checkpoint.
 """
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,6 +19,13 @@ from trainers.config import ModelConfig, TrainConfig
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer, learning_rate
 from trainers.tasks import build_task_data
+
+
+def say(line: str) -> None:
+    """A progress line on stdout (readable in `ray job logs`). Written directly: Ray
+    Train's patched print() would emit it twice (its logger and a tee)."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
 
 
 @dataclass(frozen=True)
@@ -62,6 +70,7 @@ class Worker:
             model=model, optimizer=build_optimizer(model, plan.train), config=plan.deepspeed_config)
         torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
         self.step = 0
+        self.train_time_s = 0.0  # seconds spent in training steps, carried across restarts
         self.val_batches = self.data.val_batches(rank=rank, world_size=world_size,
                                                  batch_size=plan.train.micro_batch_size,
                                                  max_batches=plan.train.eval_batches)
@@ -74,6 +83,9 @@ class Worker:
         train = self.plan.train
         self._restore(ray.train.get_checkpoint())
         if self.is_chief and self.plan.recorder is not None:
+            # After a restart, rows logged past the step we resume from will be produced
+            # again: drop them (a no-op on a first start).
+            self.plan.recorder.rewind.remote(self.step)
             self.plan.recorder.set_info.remote(
                 unigram_baseline=getattr(self.data, "unigram_baseline", lambda: None)(),
                 params_per_member=self.n_params_per_member, world_size=self.world_size,
@@ -86,7 +98,9 @@ class Worker:
             lr = learning_rate(train, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
+            step_started = time.perf_counter()
             loss_P = self._train_step()
+            self.train_time_s += time.perf_counter() - step_started
             window_losses.append(loss_P)
             self.step += 1
             done = self.step == train.steps
@@ -148,15 +162,16 @@ class Worker:
             row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": lr,
                    "tokens": self.step * tokens_per_step, "bytes_sent": dense_bytes,
                    "dense_bytes": dense_bytes, "bytes_sent_total": self.step * dense_bytes,
-                   "dense_bytes_total": self.step * dense_bytes, "tokens_per_s": tokens_per_s}
+                   "dense_bytes_total": self.step * dense_bytes, "tokens_per_s": tokens_per_s,
+                   "time_s": self.train_time_s}
             if val_loss_P is not None:
                 row["val_loss"] = float(val_loss_P[member])
             rows.append(row)
         if self.plan.recorder is not None:
             self.plan.recorder.log.remote(rows)
         val = "" if val_loss_P is None else f" val_loss {val_loss_P.mean():.4f}"
-        print(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
-              f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s", flush=True)
+        say(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
+            f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s")
 
     def _checkpoint(self) -> None:
         """Every rank writes its files into one checkpoint directory that Ray persists:
@@ -166,7 +181,8 @@ class Worker:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             if self.is_chief:
-                atomic_save({"step": torch.tensor(self.step), "model": self.engine.module.state_dict()},
+                atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
+                             "model": self.engine.module.state_dict()},
                             folder / "model.pt")
             atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()},
                         folder / f"worker_rank{self.rank}.pt")
@@ -183,8 +199,6 @@ class Worker:
         self.optimizer.load_state_dict(worker_state["optimizer"])
         torch.set_rng_state(worker_state["rng"])
         self.step = int(state["step"])
+        self.train_time_s = float(state["train_time_s"])
         if self.is_chief:
-            print(f"[restore] resuming from the checkpoint at step {self.step}", flush=True)
-            if self.plan.recorder is not None:
-                # Rows logged after that checkpoint will be produced again: drop them.
-                self.plan.recorder.rewind.remote(self.step)
+            say(f"[restore] resuming from the checkpoint at step {self.step}")

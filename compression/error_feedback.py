@@ -1,0 +1,126 @@
+"""Error feedback: what was not sent is kept and added back next step.
+
+Shape legend:
+  P  members in the group,  N  coordinates per member in one tensor (or bucket)
+
+Per tensor id, each step (Stich, Cordonnier & Jaggi 2018, "memory"):
+  acc_PN      = residual_PN + grad_PN
+  payload     = compress(acc_PN)
+  residual_PN = acc_PN - decompress(payload)
+
+`decompress(payload)` is what was *actually* sent, after the values were cast to the wire
+dtype, so fp16/bf16 rounding error lands in the residual too. Hence, exactly per step,
+`sent + residual_new == residual_old + grad`, and over any number of steps
+`sum(sent) + residual == sum(grads)`: nothing is lost, only delayed.
+
+Unlike Stich et al.'s code (memory of lr-scaled updates) this memory holds gradients,
+so the optimizer after the exchange can be Adam and PBT can change learning rates.
+
+The residual is per member (leading P axis), so a PBT exploit can copy a winner's
+residual onto a loser together with its weights and optimizer state (`copy_member_`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .compressors import Payload, decompress
+
+_PREFIX = "residual."
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Residuals are kept in at least fp32: a bf16 residual would lose what it holds."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+class ErrorFeedback:
+    """Residual memory keyed by tensor id; each residual is `[P, N]` (one row per member).
+
+    With `enabled=False` it is a pass-through: nothing is kept, `residual()` is None and
+    the state dict is empty.
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self._residual: dict[str, torch.Tensor] = {}
+
+    # -- the per-step cycle -------------------------------------------------------------
+
+    def compensate(self, tensor_id: str, grad_PN: torch.Tensor) -> torch.Tensor:
+        """acc_PN = residual_PN + grad_PN (a new tensor, at least fp32; grad is not modified)."""
+        acc_PN = grad_PN.to(accumulation_dtype(grad_PN.dtype), copy=True)
+        residual_PN = self._residual.get(tensor_id) if self.enabled else None
+        if residual_PN is not None:
+            if residual_PN.shape != acc_PN.shape:
+                raise ValueError(
+                    f"error-feedback residual for {tensor_id!r} has shape "
+                    f"{tuple(residual_PN.shape)} but the gradient has {tuple(acc_PN.shape)}; "
+                    "the parameter set changed: call reset() or load a matching state dict"
+                )
+            acc_PN += residual_PN.to(device=acc_PN.device, dtype=acc_PN.dtype)
+        return acc_PN
+
+    def update(self, tensor_id: str, acc_PN: torch.Tensor, sent_PN: torch.Tensor) -> None:
+        """residual_PN = acc_PN - sent_PN (no-op when disabled)."""
+        if self.enabled:
+            self._residual[tensor_id] = acc_PN - sent_PN.to(acc_PN.dtype)
+
+    def step(
+        self,
+        tensor_id: str,
+        grad_PN: torch.Tensor,
+        compress: Callable[[torch.Tensor], Payload],
+    ) -> Payload:
+        """One full cycle: compensate, compress, keep what was not sent. Returns the payload."""
+        acc_PN = self.compensate(tensor_id, grad_PN)
+        payload = compress(acc_PN)
+        if not self.enabled:
+            return payload
+        if payload.idx_Pk is None:
+            if payload.values_Pk.dtype == acc_PN.dtype:
+                # Lossless (dense, same dtype): the residual would be all zeros; keep none
+                # rather than a model-sized buffer of zeros (dense training, warm-up).
+                self._residual.pop(tensor_id, None)
+            else:
+                self.update(tensor_id, acc_PN, decompress(payload, acc_PN.dtype))
+        else:
+            # Sparse: residual = acc - decompress(payload), computed in place in acc's
+            # buffer: only the k sent entries change (bit-identical to the dense formula,
+            # without a dense zeros + scatter + subtract per step).
+            idx_Pk = payload.idx_Pk.long()
+            sent_Pk = payload.values_Pk.to(acc_PN.dtype)
+            acc_PN.scatter_(1, idx_Pk, acc_PN.gather(1, idx_Pk) - sent_Pk)
+            self._residual[tensor_id] = acc_PN
+        return payload
+
+    # -- inspection, PBT and checkpoints ------------------------------------------------
+
+    def residual(self, tensor_id: str) -> torch.Tensor | None:
+        return self._residual.get(tensor_id)
+
+    def tensor_ids(self) -> list[str]:
+        return sorted(self._residual)
+
+    def reset(self) -> None:
+        self._residual.clear()
+
+    @torch.no_grad()
+    def copy_member_(self, dst: int, src: int) -> None:
+        """Member `dst` takes member `src`'s residual, in place, in every tensor (PBT exploit)."""
+        for residual_PN in self._residual.values():
+            residual_PN[dst].copy_(residual_PN[src])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """`{"residual.<tensor id>": [P, N] tensor}`; tensors only, so `torch.load(weights_only=True)` works."""
+        return {_PREFIX + tid: r.detach().clone() for tid, r in sorted(self._residual.items())}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        bad = [key for key in state if not key.startswith(_PREFIX)]
+        if bad:
+            raise KeyError(f"unexpected keys in error-feedback state (expected '{_PREFIX}<id>'): {bad}")
+        self._residual = {
+            key[len(_PREFIX) :]: t.detach().clone() for key, t in state.items()
+        } if self.enabled else {}

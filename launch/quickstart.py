@@ -1,0 +1,103 @@
+"""`make quickstart`: start a loopback Ray head if none is running, submit a spec with
+`ray job submit`, wait for it, then print where the results are and a short summary.
+
+    python -m launch.quickstart [SPEC] [--set KEY=VALUE ...]
+
+The head is left running (stop it with `.venv/bin/ray stop`) so `ray job logs` and the
+dashboard at http://127.0.0.1:8265 stay available.
+"""
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from launch.cli import add_spec_args, report_spec_error
+from launch.errors import SpecError
+from launch.spec import load_spec
+
+DASHBOARD = ("127.0.0.1", 8265)
+RUN_DIR_LINE = re.compile(r"run directory: (\S+)")
+
+
+def dashboard_is_up() -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex(DASHBOARD) == 0
+
+
+def ensure_auth_token(env: dict) -> None:
+    """Ray 2.60 clusters authenticate with a token in ~/.ray/auth_token; make one if this
+    machine has none yet (a client that asks for token mode fails without it)."""
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "get-auth-token", "--generate"],
+                   env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_head(env: dict) -> None:
+    print("starting a local Ray head on 127.0.0.1 (dashboard http://127.0.0.1:8265)", flush=True)
+    subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head",
+                    "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
+                   env=env, check=True, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not dashboard_is_up():
+        if time.monotonic() > deadline:
+            raise SystemExit("error: the Ray dashboard did not come up on 127.0.0.1:8265 within 120 s")
+        time.sleep(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m launch.quickstart", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_spec_args(parser, default_spec="configs/quickstart.yaml")
+    args = parser.parse_args(argv)
+    try:  # a bad spec should fail in a second, not after a cluster start and a submit
+        load_spec(args.spec, args.overrides)
+    except SpecError as err:
+        return report_spec_error(err, args.spec)
+    env = dict(os.environ)
+    # The job's `python` and Ray's workers must be this virtualenv's interpreter.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Ray 2.60 clusters require a token (~/.ray/auth_token, made by `ray start`); the
+    # job client must be told to send it.
+    env.setdefault("RAY_AUTH_MODE", "token")
+    ensure_auth_token(env)
+    if not dashboard_is_up():
+        start_head(env)
+    overrides = [arg for item in args.overrides for arg in ("--set", item)]
+    command = [str(Path(sys.executable).with_name("ray")), "job", "submit",
+               "--address", f"http://{DASHBOARD[0]}:{DASHBOARD[1]}", "--working-dir", ".",
+               "--", "python", "-m", "launch", "run", args.spec, *overrides]
+    print("$ ray " + " ".join(command[1:]), flush=True)
+    run_dir = None
+    with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
+        for line in job.stdout:
+            sys.stdout.write(line)
+            match = RUN_DIR_LINE.search(line)
+            run_dir = Path(match.group(1)) if match else run_dir
+    return report(run_dir, job.returncode)
+
+
+def report(run_dir: Path | None, returncode: int) -> int:
+    summary_path = run_dir / "summary.json" if run_dir else None
+    if summary_path is None or not summary_path.exists():
+        print(f"\nthe job ended (exit status {returncode}) without writing a summary", file=sys.stderr)
+        return returncode or 1
+    summary = json.loads(summary_path.read_text())
+    print("\n" + "=" * 72)
+    print(f"quickstart {summary['status']}: {summary['steps']} steps, {summary['wall_time_s']:.0f} s wall, "
+          f"{summary['tokens_per_s']:,.0f} tokens/s in training")
+    print(f"validation loss {summary['final_val_loss']:.3f} nats/token "
+          f"(unigram baseline {summary['unigram_baseline']:.3f})")
+    print(f"results: {run_dir}  (metrics.jsonl, summary.json, spec.yaml, ds_config.json, checkpoints/)")
+    print("Ray head still running: `.venv/bin/ray job list --address http://127.0.0.1:8265`; "
+          "stop it with `.venv/bin/ray stop`")
+    return 0 if summary["status"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

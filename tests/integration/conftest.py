@@ -1,0 +1,59 @@
+"""Helpers for tests that start real Ray clusters, DeepSpeed workers and mpiexec."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from launch.quickstart import ensure_auth_token
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/integration" in str(item.fspath):
+            item.add_marker(pytest.mark.integration)
+
+
+def launch_env() -> dict:
+    env = dict(os.environ)
+    # A test's job must start its own local Ray, never join a cluster left on the machine.
+    env.pop("RAY_ADDRESS", None)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    # Ray 2.60 clusters require a token (~/.ray/auth_token); clients must say so.
+    env["RAY_AUTH_MODE"] = "token"
+    return env
+
+
+def run_dir_of(output: str) -> Path:
+    lines = [line for line in output.splitlines() if line.startswith("run directory: ")]
+    assert lines, output[-3000:]
+    return Path(lines[0].split(": ", 1)[1].strip())
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ray_auth_token():
+    ensure_auth_token(launch_env())
+
+
+@pytest.fixture
+def run_launch(tmp_path):
+    """Run `python -m launch run SPEC --set ...` with storage under tmp_path."""
+
+    def run(spec: str, *overrides: str, timeout: int = 300) -> tuple[subprocess.CompletedProcess, Path | None]:
+        args = [sys.executable, "-m", "launch", "run", spec, "--set", f"run.storage={tmp_path}"]
+        for item in overrides:
+            args += ["--set", item]
+        done = subprocess.run(args, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
+        output = done.stdout + done.stderr
+        return done, (run_dir_of(output) if "run directory: " in output else None)
+
+    return run

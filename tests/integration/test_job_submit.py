@@ -1,0 +1,67 @@
+"""`ray job submit ... -- python -m launch run SPEC` against a Ray head this test starts
+on loopback and stops again."""
+import json
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, launch_env, run_dir_of
+
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A Ray head in the foreground (`--block`): terminating it stops its daemons."""
+    gcs, dashboard = free_port(), free_port()
+    head = subprocess.Popen(
+        [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
+         f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
+         "--disable-usage-stats"],
+        env=launch_env(), stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
+    try:
+        wait_for_port(dashboard, timeout=120)
+        yield f"http://127.0.0.1:{dashboard}"
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+
+
+def test_ray_job_submit_round_trip(ray_head, tmp_path):
+    storage = tmp_path / "runs"
+    done = subprocess.run(
+        [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
+         "python", "-m", "launch", "run", "configs/tiny.yaml", "--set", f"run.storage={storage}"],
+        cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=400)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "succeeded" in output
+    run_dir = run_dir_of(output)
+    assert run_dir.parent == storage  # outside the job's temporary working directory
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 20
+    assert "[step 20/20]" in output  # progress lines reach `ray job logs`
