@@ -11,6 +11,10 @@ class DistributedConfig(BaseModel):
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL; otherwise CPU and gloo")
     resources_per_worker: dict[str, float] | None = Field(
         None, description="Ray resources per worker, e.g. {CPU: 2}; default 1 CPU (plus 1 GPU with use_gpu)")
+    backend: Literal["torch", "mpi"] = Field(
+        "torch", description="gradient exchange: torch.distributed (gloo/NCCL) or mpi (mpi4py, needs launcher: mpi)")
+    launcher: Literal["ray", "mpi"] = Field(
+        "ray", description="ray: Ray Train starts the workers; mpi: `mpiexec -n W python -m launch run SPEC`")
     deepspeed: dict[str, Any] = Field(
         default_factory=dict,
         description="passed through to the DeepSpeed config, merged with the keys the spec sets")

@@ -53,9 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "validate":
             print(spec.to_yaml(), end="")
             return 0
-        from launch.job import run_job
+        if spec.distributed.launcher == "mpi":
+            from launch.mpi_job import run_mpi_job
 
-        run_job(spec)
+            run_mpi_job(spec)
+        else:
+            from launch.job import run_ray_job
+
+            run_ray_job(spec)
         return 0
     except SpecError as err:
         return report_spec_error(err, args.spec)

@@ -1,4 +1,5 @@
-"""Turn a validated spec into a Ray Train job and a run directory.
+"""Turn a validated spec into a run directory and a Ray Train job (the mpiexec launcher
+is in launch/mpi_job.py and shares the run-directory parts).
 
 Run directory (absolute path printed at start and end):
   spec.yaml         the resolved spec          ds_config.json   DeepSpeed's config
@@ -16,6 +17,7 @@ from launch.errors import Problem, SpecError
 from launch.recorder import write_atomic
 from launch.spec import JobSpec
 from launch.summary import summarize
+from trainers.loop import WorkerPlan
 
 
 def connect_ray() -> None:
@@ -64,34 +66,55 @@ def make_run_dir(spec: JobSpec) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
-def run_job(spec: JobSpec) -> Path:
-    """Run the job to completion; returns its run directory. Raises SpecError on input
-    the cluster cannot satisfy (before anything is written)."""
+def worker_plan(spec: JobSpec, ds_config: dict) -> WorkerPlan:
+    return WorkerPlan(seed=spec.seed, task=spec.task, model=spec.model, train=spec.train,
+                      compression=spec.compression, members=spec.population.size, deepspeed_config=ds_config,
+                      backend=spec.distributed.backend, checkpoint_interval=spec.run.checkpoint_interval,
+                      use_gpu=spec.distributed.use_gpu)
+
+
+def prepare_run_dir(spec: JobSpec) -> tuple[Path, dict]:
+    """Create the run directory with spec.yaml and ds_config.json; returns (dir, DeepSpeed config)."""
+    run_dir = make_run_dir(spec)
+    print(f"run directory: {run_dir}", flush=True)
+    ds_config = build_deepspeed_config(spec)
+    write_atomic(run_dir / "spec.yaml", spec.to_yaml())
+    write_atomic(run_dir / "ds_config.json", json.dumps(ds_config, indent=2) + "\n")
+    return run_dir, ds_config
+
+
+def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: float, error: str | None) -> None:
+    """Write summary.json whatever happened (results are never lost), print it, and exit
+    non-zero if training failed."""
+    summary = summarize(rows, info, wall_time_s=wall_time_s, status="failed" if error else "completed")
+    if error:
+        summary["error"] = error
+    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    print_summary(summary, run_dir)
+    if error:
+        print(f"error: training failed: {error}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def run_ray_job(spec: JobSpec) -> Path:
+    """Run the job on Ray Train to completion; returns its run directory. Raises
+    SpecError on input the cluster cannot satisfy (before anything is written)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from launch.recorder import RunRecorder
-    from trainers.loop import WorkerPlan, train_worker
+    from launch.workers import ray_train_worker
 
     connect_ray()
     check_resources(spec)
-    run_dir = make_run_dir(spec)
-    print(f"run directory: {run_dir}", flush=True)
-    ds_config = build_deepspeed_config(spec)
-    write_atomic(run_dir / "spec.yaml", spec.to_yaml())
-    write_atomic(run_dir / "ds_config.json", json.dumps(ds_config, indent=2) + "\n")
-
+    run_dir, ds_config = prepare_run_dir(spec)
     here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
     recorder = RunRecorder.options(scheduling_strategy=here).remote(str(run_dir))
-    plan = WorkerPlan(seed=spec.seed, task=spec.task, model=spec.model, train=spec.train,
-                      members=spec.population.size, deepspeed_config=ds_config,
-                      checkpoint_interval=spec.run.checkpoint_interval,
-                      use_gpu=spec.distributed.use_gpu, recorder=recorder)
     trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"plan": plan},
+        ray_train_worker,
+        train_loop_config={"plan": worker_plan(spec, ds_config), "recorder": recorder},
         torch_config=TorchConfig(backend=spec.distributed.comm_backend),
         scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
                                      resources_per_worker=spec.distributed.worker_resources()),
@@ -100,20 +123,13 @@ def run_job(spec: JobSpec) -> Path:
                              checkpoint_config=CheckpointConfig(num_to_keep=spec.run.keep_checkpoints)),
     )
     started = time.perf_counter()
-    status, error = "completed", None
+    error = None
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
-        status, error = "failed", f"{type(err).__name__}: {err}"
+        error = f"{type(err).__name__}: {err}"
     rows, info = ray.get(recorder.snapshot.remote())
-    summary = summarize(rows, info, wall_time_s=time.perf_counter() - started, status=status)
-    if error:
-        summary["error"] = error
-    write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    print_summary(summary, run_dir)
-    if error:
-        print(f"error: training failed: {error}", file=sys.stderr)
-        raise SystemExit(1)
+    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
     return run_dir
 
 

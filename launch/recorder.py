@@ -1,5 +1,4 @@
-"""The run's recorder: a Ray actor on the driver's node that owns the run directory's
-metric files, so rank 0 can log from any node of a cluster."""
+"""The run's recorder: the one writer of `metrics.jsonl`."""
 import json
 import os
 from pathlib import Path
@@ -13,8 +12,9 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-@ray.remote(num_cpus=0)
-class RunRecorder:
+class MetricsLog:
+    """Owns `metrics.jsonl`: appends rows, and rewinds after a restart from a checkpoint."""
+
     def __init__(self, run_dir: str):
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
         self.rows: list[dict] = []
@@ -35,3 +35,8 @@ class RunRecorder:
 
     def snapshot(self) -> tuple[list[dict], dict]:
         return self.rows, self.info
+
+
+# The Ray launcher runs the log as an actor on the driver's node, so that rank 0 can log
+# from any node of a cluster; the mpiexec launcher uses MetricsLog directly on rank 0.
+RunRecorder = ray.remote(num_cpus=0)(MetricsLog)

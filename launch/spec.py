@@ -17,6 +17,7 @@ from launch.errors import Problem, SpecError, did_you_mean
 from launch.yaml_io import apply_overrides, parse_yaml
 from pbt.config import PopulationConfig
 from trainers.config import ModelConfig, StdlibCodeTask, TaskConfig, TokenFileTask, TrainConfig
+from trainers.tasks.lm import token_file_problem
 
 
 class RunConfig(BaseModel):
@@ -156,13 +157,24 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
                                     f"the {key} is built from the train section (train.optimizer, train.lr, "
                                     "train.lr_schedule, ...) so each member can have its own; remove it here"))
     stage = (ds.get("zero_optimization") or {}).get("stage", 0)
-    if stage not in (0, 1):
+    if stage != 0:
         problems.append(Problem("distributed.deepspeed.zero_optimization.stage",
-                                f"stage {stage} is not supported: stages 2 and 3 partition gradients inside "
-                                "backward hooks, so sparsepop's gradient exchange cannot run; use 0 or 1"))
-    if isinstance(spec.task, TokenFileTask) and not spec.task.path.is_file():
-        problems.append(Problem("task.path", f"token file not found: {spec.task.path}"))
-    if spec.compression.method != "none":
-        problems.append(Problem("compression.method",
-                                f"{spec.compression.method!r} is not wired into training yet; use 'none'"))
+                                f"stage {stage} is not supported: ZeRO reduces gradients into its own partitioned "
+                                "buffers (stage 1 at the step, stages 2/3 inside backward hooks), which sparsepop's "
+                                "gradient exchange replaces; use stage 0"))
+    if isinstance(spec.task, TokenFileTask):
+        problem = token_file_problem(spec.task.path, spec.task.dtype, spec.task.vocab_size)
+        if problem:
+            problems.append(Problem("task.path", problem))
+    for key in ("fp16", "bf16"):
+        if (ds.get(key) or {}).get("enabled"):
+            problems.append(Problem(f"distributed.deepspeed.{key}.enabled",
+                                    "mixed-precision optimizers keep gradients outside param.grad (and fp16 "
+                                    "rescales them every step), where sparsepop's gradient exchange and its "
+                                    "error-feedback residuals cannot follow; remove it (training runs in fp32)"))
+    if spec.distributed.backend == "mpi" and spec.distributed.launcher == "ray":
+        problems.append(Problem("distributed.backend",
+                                "'mpi' needs ranks started by an MPI launcher (Ray 2.60 ships no MPI runtime); set "
+                                "distributed.launcher: mpi and run `mpiexec -n W python -m launch run SPEC`, or use "
+                                "backend: torch under Ray"))
     return problems

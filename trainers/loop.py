@@ -1,19 +1,27 @@
-"""The training loop one DeepSpeed worker runs (Ray Train's `train_loop_per_worker`).
+"""The training loop one DeepSpeed worker runs, whoever launched it (Ray Train or mpiexec).
 
 Per step: every member draws its own batch shard [B, T] (stacked to [P, B, T]), the
-population-batched model runs forward/backward on the sum of member losses, DeepSpeed
-averages gradients across workers and steps the optimizer. Rank 0 sends metric rows to
-the run's recorder and prints progress; every worker writes its part of a checkpoint.
+population-batched model runs forward/backward on the sum of member losses, the
+gradient exchange of distrib/ averages the (compressed) gradients across workers, and
+DeepSpeed steps the optimizer. Rank 0 reports metric rows and prints progress; every
+worker writes its part of each checkpoint.
+
+What the launcher provides (see launch/workers.py):
+  reporter      .log(rows), .rewind(step), .set_info(**info)  (used on rank 0 only)
+  checkpoints   .save(step, write_files)  write_files(folder) writes this rank's files
+                .latest()  a context manager giving the newest checkpoint folder or None
 """
 import os
 import sys
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from compression import CompressionConfig
+from distrib.deepspeed_glue import build_communicator, exchange_gradients, take_over_gradient_exchange
+from distrib.exchange import GradientExchange
 from trainers.checkpoint import atomic_save, load
 from trainers.config import ModelConfig, TrainConfig
 from trainers.model import PopulationTransformer, member_losses
@@ -36,29 +44,28 @@ class WorkerPlan:
     task: object  # one of trainers.config.TaskConfig
     model: ModelConfig
     train: TrainConfig
+    compression: CompressionConfig
     members: int
     deepspeed_config: dict
+    backend: str  # distributed.backend: torch | mpi
     checkpoint_interval: int
     use_gpu: bool
-    recorder: object = field(default=None, compare=False)  # Ray actor handle (launch.recorder.RunRecorder)
 
 
-def train_worker(config: dict) -> None:
-    """Entry point for Ray Train: `config = {"plan": WorkerPlan}`."""
-    plan: WorkerPlan = config["plan"]
+def import_deepspeed(use_gpu: bool):
     # DeepSpeed picks its accelerator at import; on CPU say so instead of letting it probe.
-    os.environ.setdefault("DS_ACCELERATOR", "cuda" if plan.use_gpu else "cpu")
+    os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
     import deepspeed
-    import ray.train
 
-    context = ray.train.get_context()
-    Worker(plan, deepspeed, rank=context.get_world_rank(), world_size=context.get_world_size()).run()
+    return deepspeed
 
 
 class Worker:
-    def __init__(self, plan: WorkerPlan, deepspeed, *, rank: int, world_size: int):
+    def __init__(self, plan: WorkerPlan, *, rank: int, world_size: int, reporter, checkpoints):
         self.plan, self.rank, self.world_size = plan, rank, world_size
-        self.is_chief = rank == 0
+        self.reporter = reporter if rank == 0 else None
+        self.checkpoints = checkpoints
+        deepspeed = import_deepspeed(plan.use_gpu)
         torch.manual_seed(plan.seed)  # identical initial weights on every rank
         self.data = build_task_data(plan.task, seed=plan.seed)
         model = PopulationTransformer(
@@ -68,9 +75,14 @@ class Worker:
         self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=build_optimizer(model, plan.train), config=plan.deepspeed_config)
+        take_over_gradient_exchange(self.engine)
+        self.comm = build_communicator(plan.backend)
+        self.exchange = GradientExchange(config=plan.compression, communicator=self.comm, seed=plan.seed)
         torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
         self.step = 0
         self.train_time_s = 0.0  # seconds spent in training steps, carried across restarts
+        self.bytes_sent_total = torch.zeros(plan.members, dtype=torch.float64)  # per member, this worker
+        self.dense_bytes_total = torch.zeros(plan.members, dtype=torch.float64)
         self.val_batches = self.data.val_batches(rank=rank, world_size=world_size,
                                                  batch_size=plan.train.micro_batch_size,
                                                  max_batches=plan.train.eval_batches)
@@ -78,28 +90,25 @@ class Worker:
     # ------------------------------------------------------------ loop
 
     def run(self) -> None:
-        import ray.train
-
         train = self.plan.train
-        self._restore(ray.train.get_checkpoint())
-        if self.is_chief and self.plan.recorder is not None:
+        self._restore()
+        if self.reporter is not None:
             # After a restart, rows logged past the step we resume from will be produced
             # again: drop them (a no-op on a first start).
-            self.plan.recorder.rewind.remote(self.step)
-            self.plan.recorder.set_info.remote(
+            self.reporter.rewind(self.step)
+            self.reporter.set_info(
                 unigram_baseline=getattr(self.data, "unigram_baseline", lambda: None)(),
                 params_per_member=self.n_params_per_member, world_size=self.world_size,
                 members=self.plan.members)
         tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
                            * self.plan.task.seq_len)
-        dense_bytes = 4 * self.n_params_per_member  # fp32 gradient a worker contributes per member
-        window_start, window_losses = time.perf_counter(), []
+        window_start, window_losses, window_bytes = time.perf_counter(), [], None
         while self.step < train.steps:
             lr = learning_rate(train, self.step)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             step_started = time.perf_counter()
-            loss_P = self._train_step()
+            loss_P, window_bytes = self._train_step()
             self.train_time_s += time.perf_counter() - step_started
             window_losses.append(loss_P)
             self.step += 1
@@ -110,14 +119,16 @@ class Worker:
                 mean_loss_P = self._mean_across_workers(torch.stack(window_losses).mean(0))
                 val_loss_P = self._evaluate() if evaluate else None
                 tokens_per_s = len(window_losses) * tokens_per_step / elapsed
-                self._log(lr, mean_loss_P, val_loss_P, tokens_per_step, dense_bytes, tokens_per_s)
+                self._log(lr, mean_loss_P, val_loss_P, self.step * tokens_per_step, window_bytes, tokens_per_s)
                 window_start, window_losses = time.perf_counter(), []
             if self.step % self.plan.checkpoint_interval == 0 or done:
-                self._checkpoint()
+                self.checkpoints.save(self.step, self._write_checkpoint_files)
 
-    def _train_step(self) -> torch.Tensor:
+    def _train_step(self):
+        """One optimizer step (grad_accum_steps micro-steps); returns the mean loss per
+        member on this worker and the exchange's byte report."""
         train, members = self.plan.train, self.plan.members
-        losses = []
+        losses, report = [], None
         for micro in range(train.grad_accum_steps):
             sample = self.step * train.grad_accum_steps + micro
             batches = [self.data.train_batch(rank=self.rank, world_size=self.world_size, member=m,
@@ -128,9 +139,13 @@ class Worker:
             # Sum over members: each member's gradient is what it would be on its own.
             loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
             self.engine.backward(loss_P.sum())
+            if self.engine.is_gradient_accumulation_boundary():
+                report = exchange_gradients(self.engine, self.exchange, step=self.step)
+                self.bytes_sent_total += report.bytes_sent
+                self.dense_bytes_total += report.dense_bytes
             self.engine.step()
             losses.append(loss_P.detach())
-        return torch.stack(losses).mean(0).cpu()
+        return torch.stack(losses).mean(0).cpu(), report
 
     @torch.no_grad()
     def _evaluate(self) -> torch.Tensor:
@@ -146,59 +161,57 @@ class Worker:
         return self._mean_across_workers(total_P / len(self.val_batches))
 
     def _mean_across_workers(self, value_P: torch.Tensor) -> torch.Tensor:
-        import torch.distributed as dist
-
-        value_P = value_P.to(self.engine.device, torch.float32)
-        dist.all_reduce(value_P)
-        return (value_P / self.world_size).cpu()
+        value_P = value_P.to(torch.float32).clone()
+        self.comm.all_reduce_sum_(value_P)
+        return value_P / self.world_size
 
     # ------------------------------------------------------------ output
 
-    def _log(self, lr, loss_P, val_loss_P, tokens_per_step, dense_bytes, tokens_per_s) -> None:
-        if not self.is_chief:
+    def _log(self, lr, loss_P, val_loss_P, tokens, bytes_report, tokens_per_s) -> None:
+        if self.reporter is None:
             return
         rows = []
         for member in range(self.plan.members):
             row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": lr,
-                   "tokens": self.step * tokens_per_step, "bytes_sent": dense_bytes,
-                   "dense_bytes": dense_bytes, "bytes_sent_total": self.step * dense_bytes,
-                   "dense_bytes_total": self.step * dense_bytes, "tokens_per_s": tokens_per_s,
-                   "time_s": self.train_time_s}
+                   "tokens": tokens, "bytes_sent": bytes_report.bytes_sent,
+                   "dense_bytes": bytes_report.dense_bytes,
+                   "bytes_sent_total": int(self.bytes_sent_total[member]),
+                   "dense_bytes_total": int(self.dense_bytes_total[member]),
+                   "tokens_per_s": tokens_per_s, "time_s": self.train_time_s}
             if val_loss_P is not None:
                 row["val_loss"] = float(val_loss_P[member])
             rows.append(row)
-        if self.plan.recorder is not None:
-            self.plan.recorder.log.remote(rows)
+        self.reporter.log(rows)
         val = "" if val_loss_P is None else f" val_loss {val_loss_P.mean():.4f}"
         say(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
-            f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s")
+            f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | sent {bytes_report.ratio:.2%} of dense")
 
-    def _checkpoint(self) -> None:
-        """Every rank writes its files into one checkpoint directory that Ray persists:
-        rank 0 the weights and step, each rank its optimizer state and RNG."""
-        import ray.train
+    # ------------------------------------------------------------ checkpoints
 
-        with tempfile.TemporaryDirectory() as tmp:
-            folder = Path(tmp)
-            if self.is_chief:
-                atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
-                             "model": self.engine.module.state_dict()},
-                            folder / "model.pt")
-            atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state()},
-                        folder / f"worker_rank{self.rank}.pt")
-            checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report({"step": self.step}, checkpoint=checkpoint)
+    def _write_checkpoint_files(self, folder: Path) -> None:
+        """Rank 0 writes the weights and counters; every rank its optimizer state, RNG and
+        error-feedback residuals (they differ per worker)."""
+        if self.rank == 0:
+            atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
+                         "model": self.engine.module.state_dict()}, folder / "model.pt")
+        atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                     "exchange": self.exchange.state_dict(),
+                     "bytes_sent_total": self.bytes_sent_total, "dense_bytes_total": self.dense_bytes_total},
+                    folder / f"worker_rank{self.rank}.pt")
 
-    def _restore(self, checkpoint) -> None:
-        if checkpoint is None:
-            return
-        with checkpoint.as_directory() as folder:
+    def _restore(self) -> None:
+        with self.checkpoints.latest() as folder:
+            if folder is None:
+                return
             state = load(Path(folder) / "model.pt")
             worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
         self.engine.module.load_state_dict(state["model"])
         self.optimizer.load_state_dict(worker_state["optimizer"])
         torch.set_rng_state(worker_state["rng"])
+        self.exchange.load_state_dict(worker_state["exchange"])
+        self.bytes_sent_total = worker_state["bytes_sent_total"]
+        self.dense_bytes_total = worker_state["dense_bytes_total"]
         self.step = int(state["step"])
         self.train_time_s = float(state["train_time_s"])
-        if self.is_chief:
+        if self.rank == 0:
             say(f"[restore] resuming from the checkpoint at step {self.step}")

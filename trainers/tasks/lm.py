@@ -36,6 +36,28 @@ def stdlib_corpus(val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     return to_array(train), to_array(val)
 
 
+def token_file_problem(path: Path, dtype: str, vocab_size: int) -> str | None:
+    """What is wrong with a token file, checked before any work starts (None if fine)."""
+    if not path.is_file():
+        return f"token file not found: {path}"
+    if path.suffix == ".npy":
+        with path.open("rb") as handle:
+            try:
+                major, _ = np.lib.format.read_magic(handle)
+                read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                _, _, file_dtype = read_header(handle)
+            except ValueError as err:
+                return f"{path} is not a readable .npy file ({err})"
+        if file_dtype.kind != "u":
+            return f"{path} holds {file_dtype} values; token ids must be an unsigned integer array (uint16/uint32)"
+    elif path.stat().st_size % np.dtype(dtype).itemsize:
+        return f"{path} has {path.stat().st_size} bytes, not a whole number of {dtype} ids; check task.dtype"
+    largest = int(load_token_file(path, dtype).max(initial=0))
+    if largest >= vocab_size:
+        return f"{path} holds token id {largest}, outside vocab_size {vocab_size}; raise task.vocab_size"
+    return None
+
+
 def load_token_file(path: Path, dtype: str) -> np.ndarray:
     """A .npy array (loaded without pickle) or a raw .bin of `dtype` ids, memory-mapped."""
     if path.suffix == ".npy":

@@ -1,0 +1,40 @@
+"""DeepSpeed glue: DeepSpeed keeps the optimizer step, sparsepop does the gradient
+exchange (as DeepSpeed's 1-bit Adam does, through `enable_backward_allreduce = False`).
+
+    engine.backward(loss)                               # local gradients only
+    if engine.is_gradient_accumulation_boundary():
+        report = exchange_gradients(engine, exchange, step=step)   # averaged in place
+    engine.step()
+"""
+import torch
+
+from compression import ByteReport
+from distrib.communicators import Communicator, MpiCommunicator, TorchCommunicator
+from distrib.exchange import GradientExchange
+
+
+def build_communicator(backend: str) -> Communicator:
+    """`distributed.backend`: torch (torch.distributed: gloo on CPU, NCCL on GPU) or mpi (mpi4py)."""
+    if backend == "torch":
+        return TorchCommunicator()
+    if backend == "mpi":
+        return MpiCommunicator()
+    raise ValueError(f"unknown distributed backend {backend!r}; valid: torch, mpi")
+
+
+def take_over_gradient_exchange(engine) -> None:
+    """Switch off DeepSpeed's own all-reduce (honoured in backward and step under ZeRO 0/1)."""
+    engine.enable_backward_allreduce = False
+
+
+def exchange_gradients(engine, exchange: GradientExchange, *, step: int) -> ByteReport:
+    """Replace every parameter's local gradient by the workers' (compressed) average.
+
+    All workers pass the same names in the same order; a parameter that got no gradient
+    this step contributes zeros, so no worker skips a collective the others make."""
+    params = {name: p for name, p in engine.module.named_parameters() if p.requires_grad}
+    grads = {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in params.items()}
+    report = exchange.exchange_(grads, step=step)
+    for name, param in params.items():
+        param.grad = grads[name]
+    return report
