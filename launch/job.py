@@ -17,6 +17,7 @@ from launch.errors import Problem, SpecError
 from launch.recorder import write_atomic
 from launch.spec import JobSpec
 from launch.summary import summarize
+from pbt.controller import PBTController
 from trainers.loop import WorkerPlan
 
 
@@ -66,11 +67,21 @@ def make_run_dir(spec: JobSpec) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
+def population_controller(spec: JobSpec) -> PBTController:
+    """Members' hyperparameters: the spec's values, and PBT's draws for those it mutates."""
+    defaults = {"lr": spec.train.lr, "weight_decay": spec.train.weight_decay,
+                "warmup": spec.train.warmup_steps / spec.train.steps, "dropout": spec.model.dropout,
+                "density": spec.compression.density}
+    return PBTController(spec.population.pbt, members=spec.population.size, seed=spec.seed, defaults=defaults)
+
+
 def worker_plan(spec: JobSpec, ds_config: dict) -> WorkerPlan:
+    pbt = spec.population.pbt
     return WorkerPlan(seed=spec.seed, task=spec.task, model=spec.model, train=spec.train,
                       compression=spec.compression, members=spec.population.size, deepspeed_config=ds_config,
                       backend=spec.distributed.backend, checkpoint_interval=spec.run.checkpoint_interval,
-                      use_gpu=spec.distributed.use_gpu)
+                      use_gpu=spec.distributed.use_gpu, population=population_controller(spec),
+                      pbt_metric=pbt.metric if pbt else "val_loss")
 
 
 def prepare_run_dir(spec: JobSpec) -> tuple[Path, dict]:

@@ -17,7 +17,9 @@ class MetricsLog:
 
     def __init__(self, run_dir: str):
         self.metrics_path = Path(run_dir) / "metrics.jsonl"
+        self.events_path = Path(run_dir) / "pbt_events.jsonl"
         self.rows: list[dict] = []
+        self.events: list[dict] = []
         self.info: dict = {}
 
     def log(self, rows: list[dict]) -> None:
@@ -25,10 +27,19 @@ class MetricsLog:
         with self.metrics_path.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
 
+    def log_events(self, lines: list[str]) -> None:
+        """PBT events, one JSON line each (pbt.events.Event.to_json)."""
+        self.events.extend(json.loads(line) for line in lines)
+        with self.events_path.open("a") as handle:
+            handle.writelines(line + "\n" for line in lines)
+
     def rewind(self, step: int) -> None:
-        """After a restart from the checkpoint at `step`, forget rows logged after it."""
+        """After a restart from the checkpoint at `step`, forget what was logged after it."""
         self.rows = [row for row in self.rows if row["step"] <= step]
+        self.events = [event for event in self.events if event["step"] <= step]
         write_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.rows))
+        if self.events_path.exists():
+            write_atomic(self.events_path, "".join(json.dumps(event) + "\n" for event in self.events))
 
     def set_info(self, **info) -> None:
         self.info.update(info)

@@ -132,7 +132,9 @@ def deepspeed_owned_keys(spec: JobSpec) -> dict[str, object]:
     return {
         "train_micro_batch_size_per_gpu": spec.train.micro_batch_size,
         "gradient_accumulation_steps": spec.train.grad_accum_steps,
-        "gradient_clipping": spec.train.grad_clip,
+        # DeepSpeed's clip takes one norm over every member; train.grad_clip is applied
+        # per member by the worker instead.
+        "gradient_clipping": 0.0,
     }
 
 
@@ -150,7 +152,8 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
         if key in ds and ds[key] != value:
             problems.append(Problem(f"distributed.deepspeed.{key}",
                                     f"{ds[key]!r} conflicts with the spec's value {value!r}; set it through "
-                                    "the train section and remove it here"))
+                                    "the train section (train.micro_batch_size, train.grad_accum_steps, "
+                                    "train.grad_clip) and remove it here"))
     for key in ("optimizer", "scheduler"):
         if key in ds:
             problems.append(Problem(f"distributed.deepspeed.{key}",
@@ -172,6 +175,11 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
                                     "mixed-precision optimizers keep gradients outside param.grad (and fp16 "
                                     "rescales them every step), where sparsepop's gradient exchange and its "
                                     "error-feedback residuals cannot follow; remove it (training runs in fp32)"))
+    pbt = spec.population.pbt
+    if pbt and "density" in pbt.hyperparam_mutations:
+        problems.append(Problem("population.pbt.hyperparam_mutations.density",
+                                "the gradient exchange sends one density for the whole group; a density per "
+                                "member is not supported yet: remove it (set compression.density)"))
     if spec.distributed.backend == "mpi" and spec.distributed.launcher == "ray":
         problems.append(Problem("distributed.backend",
                                 "'mpi' needs ranks started by an MPI launcher (Ray 2.60 ships no MPI runtime); set "

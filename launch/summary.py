@@ -11,6 +11,7 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
             "final_val_loss": val[-1]["val_loss"] if val else None,
             "best_val_loss": min(row["val_loss"] for row in val) if val else None,
             "final_loss": mine[-1]["loss"],
+            "hyperparams": mine[-1].get("hyperparams"),
         }
     last = rows[-1] if rows else {}
     steps = last.get("step", 0)
@@ -31,6 +32,7 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         "unigram_baseline": info.get("unigram_baseline"),
         "params_per_member": info.get("params_per_member"),
         "world_size": info.get("world_size"),
+        "initial_hyperparams": info.get("initial_hyperparams"),
         "members": per_member,
         "bytes_sent_per_worker": sent,
         "dense_bytes_per_worker": dense,

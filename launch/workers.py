@@ -25,6 +25,9 @@ class ActorReporter:
     def log(self, rows):
         self.recorder.log.remote(rows)
 
+    def log_events(self, lines):
+        self.recorder.log_events.remote(lines)
+
     def rewind(self, step):
         self.recorder.rewind.remote(step)
 

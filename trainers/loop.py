@@ -6,8 +6,15 @@ gradient exchange of distrib/ averages the (compressed) gradients across workers
 DeepSpeed steps the optimizer. Rank 0 reports metric rows and prints progress; every
 worker writes its part of each checkpoint.
 
+Members' hyperparameters ([P] tensors: lr, weight_decay, warmup fraction, dropout) come
+from the plan's population controller (pbt.controller.PBTController, built by the
+launcher); every `perturbation_interval` steps it decides exploit/explore from scores
+that are identical on all workers, and every worker copies the winners' state (weights,
+optimizer moments and step counters, error-feedback residuals) onto the losers in place.
+
 What the launcher provides (see launch/workers.py):
-  reporter      .log(rows), .rewind(step), .set_info(**info)  (used on rank 0 only)
+  reporter      .log(rows), .log_events(json_lines), .rewind(step), .set_info(**info)
+                (used on rank 0 only)
   checkpoints   .save(step, write_files)  write_files(folder) writes this rank's files
                 .latest()  a context manager giving the newest checkpoint folder or None
 """
@@ -25,7 +32,8 @@ from distrib.exchange import GradientExchange
 from trainers.checkpoint import atomic_save, load
 from trainers.config import ModelConfig, TrainConfig
 from trainers.model import PopulationTransformer, member_losses
-from trainers.optim import build_optimizer, learning_rate
+from trainers.optim import build_optimizer
+from trainers.population_optim import clip_grad_norm_per_member_, member_learning_rates
 from trainers.tasks import build_task_data
 
 
@@ -50,6 +58,8 @@ class WorkerPlan:
     backend: str  # distributed.backend: torch | mpi
     checkpoint_interval: int
     use_gpu: bool
+    population: object  # pbt.controller.PBTController: members' hyperparameters and PBT decisions
+    pbt_metric: str = "val_loss"  # population.pbt.metric: the score PBT compares
 
 
 def import_deepspeed(use_gpu: bool):
@@ -58,6 +68,26 @@ def import_deepspeed(use_gpu: bool):
     import deepspeed
 
     return deepspeed
+
+
+@torch.no_grad()
+def copy_member_state_(model: torch.nn.Module, optimizer, exchange: GradientExchange, *, target: int, source: int):
+    """Member `target` becomes member `source`, in place, as one consistent state: weights,
+    optimizer moments and step counters, error-feedback residuals. Hyperparameters
+    (dropout rates included) are the controller's to set; other buffers, such as random
+    features, are shared by the whole group and are not per member."""
+    for param in model.parameters():
+        param[target].copy_(param[source])
+    optimizer.copy_member_(target, source)
+    exchange.copy_member_(target, source)
+
+
+def replica_digest(model: torch.nn.Module) -> torch.Tensor:
+    """[P] float64 fingerprint of each member's weights: equal on every worker as long as
+    the replicas stay in step (written into each worker's checkpoint file)."""
+    params = list(model.parameters())
+    members = params[0].shape[0]
+    return sum(p.detach().double().reshape(members, -1).abs().sum(1) for p in params)
 
 
 class Worker:
@@ -73,8 +103,12 @@ class Worker:
             max_seq_len=plan.task.seq_len, causal=self.data.causal,
             num_classes=self.data.num_classes, pad_id=self.data.pad_id)
         self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
+        self.population = plan.population
+        optimizer = build_optimizer(model, plan.train, members=plan.members,
+                                    lr_P=self._hyperparams("lr"), weight_decay_P=self._hyperparams("weight_decay"))
+        model.set_dropout(self._hyperparams("dropout"))
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=build_optimizer(model, plan.train), config=plan.deepspeed_config)
+            model=model, optimizer=optimizer, config=plan.deepspeed_config)
         take_over_gradient_exchange(self.engine)
         self.comm = build_communicator(plan.backend)
         self.exchange = GradientExchange(config=plan.compression, communicator=self.comm, seed=plan.seed)
@@ -99,28 +133,36 @@ class Worker:
             self.reporter.set_info(
                 unigram_baseline=getattr(self.data, "unigram_baseline", lambda: None)(),
                 params_per_member=self.n_params_per_member, world_size=self.world_size,
-                members=self.plan.members)
+                members=self.plan.members, initial_hyperparams=self.population.initial)
         tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
                            * self.plan.task.seq_len)
-        window_start, window_losses, window_bytes = time.perf_counter(), [], None
+        window_start, window_losses = time.perf_counter(), []
         while self.step < train.steps:
-            lr = learning_rate(train, self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            lr_P = member_learning_rates(self._hyperparams("lr"), self._hyperparams("warmup"), step=self.step,
+                                         total_steps=train.steps, schedule=train.lr_schedule,
+                                         min_lr_ratio=train.min_lr_ratio)
+            self.optimizer.set_hyperparams(lr_P=lr_P, weight_decay_P=self._hyperparams("weight_decay"))
             step_started = time.perf_counter()
-            loss_P, window_bytes = self._train_step()
+            loss_P, bytes_report = self._train_step()
             self.train_time_s += time.perf_counter() - step_started
-            window_losses.append(loss_P)
             self.step += 1
+            # Every step, so that a diverged member is seen (and replaced) at once, with the
+            # same numbers on every worker.
+            loss_P = self._mean_across_workers(loss_P)
+            window_losses.append(loss_P)
             done = self.step == train.steps
-            evaluate = self.step % train.eval_interval == 0 or done
+            round_due = self.population.is_perturbation_step(self.step)
+            evaluate = (self.step % train.eval_interval == 0 or done
+                        or (round_due and self.plan.pbt_metric == "val_loss"))
+            val_loss_P = self._evaluate() if evaluate else None
             if self.step % train.log_interval == 0 or evaluate:
                 elapsed = time.perf_counter() - window_start
-                mean_loss_P = self._mean_across_workers(torch.stack(window_losses).mean(0))
-                val_loss_P = self._evaluate() if evaluate else None
                 tokens_per_s = len(window_losses) * tokens_per_step / elapsed
-                self._log(lr, mean_loss_P, val_loss_P, self.step * tokens_per_step, window_bytes, tokens_per_s)
+                self._log(lr_P, torch.stack(window_losses).mean(0), val_loss_P, self.step * tokens_per_step,
+                          bytes_report, tokens_per_s)
                 window_start, window_losses = time.perf_counter(), []
+            use_val = self.plan.pbt_metric == "val_loss" and val_loss_P is not None
+            self._exploit_explore(val_loss_P if use_val else loss_P, bytes_report)
             if self.step % self.plan.checkpoint_interval == 0 or done:
                 self.checkpoints.save(self.step, self._write_checkpoint_files)
 
@@ -143,6 +185,9 @@ class Worker:
                 report = exchange_gradients(self.engine, self.exchange, step=self.step)
                 self.bytes_sent_total += report.bytes_sent
                 self.dense_bytes_total += report.dense_bytes
+                if train.grad_clip > 0:
+                    # Per member: one member's large gradient must not shrink the others'.
+                    clip_grad_norm_per_member_(self.engine.module.parameters(), train.grad_clip)
             self.engine.step()
             losses.append(loss_P.detach())
         return torch.stack(losses).mean(0).cpu(), report
@@ -160,6 +205,27 @@ class Worker:
         self.engine.train()
         return self._mean_across_workers(total_P / len(self.val_batches))
 
+    def _hyperparams(self, name: str) -> torch.Tensor:
+        return self.population.hyperparams_tensor(name, dtype=torch.float64)
+
+    @torch.no_grad()
+    def _exploit_explore(self, scores_P: torch.Tensor, bytes_report) -> None:
+        """Apply the population controller's decisions (identical on every worker: the
+        scores are all-reduced and its random numbers are seeded by (seed, step))."""
+        events = self.population.decide(self.step, scores_P.tolist(),
+                                        bytes_ratio_P=[bytes_report.ratio] * self.plan.members)
+        for event in events:
+            copy_member_state_(self.engine.module, self.optimizer, self.exchange,
+                               target=event.target, source=event.source)
+        if not events:
+            return
+        self.engine.module.set_dropout(self._hyperparams("dropout"))
+        if self.reporter is not None:
+            self.reporter.log_events([event.to_json() for event in events])
+            for event in events:
+                say(f"[pbt] step {self.step}: member {event.target} <- member {event.source} ({event.reason}); "
+                    + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+
     def _mean_across_workers(self, value_P: torch.Tensor) -> torch.Tensor:
         value_P = value_P.to(torch.float32).clone()
         self.comm.all_reduce_sum_(value_P)
@@ -167,24 +233,25 @@ class Worker:
 
     # ------------------------------------------------------------ output
 
-    def _log(self, lr, loss_P, val_loss_P, tokens, bytes_report, tokens_per_s) -> None:
+    def _log(self, lr_P, loss_P, val_loss_P, tokens, bytes_report, tokens_per_s) -> None:
         if self.reporter is None:
             return
         rows = []
         for member in range(self.plan.members):
-            row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": lr,
+            row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": float(lr_P[member]),
                    "tokens": tokens, "bytes_sent": bytes_report.bytes_sent,
                    "dense_bytes": bytes_report.dense_bytes,
                    "bytes_sent_total": int(self.bytes_sent_total[member]),
                    "dense_bytes_total": int(self.dense_bytes_total[member]),
-                   "tokens_per_s": tokens_per_s, "time_s": self.train_time_s}
+                   "tokens_per_s": tokens_per_s, "time_s": self.train_time_s,
+                   "hyperparams": self.population.member_hyperparams(member)}
             if val_loss_P is not None:
                 row["val_loss"] = float(val_loss_P[member])
             rows.append(row)
         self.reporter.log(rows)
         val = "" if val_loss_P is None else f" val_loss {val_loss_P.mean():.4f}"
         say(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
-            f"lr {lr:.2e} | {tokens_per_s:,.0f} tok/s | sent {bytes_report.ratio:.2%} of dense")
+            f"lr {lr_P.mean():.2e} | {tokens_per_s:,.0f} tok/s | sent {bytes_report.ratio:.2%} of dense")
 
     # ------------------------------------------------------------ checkpoints
 
@@ -193,8 +260,10 @@ class Worker:
         error-feedback residuals (they differ per worker)."""
         if self.rank == 0:
             atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
-                         "model": self.engine.module.state_dict()}, folder / "model.pt")
+                         "model": self.engine.module.state_dict(), "population": self.population.state_dict()},
+                        folder / "model.pt")
         atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                     "replica_digest": replica_digest(self.engine.module),
                      "exchange": self.exchange.state_dict(),
                      "bytes_sent_total": self.bytes_sent_total, "dense_bytes_total": self.dense_bytes_total},
                     folder / f"worker_rank{self.rank}.pt")
@@ -205,7 +274,8 @@ class Worker:
                 return
             state = load(Path(folder) / "model.pt")
             worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
-        self.engine.module.load_state_dict(state["model"])
+        self.engine.module.load_state_dict(state["model"])  # includes each member's dropout rate
+        self.population.load_state_dict(state["population"])
         self.optimizer.load_state_dict(worker_state["optimizer"])
         torch.set_rng_state(worker_state["rng"])
         self.exchange.load_state_dict(worker_state["exchange"])

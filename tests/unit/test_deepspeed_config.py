@@ -10,7 +10,7 @@ def test_batch_rule_and_owned_keys():
     assert config["train_batch_size"] == 8 * 3 * 2
     assert config["train_micro_batch_size_per_gpu"] == 8
     assert config["gradient_accumulation_steps"] == 3
-    assert config["gradient_clipping"] == 0.5
+    assert config["gradient_clipping"] == 0.0  # train.grad_clip is applied per member by the worker
     assert config["zero_optimization"] == {"stage": 0}
 
 

@@ -1,0 +1,69 @@
+"""Vectorized PBT with real DeepSpeed workers: exploits keep the replicas identical, and
+a run killed mid-way resumes to exactly the metrics of an uninterrupted run."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import torch
+
+from pbt.events import read_events, replay
+from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
+from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
+
+MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
+
+
+def test_exploits_keep_both_workers_identical(tmp_path):
+    done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "launch", "run", "configs/tiny_pbt.yaml",
+                           "--set", "distributed.launcher=mpi", "--set", f"run.storage={tmp_path}"],
+                          cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = run_dir_of(done.stdout)
+    events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
+    assert events and {e.step for e in events} <= {10, 20, 30, 40, 50, 60}
+    assert all(e.target != e.source for e in events)
+
+    # Both workers hold the same weights after every exploit, member by member.
+    folder = run_dir / "checkpoints" / json.loads((run_dir / "checkpoints" / "latest.json").read_text())["folder"]
+    digests = [torch.load(folder / f"worker_rank{r}.pt", weights_only=True)["replica_digest"] for r in (0, 1)]
+    assert digests[0].shape == (4,) and torch.equal(digests[0], digests[1])
+
+    # The event log replays to the hyperparameters each member had in metrics.jsonl. A row
+    # of step s shows those that trained step s; an exploit at step s acts after it.
+    summary = json.loads((run_dir / "summary.json").read_text())
+    history = replay(events, summary["initial_hyperparams"])
+    for row in read_rows(run_dir):
+        assert history[row["member"]].at(row["step"] - 1) == row["hyperparams"], row["step"]
+    assert len({tuple(sorted(row["hyperparams"].items())) for row in read_rows(run_dir)}) > 4  # they evolved
+
+
+def ray_run(tmp_path, *overrides, kill_after_checkpoint=False):
+    tmp_path.mkdir()
+    args = [sys.executable, "-m", "launch", "run", "configs/tiny_pbt.yaml", "--set", f"run.storage={tmp_path}",
+            "--set", "train.steps=80"]
+    for item in overrides:
+        args += ["--set", item]
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(args, cwd=REPO, env=launch_env(), stdout=out, stderr=subprocess.STDOUT)
+        while kill_after_checkpoint and driver.poll() is None:
+            time.sleep(0.2)
+            if "run directory: " in log.read_text() and latest_checkpoint_step(run_dir_of(log.read_text())) >= 20:
+                train_workers(psutil.Process(driver.pid))[0].kill()
+                break
+        driver.wait(timeout=400)
+    assert driver.returncode == 0, log.read_text()[-4000:]
+    return run_dir_of(log.read_text()), log.read_text()
+
+
+def test_resume_after_a_killed_worker_reproduces_the_uninterrupted_run(tmp_path):
+    whole, _ = ray_run(tmp_path / "whole")
+    resumed, output = ray_run(tmp_path / "resumed", kill_after_checkpoint=True)
+    assert "resuming from the checkpoint at step" in output
+    timing = {"time_s", "tokens_per_s"}
+    strip = lambda rows: [{k: v for k, v in row.items() if k not in timing} for row in rows]  # noqa: E731
+    assert strip(read_rows(resumed)) == strip(read_rows(whole))
+    assert (resumed / "pbt_events.jsonl").read_text() == (whole / "pbt_events.jsonl").read_text()

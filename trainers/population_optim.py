@@ -1,0 +1,175 @@
+"""Population optimizers: one fused update for all P members, each with its own
+learning rate and weight decay.
+
+Legend: P members; every parameter is `[P, ...]`; `x_P` is one value per member and
+`x_Px` its view broadcast over a parameter (`[P, 1, 1, ...]`).
+
+Hyperparameters are `[P]` float64 CPU tensors in each param group (`lr_P`,
+`weight_decay_P`), with the Adam step counter `step_P`; torch's `state_dict()` keeps
+group entries as they are, so they survive a checkpoint and `torch.load(weights_only=True)`.
+`group["lr"]` is the population mean, kept only because DeepSpeed reads it for its logs;
+setting it from outside raises at the next step (it would otherwise be ignored), so set
+rates with `set_hyperparams`. DeepSpeed ZeRO stage 0 in fp32 uses this optimizer as is.
+
+Parameters with dim <= 2 (per-member norms, biases: `[P, D]`) get no weight decay.
+"""
+import math
+
+import torch
+
+
+def _member_values(value, members: int, name: str) -> torch.Tensor:
+    value_P = torch.as_tensor(value, dtype=torch.float64).flatten().cpu().clone()
+    if value_P.numel() == 1:
+        value_P = value_P.expand(members).clone()
+    if value_P.shape != (members,):
+        raise ValueError(f"{name} needs one value per member ({members}), got shape {tuple(value_P.shape)}")
+    return value_P
+
+
+class _PopulationOptimizer(torch.optim.Optimizer):
+    def __init__(self, params, *, members: int, lr_P, weight_decay_P, **defaults):
+        lr_P = _member_values(lr_P, members, "lr_P")
+        super().__init__(params, dict(lr=float(lr_P.mean()), lr_P=lr_P,
+                                      weight_decay_P=_member_values(weight_decay_P, members, "weight_decay_P"),
+                                      step_P=torch.zeros(members, dtype=torch.float64), **defaults))
+        self.members = members
+        for group in self.param_groups:
+            # Groups share the default tensors; give each its own so they never alias.
+            for key in ("lr_P", "weight_decay_P", "step_P"):
+                group[key] = group[key].clone()
+            for p in group["params"]:
+                if p.dim() == 0 or p.shape[0] != members:
+                    raise ValueError(f"every parameter needs a leading member axis of {members}, "
+                                     f"got shape {tuple(p.shape)}")
+
+    def set_hyperparams(self, *, lr_P=None, weight_decay_P=None) -> None:
+        """Replace the learning rate and/or weight decay of every member ([P] or a scalar)."""
+        for group in self.param_groups:
+            if lr_P is not None:
+                group["lr_P"] = _member_values(lr_P, self.members, "lr_P")
+                group["lr"] = float(group["lr_P"].mean())
+            if weight_decay_P is not None:
+                group["weight_decay_P"] = _member_values(weight_decay_P, self.members, "weight_decay_P")
+
+    @torch.no_grad()
+    def copy_member_(self, dst: int, src: int) -> None:
+        """Member `dst` takes member `src`'s moments and step counter, in place (PBT exploit).
+        Hyperparameters are not copied: the caller sets the explored ones."""
+        for group in self.param_groups:
+            group["step_P"][dst] = group["step_P"][src]
+            for p in group["params"]:
+                for value in self.state.get(p, {}).values():
+                    value[dst].copy_(value[src])
+
+    def _group_tensors(self, group, device):
+        """(lr_P, weight_decay_P, step_P) after this step's count, on `device`."""
+        if group["lr"] != float(group["lr_P"].mean()):
+            raise RuntimeError(f"param_groups[...]['lr'] was set to {group['lr']} from outside; this "
+                               "optimizer has a rate per member: call set_hyperparams(lr_P=...) instead "
+                               "(and configure no DeepSpeed lr scheduler)")
+        group["step_P"] += 1
+        return tuple(group[k].to(device) for k in ("lr_P", "weight_decay_P", "step_P"))
+
+
+def _broadcast(x_P: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+    return x_P.to(p.dtype).view((-1,) + (1,) * (p.dim() - 1))
+
+
+class PopulationAdamW(_PopulationOptimizer):
+    """torch.optim.AdamW (decoupled weight decay, no amsgrad) for every member at once."""
+
+    def __init__(self, params, *, members: int, lr_P, weight_decay_P=0.0,
+                 betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8):
+        super().__init__(params, members=members, lr_P=lr_P, weight_decay_P=weight_decay_P, betas=betas, eps=eps)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else torch.enable_grad()(closure)()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            lr_P, wd_P, step_P = self._group_tensors(group, params[0].device)
+            # Bias corrections per member, in float64: members may have taken different step counts.
+            step_size_P = lr_P / (1 - beta1 ** step_P)
+            bias2_sqrt_P = torch.sqrt(1 - beta2 ** step_P)
+            for p in params:
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
+                if p.dim() > 2:
+                    p.mul_(1 - _broadcast(lr_P * wd_P, p))
+                exp_avg.lerp_(grad, 1 - beta1)
+                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                denom = (exp_avg_sq.sqrt() / _broadcast(bias2_sqrt_P, p)).add_(group["eps"])
+                p.addcdiv_(exp_avg * _broadcast(-step_size_P, p), denom)
+        return loss
+
+
+class PopulationSGD(_PopulationOptimizer):
+    """torch.optim.SGD with momentum (no dampening, no nesterov) for every member at once.
+
+    Weight decay is torch SGD's: L2 added to the gradient before the momentum (so P = 1
+    matches torch.optim.SGD exactly), not AdamW's decoupled decay.
+    """
+
+    def __init__(self, params, *, members: int, lr_P, weight_decay_P=0.0, momentum: float = 0.9):
+        super().__init__(params, members=members, lr_P=lr_P, weight_decay_P=weight_decay_P, momentum=momentum)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else torch.enable_grad()(closure)()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            lr_P, wd_P, _ = self._group_tensors(group, params[0].device)
+            for p in params:
+                d_p = p.grad
+                if p.dim() > 2:
+                    d_p = d_p + _broadcast(wd_P, p) * p
+                if group["momentum"]:
+                    # A zero buffer gives buf = d_p on the first step, as torch's clone does.
+                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                    d_p = buf.mul_(group["momentum"]).add_(d_p)
+                p.sub_(_broadcast(lr_P, p) * d_p)
+        return loss
+
+
+@torch.no_grad()
+def clip_grad_norm_per_member_(params, max_norm: float) -> torch.Tensor:
+    """Clip each member's gradient to global norm `max_norm` on its own; returns norm_P.
+
+    DeepSpeed's `gradient_clipping` takes one norm over all members, so one member's
+    large gradient would shrink everyone's step; set it to 0 and call this instead.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    sq_P = torch.stack([g.float().pow(2).flatten(1).sum(1) for g in grads]).sum(0)
+    norm_P = sq_P.sqrt()
+    coef_P = (max_norm / (norm_P + 1e-6)).clamp(max=1.0)
+    for g in grads:
+        g.mul_(_broadcast(coef_P, g))
+    return norm_P
+
+
+def member_learning_rates(base_lr_P: torch.Tensor, warmup_fraction_P: torch.Tensor, *, step: int,
+                          total_steps: int, schedule: str = "cosine", min_lr_ratio: float = 0.1) -> torch.Tensor:
+    """The learning-rate schedule of every member at once ([P] in, [P] float64 out):
+    linear warm-up over round(warmup_fraction * total_steps) steps, then constant or
+    cosine decay to min_lr_ratio * lr. A member whose warm-up PBT lengthens past `step`
+    goes back into warm-up."""
+    base_lr_P = torch.as_tensor(base_lr_P, dtype=torch.float64)
+    warmup_steps_P = torch.round(torch.as_tensor(warmup_fraction_P, dtype=torch.float64) * total_steps)
+    warming_P = step < warmup_steps_P
+    warm_lr_P = base_lr_P * (step + 1) / warmup_steps_P.clamp(min=1)
+    if schedule == "constant":
+        decayed_lr_P = base_lr_P
+    else:
+        progress_P = ((step - warmup_steps_P) / (total_steps - warmup_steps_P).clamp(min=1)).clamp(max=1.0)
+        floor_P = min_lr_ratio * base_lr_P
+        decayed_lr_P = floor_P + (base_lr_P - floor_P) * 0.5 * (1 + torch.cos(math.pi * progress_P))
+    return torch.where(warming_P, warm_lr_P, decayed_lr_P)
