@@ -32,6 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a job spec without running anything: prints the resolved spec as YAML, or "
                     "every problem with its dotted key path (exit status 2).")
     add_spec_args(validate)
+    report = commands.add_parser(
+        "report", help="write report.md with plots for a run directory",
+        description="Write report.md (validation loss per member with exploits marked, each hyperparameter's "
+                    "schedule per member, the final population table) and its PNGs into RUN_DIR. Every job "
+                    "already does this when it ends.")
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
     return parser
 
 
@@ -44,8 +50,22 @@ def report_spec_error(err: SpecError, spec_path: str) -> int:
     return 2
 
 
+def write_report_for(run_dir: str) -> int:
+    from pathlib import Path
+
+    from launch.report import write_report
+
+    if not (Path(run_dir) / "metrics.jsonl").exists() and not (Path(run_dir) / "summary.json").exists():
+        print(f"error: {run_dir}: not a run directory (no metrics.jsonl or summary.json)", file=sys.stderr)
+        return 2
+    print(f"report: {write_report(Path(run_dir))}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "report":
+        return write_report_for(args.run_dir)
     from launch.spec import load_spec
 
     try:

@@ -5,6 +5,7 @@ Run directory (absolute path printed at start and end):
   spec.yaml         the resolved spec          ds_config.json   DeepSpeed's config
   metrics.jsonl     one row per logged step and member (written by the recorder)
   summary.json      final figures              checkpoints/     Ray Train checkpoints
+  pbt_events.jsonl  every exploit/explore      report.md + PNGs a person's view of it all
 """
 import json
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from launch.deepspeed_config import build_deepspeed_config
 from launch.errors import Problem, SpecError
 from launch.recorder import write_atomic
+from launch.report import write_report
 from launch.spec import JobSpec
 from launch.summary import summarize
 from pbt.controller import PBTController
@@ -101,6 +103,7 @@ def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: floa
     if error:
         summary["error"] = error
     write_atomic(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_report(run_dir)
     print_summary(summary, run_dir)
     if error:
         print(f"error: training failed: {error}", file=sys.stderr)

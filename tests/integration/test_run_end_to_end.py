@@ -10,7 +10,7 @@ def test_two_worker_run_writes_a_complete_run_directory(run_launch):
     done, run_dir = run_launch("configs/tiny.yaml")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert run_dir.is_absolute()
-    for name in ("spec.yaml", "ds_config.json", "metrics.jsonl", "summary.json"):
+    for name in ("spec.yaml", "ds_config.json", "metrics.jsonl", "summary.json", "report.md", "val_loss.png"):
         assert (run_dir / name).is_file(), name
 
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text())

@@ -139,6 +139,6 @@ def test_cli_bad_spec_exits_2_without_traceback(tmp_path):
 
 def test_cli_help_explains_each_command():
     for args, expected in ((["--help"], "validate"), (["run", "--help"], "--set KEY.PATH=VALUE"),
-                           (["validate", "--help"], "resolved spec")):
+                           (["validate", "--help"], "resolved spec"), (["report", "--help"], "RUN_DIR")):
         done = run_cli(*args)
         assert done.returncode == 0 and expected in done.stdout, done.stdout
