@@ -151,6 +151,8 @@ def print_summary(summary: dict, run_dir: Path) -> None:
     fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
     print(f"\n== {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s wall, "
           f"{summary['train_time_s']:.1f} s training ({summary['tokens_per_s'] or 0:,.0f} tokens/s)")
-    print(f"   validation loss: final {fmt(summary['final_val_loss'])}, best {fmt(summary['best_val_loss'])}; "
-          f"unigram baseline {fmt(summary['unigram_baseline'])} (nats/token)")
+    print(f"   validation loss: final {fmt(summary['final_val_loss'])}, best {fmt(summary['best_val_loss'])}"
+          + (f"; unigram baseline {fmt(summary['unigram_baseline'])} (nats/token)"
+             if summary["unigram_baseline"] is not None else "")
+          + (f"; accuracy {summary['final_val_accuracy']:.3f}" if summary["final_val_accuracy"] is not None else ""))
     print(f"   run directory: {run_dir}", flush=True)

@@ -467,6 +467,9 @@ def header(run: Run) -> list[str]:
         f"- **Validation loss (nats/token):** {_val_line(s)}",
         f"- **Gradient traffic:** {_bytes_line(s)}",
     ]
+    if s.get("final_val_accuracy") is not None:
+        lines.insert(-1, f"- **Validation accuracy:** {s['final_val_accuracy']:.3f} (best member at the last "
+                         "evaluation)")
     return lines
 
 

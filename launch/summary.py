@@ -11,6 +11,7 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
             "final_val_loss": val[-1]["val_loss"] if val else None,
             "best_val_loss": min(row["val_loss"] for row in val) if val else None,
             "final_loss": mine[-1]["loss"],
+            "final_val_accuracy": val[-1].get("val_accuracy") if val else None,
             "hyperparams": mine[-1].get("hyperparams"),
         }
     last = rows[-1] if rows else {}
@@ -29,6 +30,8 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         "tokens_per_s": round(last["tokens"] * len(members) / last["time_s"], 1) if last.get("time_s") else None,
         "final_val_loss": min(finals) if finals else None,
         "best_val_loss": min(bests) if bests else None,
+        "final_val_accuracy": max((m["final_val_accuracy"] for m in per_member.values()
+                                   if m["final_val_accuracy"] is not None), default=None),
         "unigram_baseline": info.get("unigram_baseline"),
         "params_per_member": info.get("params_per_member"),
         "world_size": info.get("world_size"),

@@ -4,7 +4,7 @@ Each is a frozen pydantic model that forbids unknown keys; launch/ parses the YA
 and hands each component only the sections it uses.
 """
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
@@ -19,6 +19,7 @@ class StdlibCodeTask(Section):
     """Byte-level LM on the Python standard library's own source (no download)."""
 
     kind: Literal["stdlib_code"] = "stdlib_code"
+    causal: ClassVar[bool] = True  # next-token prediction: attention must not look ahead
     seq_len: PositiveInt = Field(128, description="tokens per training sequence")
     val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation")
 
@@ -27,6 +28,7 @@ class TokenFileTask(Section):
     """LM on a user's pre-tokenized file: `.npy`, or raw `.bin` of `dtype` ids."""
 
     kind: Literal["token_file"] = "token_file"
+    causal: ClassVar[bool] = True
     path: Path = Field(description="absolute path of a .npy or raw .bin token file")
     dtype: Literal["uint16", "uint32"] = "uint16"
     vocab_size: PositiveInt = Field(description="ids must lie in [0, vocab_size)")
@@ -34,7 +36,30 @@ class TokenFileTask(Section):
     val_fraction: float = Field(0.05, gt=0, lt=1, description="tail of the file held out for validation")
 
 
-TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask], Field(discriminator="kind")]
+class ListOpsTask(Section):
+    """Long Range Arena ListOps, generated locally from the seed (brackets kept): classify
+    the value (0-9) of a nested MIN/MAX/MED/SM expression. Reported as accuracy."""
+
+    kind: Literal["listops"] = "listops"
+    causal: ClassVar[bool] = False  # classification: attention sees the whole expression
+    seq_len: PositiveInt = Field(512, description="padded sequence length (>= max_len)")
+    min_len: PositiveInt = Field(100, description="shortest expression in tokens (LRA: 500)")
+    max_len: PositiveInt = Field(512, description="longest expression in tokens (LRA: 2000)")
+    max_depth: PositiveInt = 10
+    max_args: int = Field(10, ge=2)
+    num_train: PositiveInt = 5000
+    num_val: PositiveInt = 500
+    num_test: PositiveInt = 500
+
+    @model_validator(mode="after")
+    def _lengths(self):
+        if not self.min_len <= self.max_len <= self.seq_len:
+            raise ValueError(f"need min_len <= max_len <= seq_len, got {self.min_len}, {self.max_len}, "
+                             f"{self.seq_len}")
+        return self
+
+
+TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask, ListOpsTask], Field(discriminator="kind")]
 
 
 class ModelConfig(Section):

@@ -154,12 +154,12 @@ class Worker:
             round_due = self.population.is_perturbation_step(self.step)
             evaluate = (self.step % train.eval_interval == 0 or done
                         or (round_due and self.plan.pbt_metric == "val_loss"))
-            val_loss_P = self._evaluate() if evaluate else None
+            val_loss_P, val_accuracy_P = self._evaluate() if evaluate else (None, None)
             if self.step % train.log_interval == 0 or evaluate:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = len(window_losses) * tokens_per_step / elapsed
-                self._log(lr_P, torch.stack(window_losses).mean(0), val_loss_P, self.step * tokens_per_step,
-                          bytes_report, tokens_per_s)
+                self._log(lr_P, torch.stack(window_losses).mean(0), val_loss_P, val_accuracy_P,
+                          self.step * tokens_per_step, bytes_report, tokens_per_s)
                 window_start, window_losses = time.perf_counter(), []
             use_val = self.plan.pbt_metric == "val_loss" and val_loss_P is not None
             self._exploit_explore(val_loss_P if use_val else loss_P, bytes_report)
@@ -193,17 +193,22 @@ class Worker:
         return torch.stack(losses).mean(0).cpu(), report
 
     @torch.no_grad()
-    def _evaluate(self) -> torch.Tensor:
-        """Validation loss per member, averaged over every worker's validation shard."""
+    def _evaluate(self):
+        """Validation loss per member, averaged over every worker's validation shard, and
+        the accuracy per member for classification tasks (None for language modelling)."""
         self.engine.eval()
         members = self.plan.members
-        total_P = torch.zeros(members)
+        loss_P, correct_P = torch.zeros(members), torch.zeros(members)
         for inputs_BT, targets_B in self.val_batches:
             inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(self.engine.device)
             targets = targets_B.expand(members, *targets_B.shape).to(self.engine.device)
-            total_P += member_losses(self.engine(inputs_PBT), targets).float().cpu()
+            logits = self.engine(inputs_PBT)
+            loss_P += member_losses(logits, targets).float().cpu()
+            correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1).cpu()
         self.engine.train()
-        return self._mean_across_workers(total_P / len(self.val_batches))
+        val_loss_P = self._mean_across_workers(loss_P / len(self.val_batches))
+        accuracy_P = self._mean_across_workers(correct_P / len(self.val_batches))
+        return val_loss_P, accuracy_P if self.data.num_classes else None
 
     def _hyperparams(self, name: str) -> torch.Tensor:
         return self.population.hyperparams_tensor(name, dtype=torch.float64)
@@ -233,7 +238,7 @@ class Worker:
 
     # ------------------------------------------------------------ output
 
-    def _log(self, lr_P, loss_P, val_loss_P, tokens, bytes_report, tokens_per_s) -> None:
+    def _log(self, lr_P, loss_P, val_loss_P, val_accuracy_P, tokens, bytes_report, tokens_per_s) -> None:
         if self.reporter is None:
             return
         rows = []
@@ -247,9 +252,12 @@ class Worker:
                    "hyperparams": self.population.member_hyperparams(member)}
             if val_loss_P is not None:
                 row["val_loss"] = float(val_loss_P[member])
+            if val_accuracy_P is not None:
+                row["val_accuracy"] = float(val_accuracy_P[member])
             rows.append(row)
         self.reporter.log(rows)
         val = "" if val_loss_P is None else f" val_loss {val_loss_P.mean():.4f}"
+        val += "" if val_accuracy_P is None else f" val_accuracy {val_accuracy_P.mean():.3f}"
         say(f"[step {self.step}/{self.plan.train.steps}] loss {loss_P.mean():.4f}{val} "
             f"lr {lr_P.mean():.2e} | {tokens_per_s:,.0f} tok/s | sent {bytes_report.ratio:.2%} of dense")
 

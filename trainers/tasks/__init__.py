@@ -2,7 +2,8 @@
 `train_batch(rank=, world_size=, member=, step=, batch_size=)`,
 `val_batches(rank=, world_size=, batch_size=, max_batches=)` and attributes
 `vocab_size`, `num_classes` (None for language modelling), `pad_id`, `causal`."""
-from trainers.config import StdlibCodeTask, TokenFileTask
+from trainers.config import ListOpsTask, StdlibCodeTask, TokenFileTask
+from trainers.tasks.listops import ListOpsData
 from trainers.tasks.lm import LMData, load_token_file, stdlib_corpus
 
 
@@ -14,4 +15,8 @@ def build_task_data(task, *, seed: int):
         tokens = load_token_file(task.path, task.dtype)
         split = int(len(tokens) * (1 - task.val_fraction))
         return LMData(tokens[:split], tokens[split:], vocab_size=task.vocab_size, seq_len=task.seq_len, seed=seed)
+    if isinstance(task, ListOpsTask):
+        return ListOpsData(seq_len=task.seq_len, num_train=task.num_train, num_val=task.num_val,
+                           num_test=task.num_test, seed=seed, min_len=task.min_len, max_len=task.max_len,
+                           max_depth=task.max_depth, max_args=task.max_args)
     raise TypeError(f"unknown task config {type(task).__name__}")
