@@ -16,6 +16,7 @@ from distrib.config import DistributedConfig
 from launch.errors import Problem, SpecError, did_you_mean
 from launch.yaml_io import apply_overrides, parse_yaml
 from pbt.config import PopulationConfig
+from trainers.attention import BLOCKS, KERNELS
 from trainers.config import ModelConfig, StdlibCodeTask, TaskConfig, TokenFileTask, TrainConfig
 from trainers.tasks.lm import token_file_problem
 
@@ -175,6 +176,12 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
                                     "mixed-precision optimizers keep gradients outside param.grad (and fp16 "
                                     "rescales them every step), where sparsepop's gradient exchange and its "
                                     "error-feedback residuals cannot follow; remove it (training runs in fp32)"))
+    kind = spec.model.attention.kind
+    if spec.task.causal and not {**KERNELS, **BLOCKS}[kind].supports_causal:
+        problems.append(Problem("model.attention.kind",
+                                f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
+                                "predicts the next token, which needs causal attention; use softmax, linear, "
+                                "performer or flash, or a bidirectional task such as listops"))
     pbt = spec.population.pbt
     if pbt and "density" in pbt.hyperparam_mutations:
         problems.append(Problem("population.pbt.hyperparam_mutations.density",

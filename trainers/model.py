@@ -25,12 +25,13 @@ from trainers.layers import (
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig, *, members: int, causal: bool):
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
         super().__init__()
         self.n_heads = config.n_heads
         head_dim = config.d_model // config.n_heads
         self.qkv = BatchedLinear(members, config.d_model, 3 * config.d_model)
-        self.kernel = KERNELS[config.attention.kind](config.attention, head_dim=head_dim, causal=causal)
+        # `layer` keys the random features of performer / lara, so layers draw different ones.
+        self.kernel = KERNELS[config.attention.kind](config.attention, head_dim=head_dim, causal=causal, layer=layer)
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 
@@ -59,10 +60,10 @@ class MLP(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: ModelConfig, *, members: int, causal: bool):
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
         super().__init__()
         self.norm_attn = BatchedLayerNorm(members, config.d_model)
-        self.attn = SelfAttention(config, members=members, causal=causal)
+        self.attn = SelfAttention(config, members=members, causal=causal, layer=layer)
         self.norm_mlp = BatchedLayerNorm(members, config.d_model)
         self.mlp = MLP(config, members=members)
         self.dropout = MemberDropout(members, config.dropout)
@@ -90,11 +91,12 @@ class PopulationTransformer(nn.Module):
         self.dropout = MemberDropout(members, config.dropout)
         kind = config.attention.kind
         if kind in BLOCKS:
-            make_block = lambda: BLOCKS[kind](config.attention, members=members, d_model=config.d_model,  # noqa: E731
-                                              n_layers=config.n_layers, causal=causal, dropout=config.dropout)
+            make_block = lambda i: BLOCKS[kind](config.attention, members=members, d_model=config.d_model,  # noqa: E731
+                                                n_layers=config.n_layers, causal=causal, dropout=config.dropout,
+                                                layer=i)
         else:
-            make_block = lambda: TransformerBlock(config, members=members, causal=causal)  # noqa: E731
-        self.blocks = nn.ModuleList(make_block() for _ in range(config.n_layers))
+            make_block = lambda i: TransformerBlock(config, members=members, causal=causal, layer=i)  # noqa: E731
+        self.blocks = nn.ModuleList(make_block(i) for i in range(config.n_layers))
         self.norm_out = BatchedLayerNorm(members, config.d_model)
         self.classifier = (BatchedLinear(members, config.d_model, num_classes)
                            if num_classes is not None else None)
