@@ -8,6 +8,7 @@ Run directory (absolute path printed at start and end):
   pbt_events.jsonl  every exploit/explore      report.md + PNGs a person's view of it all
 """
 import json
+import os
 import sys
 import time
 from datetime import datetime
@@ -24,17 +25,23 @@ from trainers.loop import WorkerPlan
 
 
 def connect_ray() -> None:
-    """Join the cluster this process belongs to (RAY_ADDRESS under `ray job submit`, or
-    a head started with `ray start` on this machine); otherwise start a local instance."""
+    """Join the cluster this process belongs to (RAY_ADDRESS, set under `ray job submit`,
+    or a head started with `ray start` on this machine); otherwise start a local instance.
+    RAY_ADDRESS=local always starts a fresh local instance (the tests use it)."""
     import ray
 
     if ray.is_initialized():
         return
-    try:
-        ray.init(address="auto", logging_level="WARNING")
-    except ConnectionError:
-        # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
-        ray.init(dashboard_host="127.0.0.1", logging_level="WARNING")
+    address = os.environ.get("RAY_ADDRESS", "auto")
+    if address != "local":
+        try:
+            ray.init(address=address, logging_level="WARNING")
+            return
+        except ConnectionError:
+            if address != "auto":
+                raise
+    # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
+    ray.init(address="local", dashboard_host="127.0.0.1", logging_level="WARNING")
 
 
 def check_resources(spec: JobSpec) -> None:

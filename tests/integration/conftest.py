@@ -21,7 +21,7 @@ def pytest_collection_modifyitems(items):
 def launch_env() -> dict:
     env = dict(os.environ)
     # A test's job must start its own local Ray, never join a cluster left on the machine.
-    env.pop("RAY_ADDRESS", None)
+    env["RAY_ADDRESS"] = "local"
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     # Ray 2.60 clusters require a token (~/.ray/auth_token); clients must say so.
