@@ -62,6 +62,19 @@ class _PopulationOptimizer(torch.optim.Optimizer):
                 for value in self.state.get(p, {}).values():
                     value[dst].copy_(value[src])
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None if closure is None else torch.enable_grad()(closure)()
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if params:
+                self._update(group, params, *self._group_tensors(group, params[0].device))
+        return loss
+
+    def _update(self, group, params, lr_P, wd_P, step_P) -> None:
+        """One step of the rule for `params` (those with a gradient) of one group."""
+        raise NotImplementedError
+
     def _group_tensors(self, group, device):
         """(lr_P, weight_decay_P, step_P) after this step's count, on `device`."""
         if group["lr"] != float(group["lr_P"].mean()):
@@ -83,31 +96,23 @@ class PopulationAdamW(_PopulationOptimizer):
                  betas: tuple[float, float] = (0.9, 0.95), eps: float = 1e-8):
         super().__init__(params, members=members, lr_P=lr_P, weight_decay_P=weight_decay_P, betas=betas, eps=eps)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None if closure is None else torch.enable_grad()(closure)()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            lr_P, wd_P, step_P = self._group_tensors(group, params[0].device)
-            # Bias corrections per member, in float64: members may have taken different step counts.
-            step_size_P = lr_P / (1 - beta1 ** step_P)
-            bias2_sqrt_P = torch.sqrt(1 - beta2 ** step_P)
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["exp_avg"] = torch.zeros_like(p)
-                    state["exp_avg_sq"] = torch.zeros_like(p)
-                exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
-                if p.dim() > 2:
-                    p.mul_(1 - _broadcast(lr_P * wd_P, p))
-                exp_avg.lerp_(grad, 1 - beta1)
-                exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                denom = (exp_avg_sq.sqrt() / _broadcast(bias2_sqrt_P, p)).add_(group["eps"])
-                p.addcdiv_(exp_avg * _broadcast(-step_size_P, p), denom)
-        return loss
+    def _update(self, group, params, lr_P, wd_P, step_P) -> None:
+        beta1, beta2 = group["betas"]
+        # Bias corrections per member, in float64: members may have taken different step counts.
+        step_size_P = lr_P / (1 - beta1 ** step_P)
+        bias2_sqrt_P = torch.sqrt(1 - beta2 ** step_P)
+        for p in params:
+            state = self.state[p]
+            if not state:
+                state["exp_avg"] = torch.zeros_like(p)
+                state["exp_avg_sq"] = torch.zeros_like(p)
+            exp_avg, exp_avg_sq, grad = state["exp_avg"], state["exp_avg_sq"], p.grad
+            if p.dim() > 2:
+                p.mul_(1 - _broadcast(lr_P * wd_P, p))
+            exp_avg.lerp_(grad, 1 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            denom = (exp_avg_sq.sqrt() / _broadcast(bias2_sqrt_P, p)).add_(group["eps"])
+            p.addcdiv_(exp_avg * _broadcast(-step_size_P, p), denom)
 
 
 class PopulationSGD(_PopulationOptimizer):
@@ -120,24 +125,16 @@ class PopulationSGD(_PopulationOptimizer):
     def __init__(self, params, *, members: int, lr_P, weight_decay_P=0.0, momentum: float = 0.9):
         super().__init__(params, members=members, lr_P=lr_P, weight_decay_P=weight_decay_P, momentum=momentum)
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None if closure is None else torch.enable_grad()(closure)()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            lr_P, wd_P, _ = self._group_tensors(group, params[0].device)
-            for p in params:
-                d_p = p.grad
-                if p.dim() > 2:
-                    d_p = d_p + _broadcast(wd_P, p) * p
-                if group["momentum"]:
-                    # A zero buffer gives buf = d_p on the first step, as torch's clone does.
-                    buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
-                    d_p = buf.mul_(group["momentum"]).add_(d_p)
-                p.sub_(_broadcast(lr_P, p) * d_p)
-        return loss
+    def _update(self, group, params, lr_P, wd_P, step_P) -> None:
+        for p in params:
+            d_p = p.grad
+            if p.dim() > 2:
+                d_p = d_p + _broadcast(wd_P, p) * p
+            if group["momentum"]:
+                # A zero buffer gives buf = d_p on the first step, as torch's clone does.
+                buf = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+                d_p = buf.mul_(group["momentum"]).add_(d_p)
+            p.sub_(_broadcast(lr_P, p) * d_p)
 
 
 @torch.no_grad()
