@@ -28,10 +28,9 @@ class NoCheckpoints:
         pass
 
 
-def time_compress(worker) -> float:
-    """Seconds to run error feedback + the compressor over this step's gradients."""
+def time_compress(worker, grads) -> float:
+    """Seconds to run error feedback + the compressor over one step's local gradients."""
     exchange = worker.exchange
-    grads = {n: p.grad for n, p in worker.engine.module.named_parameters()}
     started = time.perf_counter()
     for bucket_id, grad_PN in GradLayout.from_grads(grads, exchange.config.scope).flatten(grads):
         acc_PN = exchange.error_feedback.compensate(bucket_id, grad_PN)
@@ -46,10 +45,11 @@ def measure(spec, args, comm):
 
     worker = Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=comm.rank, world_size=comm.size,
                     reporter=None, checkpoints=NoCheckpoints())
-    exchange_times = []
+    exchange_times, local_grads = [], {}
     original = worker.exchange.exchange_
 
     def timed_exchange(grads, *, step):
+        local_grads.update({name: grad.clone() for name, grad in grads.items()})  # before averaging
         started = time.perf_counter()
         report = original(grads, step=step)
         exchange_times.append(time.perf_counter() - started)
@@ -65,8 +65,7 @@ def measure(spec, args, comm):
         worker.step += 1
         if i >= args.warmup:
             step_times.append(elapsed)
-            # Gradients of this step are still in param.grad (the exchange wrote them back).
-            compress_times.append(time_compress(worker))
+            compress_times.append(time_compress(worker, local_grads))
     median = statistics.median
     return median(step_times), median(exchange_times[args.warmup:]), median(compress_times), report
 
