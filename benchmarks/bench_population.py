@@ -14,6 +14,7 @@ import time
 
 import torch
 
+from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.config import ModelConfig, TrainConfig
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
@@ -59,6 +60,8 @@ def main():
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()  # as the training workers do
     torch.manual_seed(0)
     single_model, single_opt = make_group(1, args, device)
     ids_1BT = torch.randint(0, 256, (1, args.batch, args.seq_len + 1), device=device)

@@ -29,6 +29,7 @@ import torch
 from compression import CompressionConfig
 from distrib.deepspeed_glue import build_communicator, exchange_gradients, take_over_gradient_exchange
 from distrib.exchange import GradientExchange
+from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, load
 from trainers.config import ModelConfig, TrainConfig
 from trainers.model import PopulationTransformer, member_losses
@@ -96,6 +97,8 @@ class Worker:
         self.reporter = reporter if rank == 0 else None
         self.checkpoints = checkpoints
         deepspeed = import_deepspeed(plan.use_gpu)
+        if not plan.use_gpu:
+            keep_freed_memory_for_reuse()
         torch.manual_seed(plan.seed)  # identical initial weights on every rank
         self.data = build_task_data(plan.task, seed=plan.seed)
         model = PopulationTransformer(
