@@ -38,6 +38,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "schedule per member, the final population table) and its PNGs into RUN_DIR. Every job "
                     "already does this when it ends.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
+    sweep = commands.add_parser(
+        "sweep", help="run a grid of jobs (a spec with a `sweep:` mapping) and write the study report",
+        description="Expand the spec's `sweep:` grid (dotted keys -> lists of values) into jobs, run them as a "
+                    "Ray Tune grid search (each trial a job under mpiexec) and write results.csv and report.md "
+                    "with plots into <run.storage>/<name>-sweep-<timestamp>/. See configs/compression_sweep.yaml.")
+    add_spec_args(sweep)
+    from launch.sweep import add_arguments as add_sweep_arguments
+
+    add_sweep_arguments(sweep)
     return parser
 
 
@@ -66,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return write_report_for(args.run_dir)
+    if args.command == "sweep":
+        from launch.sweep import main as sweep_main
+
+        return sweep_main(args)
     from launch.spec import load_spec
 
     try:

@@ -65,6 +65,9 @@ def load_spec(path: str | Path, overrides: list[str] = ()) -> JobSpec:
         raise SpecError([Problem(str(path), "the spec file is empty; start from configs/quickstart.yaml")])
     if not isinstance(tree, dict):
         raise SpecError([Problem(str(path), f"a spec is a mapping of sections, got a {type(tree).__name__}")])
+    if "sweep" in tree:
+        raise SpecError([Problem("sweep", "this is a sweep spec (a grid of jobs): run it with "
+                                          f"`python -m launch sweep {path}` (`--dry-run` lists the jobs)")])
     return validate_tree(apply_overrides(tree, list(overrides)))
 
 

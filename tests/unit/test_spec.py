@@ -25,8 +25,13 @@ def problems_of(tmp_path, text, overrides=()) -> list[str]:
 
 
 def test_every_shipped_config_validates():
+    from launch.sweep import expand_grid, load_sweep
+
     for path in sorted((REPO / "configs").glob("*.yaml")):
-        assert isinstance(load_spec(path), JobSpec), path
+        if "sweep" in yaml.safe_load(path.read_text()):  # a sweep spec: every trial must validate
+            assert expand_grid(*load_sweep(path)).trials, path
+        else:
+            assert isinstance(load_spec(path), JobSpec), path
 
 
 def test_defaults_fill_every_section(tmp_path):
@@ -103,6 +108,7 @@ def test_all_problems_reported_together(tmp_path):
     ("train:\n  lr: 1\n  lr: 2\n", "duplicate key 'lr' (first defined on line 2)"),
     ("train: {lr: 1\nmodel: {}\n", "invalid YAML at line"),
     ("train:\n\tlr: 1\n", "invalid YAML at line 2"),
+    ("sweep: {compression.method: [none, topk]}\n", "this is a sweep spec (a grid of jobs): run it with"),
 ])
 def test_unreadable_files(tmp_path, text, expected):
     assert any(expected in p for p in problems_of(tmp_path, text))

@@ -1,0 +1,181 @@
+"""A simple, documented network model: what one training step would cost on a cluster.
+
+Pure functions; no Ray, no torch. Used by the compression study (launch/study_report.py)
+to project measured runs onto W workers at a given link bandwidth.
+
+Symbols (every formula below uses them):
+  W    workers (ranks), one per node, each on its own link of bandwidth β
+  β    link bandwidth, given in Gbit/s; in bytes/s it is β · 1e9 / 8
+  α    per-message latency in seconds (default DEFAULT_LATENCY_S = 10 µs, a TCP/RoCE-ish
+       figure; InfiniBand is nearer 2 µs, cloud TCP nearer 30 µs; pass your own)
+  S    payload bytes ONE worker contributes per step: the `bytes_sent` a run records in
+       metrics.jsonl (per member; times P members), exact, wire dtypes included
+       (values fp32/fp16/bf16 + int32 indices where indices travel). For dense training
+       S = dense_bytes = 4 bytes per coordinate.
+
+Ring all-reduce (dense gradients; shared-seed random-k, where every worker sends values
+for the SAME k coordinates, so the k values can be summed element-wise):
+    T_ar(S) = 2(W-1)/W · S/β + 2(W-1)·α
+  a reduce-scatter then an all-gather, each W-1 rounds; in every round each worker sends
+  S/W bytes to its neighbour (so 2(W-1)/W · S bytes in all), and every round is one
+  message, hence 2(W-1) latencies (Thakur, Rabenseifner & Gropp 2005; Patarasuk & Yuan
+  2009). The bandwidth term is optimal; the latency term is the ring's weakness at large
+  W (NCCL/MPI switch to trees or recursive doubling, ~log2 W latencies, for small
+  messages), so at W = 128 and small payloads this model is pessimistic for dense and
+  shared random-k alike.
+
+Ring all-gather (top-k; independent random-k: each worker's coordinates differ, so values
+and indices must be gathered, W payloads, not summed):
+    T_ag(S) = (W-1) · S/β + (W-1)·α
+  W-1 rounds, each forwarding one worker's whole payload S. The received volume grows with
+  W, which is why sparse all-gather loses to a dense all-reduce once W·density is large.
+
+Projected step time = measured compute time + T_comm. Compute is taken as measured (the
+study says which measurement it uses); compression's own cost (top-k selection, error
+feedback) is part of compute; decompressing W gathered payloads is not modelled, nor is
+overlap of communication with the backward pass (sparsepop exchanges after backward).
+One worker (W = 1) communicates nothing: T_comm = 0.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_LATENCY_S = 10e-6
+DEFAULT_WORKERS = (2, 8, 32, 128)
+DEFAULT_BANDWIDTHS_GBPS = (1.0, 10.0, 100.0)
+
+ALL_REDUCE, ALL_GATHER = "all-reduce", "all-gather"
+
+
+def bytes_per_second(bandwidth_gbps: float) -> float:
+    """Gbit/s -> bytes/s (decimal giga, as links are quoted): 1 Gbit/s = 125,000,000 B/s."""
+    if bandwidth_gbps <= 0:
+        raise ValueError(f"bandwidth must be > 0 Gbit/s, got {bandwidth_gbps}")
+    return bandwidth_gbps * 1e9 / 8
+
+
+def _check(payload_bytes: float, workers: int) -> None:
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if payload_bytes < 0:
+        raise ValueError(f"payload must be >= 0 bytes, got {payload_bytes}")
+
+
+def ring_all_reduce_s(payload_bytes: float, *, workers: int, bandwidth_gbps: float,
+                      latency_s: float = DEFAULT_LATENCY_S) -> float:
+    """T_ar = 2(W-1)/W · S/β + 2(W-1)·α seconds; 0 for one worker."""
+    _check(payload_bytes, workers)
+    W = workers
+    if W == 1:
+        return 0.0
+    return 2 * (W - 1) / W * payload_bytes / bytes_per_second(bandwidth_gbps) + 2 * (W - 1) * latency_s
+
+
+def ring_all_gather_s(payload_bytes: float, *, workers: int, bandwidth_gbps: float,
+                      latency_s: float = DEFAULT_LATENCY_S) -> float:
+    """T_ag = (W-1) · S/β + (W-1)·α seconds, S = one worker's payload; 0 for one worker."""
+    _check(payload_bytes, workers)
+    W = workers
+    if W == 1:
+        return 0.0
+    return (W - 1) * payload_bytes / bytes_per_second(bandwidth_gbps) + (W - 1) * latency_s
+
+
+def collective_for(method: str, randomk_mode: str = "shared") -> str:
+    """The collective sparsepop uses for a compression method (distrib/exchange.py)."""
+    if method == "none":
+        return ALL_REDUCE
+    if method == "topk":
+        return ALL_GATHER
+    if method == "randomk":
+        return ALL_REDUCE if randomk_mode == "shared" else ALL_GATHER
+    raise ValueError(f"unknown compression method {method!r}; expected none, topk or randomk")
+
+
+def communication_s(method: str, payload_bytes: float, *, workers: int, bandwidth_gbps: float,
+                    randomk_mode: str = "shared", latency_s: float = DEFAULT_LATENCY_S) -> float:
+    """Seconds one step's gradient exchange takes under the model."""
+    formula = ring_all_reduce_s if collective_for(method, randomk_mode) == ALL_REDUCE else ring_all_gather_s
+    return formula(payload_bytes, workers=workers, bandwidth_gbps=bandwidth_gbps, latency_s=latency_s)
+
+
+def projected_step_s(compute_s: float, method: str, payload_bytes: float, *, workers: int,
+                     bandwidth_gbps: float, randomk_mode: str = "shared",
+                     latency_s: float = DEFAULT_LATENCY_S) -> float:
+    """Measured compute time + modelled communication time (no overlap)."""
+    return compute_s + communication_s(method, payload_bytes, workers=workers, bandwidth_gbps=bandwidth_gbps,
+                                       randomk_mode=randomk_mode, latency_s=latency_s)
+
+
+# ---------------------------------------------------------------- projection table
+
+
+@dataclass(frozen=True)
+class MethodRow:
+    """One configuration of the study: its measured compute time per step and the exact
+    payload one worker sends per step (bytes_sent × members)."""
+
+    name: str  # e.g. "topk d=0.01 ef"
+    method: str  # none / topk / randomk
+    compute_s: float
+    payload_bytes: float
+    randomk_mode: str = "shared"
+    density: float | None = None
+    final_val_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One (W, β) cell: every row's projected step time and the fastest row."""
+
+    workers: int
+    bandwidth_gbps: float
+    step_s: dict[str, float]  # row name -> projected step time
+    winner: str
+
+    def comm_share(self, row: MethodRow) -> float:
+        """Fraction of the projected step spent communicating."""
+        total = self.step_s[row.name]
+        return (total - row.compute_s) / total if total > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Projection:
+    rows: tuple[MethodRow, ...]
+    workers: tuple[int, ...]
+    bandwidths_gbps: tuple[float, ...]
+    latency_s: float
+    cells: dict[tuple[int, float], Cell] = field(default_factory=dict)
+
+    def cell(self, workers: int, bandwidth_gbps: float) -> Cell:
+        return self.cells[(workers, float(bandwidth_gbps))]
+
+
+def project(rows: list[MethodRow], *, workers=DEFAULT_WORKERS, bandwidths_gbps=DEFAULT_BANDWIDTHS_GBPS,
+            latency_s: float = DEFAULT_LATENCY_S) -> Projection:
+    """Projected step time of every row at every W and β, and the fastest row per cell
+    (ties go to the row listed first)."""
+    if not rows:
+        raise ValueError("no rows to project")
+    names = [row.name for row in rows]
+    if len(set(names)) != len(names):
+        raise ValueError(f"row names must be unique, got {names}")
+    cells = {}
+    for W in workers:
+        for bw in bandwidths_gbps:
+            times = {row.name: projected_step_s(row.compute_s, row.method, row.payload_bytes, workers=W,
+                                                bandwidth_gbps=bw, randomk_mode=row.randomk_mode,
+                                                latency_s=latency_s)
+                     for row in rows}
+            winner = min(names, key=lambda n: times[n])  # min keeps the first of equals
+            cells[(W, float(bw))] = Cell(W, float(bw), times, winner)
+    return Projection(tuple(rows), tuple(workers), tuple(float(b) for b in bandwidths_gbps), latency_s, cells)
+
+
+def crossover_workers(dense_bytes: float, sparse_bytes: float) -> float:
+    """Bandwidth terms only: top-k's all-gather beats a dense ring all-reduce while
+    (W-1)·S_sparse < 2(W-1)/W · S_dense, i.e. while W < 2·S_dense/S_sparse. Returns that W
+    (e.g. top-k 1% fp32 sends 2% of dense: W < 100)."""
+    if sparse_bytes <= 0:
+        raise ValueError("sparse payload must be > 0 bytes")
+    return 2 * dense_bytes / sparse_bytes
