@@ -56,7 +56,8 @@ def test_ray_job_submit_round_trip(ray_head, tmp_path):
     done = subprocess.run(
         [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
          "python", "-m", "launch", "run", "configs/tiny.yaml", "--set", f"run.storage={storage}"],
-        cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=400)
+        # The job CLI reads RAY_ADDRESS before --address: point both at this test's head.
+        cwd=REPO, env={**launch_env(), "RAY_ADDRESS": ray_head}, capture_output=True, text=True, timeout=400)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "succeeded" in output
