@@ -30,6 +30,7 @@ Ctrl-C and SIGTERM. `cleanup` removes what a killed invocation left behind.
 """
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import re
@@ -103,6 +104,13 @@ class Network:
     def up(self) -> None:
         if not 2 <= self.hosts <= 200:
             raise NetnsError("--hosts must be between 2 and 200")
+        try:
+            private = ipaddress.ip_network(f"{self.subnet}.0/24").is_private
+        except ValueError:
+            private = False
+        if not private or self.subnet.startswith("127."):
+            raise NetnsError(f"--subnet {self.subnet!r}: give the first three octets of a private /24 "
+                             "(e.g. 10.213.0), which only these namespaces will use")
         self._add_ns(self.switch)
         sh("ip", "-n", self.switch, "link", "add", "br0", "type", "bridge")
         sh("ip", "-n", self.switch, "link", "set", "br0", "up")
@@ -373,7 +381,7 @@ def in_ns(ns: str, argv: list[str], *, env: dict | None = None, check: bool = Tr
 
 # ---------------------------------------------------------------- one cluster, used and torn down
 
-class _Interrupted(BaseException):
+class Interrupted(BaseException):
     pass
 
 
@@ -381,7 +389,7 @@ class _Interrupted(BaseException):
 def teardown_on_signals():
     """SIGINT/SIGTERM/SIGHUP raise inside the main thread, so `finally` blocks run."""
     def handler(signum, _frame):
-        raise _Interrupted(signal.Signals(signum).name)
+        raise Interrupted(signal.Signals(signum).name)
 
     old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     try:
@@ -602,7 +610,7 @@ def main(argv: list[str] | None = None) -> int:
     except NetnsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    except _Interrupted as sig:
+    except Interrupted as sig:
         print(f"[netns] interrupted ({sig}); torn down", file=sys.stderr)
         return 130
     except subprocess.TimeoutExpired:

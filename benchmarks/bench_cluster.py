@@ -1,0 +1,409 @@
+"""Compressed training measured on a real (namespace) cluster: step time and throughput
+of real sparsepop jobs, one DeepSpeed worker per node, gradients crossing links shaped to
+100 Mbit/s, 1 Gbit/s or 10 Gbit/s, compared with the network model of launch/netmodel.py.
+
+    sudo .venv/bin/python benchmarks/bench_cluster.py                  # W=2, 1 Gbit/s, d=0.01: dense, topk-fp16, randomk-shared
+    sudo .venv/bin/python benchmarks/bench_cluster.py --rates 100mbit 1gbit 10gbit \\
+        --methods dense topk-fp32 topk-fp16 randomk-shared randomk-indep --densities 0.1 0.01 0.001
+    .venv/bin/python benchmarks/bench_cluster.py --table               # print the table of what was measured
+
+How (launch/netns.py): one namespace cluster of W hosts per W; the links are reshaped in
+place between rates (`tc qdisc replace`), so Ray starts once. Every configuration is one
+`python -m launch run configs/netns_bench.yaml --set ...` driven from host 0, with
+`resources_per_worker: {CPU: 1, node_slot: 1}` (one worker per node; each run's Ray Train
+worker-group line is checked for W distinct node IPs). The job's metrics.jsonl has
+`time_s` (rank 0's cumulative time inside training steps: forward, backward, exchange,
+optimizer) for every step; the step time is the median of its increments after the first
+`--skip` steps. Throughput = W · micro_batch · seq_len tokens per step time.
+
+Model: predicted step = compute + T_comm (launch/netmodel.py: ring all-reduce
+2(W-1)/W·S/β + 2(W-1)α for dense and shared random-k, all-gather (W-1)·S/β + (W-1)α for
+top-k and independent random-k; S = the run's recorded bytes_sent per worker per step).
+Compute (compression's own cost included) comes two ways, both printed:
+  W=1  the same job with ONE worker on host 0 (no communication; cached like the others).
+       On this 2-core machine it under-estimates: with W workers the cores, memory bandwidth
+       and the kernel's network work are shared, and every step waits for the slower worker.
+  cal  the same job with the same W on the calibration link (--rates must include 10gbit),
+       minus the model's communication there (0.08 s for the dense 101 MB at W=2).
+
+Results are appended to --results (JSON lines; default runs/bench_cluster.jsonl), so a grid
+can be measured in several shorter invocations; --table prints them. Needs root (namespaces).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from launch import netmodel  # noqa: E402
+from launch.netns import Interrupted, cluster, parse_rate  # noqa: E402
+
+METHODS = {
+    "dense": {"compression.method": "none"},
+    "topk-fp32": {"compression.method": "topk", "compression.value_dtype": "fp32"},
+    "topk-fp16": {"compression.method": "topk", "compression.value_dtype": "fp16"},
+    "randomk-shared": {"compression.method": "randomk", "compression.randomk_mode": "shared"},
+    "randomk-indep": {"compression.method": "randomk", "compression.randomk_mode": "independent"},
+}
+RUN_DIR = re.compile(r"run directory: (\S+)")
+WORKER_IP = re.compile(r"\(ip=([0-9.]+), pid=\d+\) world_rank=(\d+)")
+
+
+def configurations(methods, densities):
+    for method in methods:
+        for density in ([None] if method == "dense" else densities):
+            yield method, density
+
+
+def key(record: dict) -> tuple:
+    return (record["workers"], record["rate"], record["method"], record["density"])
+
+
+def load_results(path: Path) -> dict[tuple, dict]:
+    results = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                record = json.loads(line)
+                results[key(record)] = record  # the latest measurement of a configuration wins
+    return results
+
+
+class ForeignLoad:
+    """CPU used on this machine by processes outside the cluster's namespaces (other jobs,
+    test runs), sampled every second with psutil: on two cores, anything else running
+    changes the step times, so a job waits for quiet first and records what it shared."""
+
+    def __init__(self, net):
+        self.ours = {os.stat(f"/run/netns/{name}").st_ino for name in net.created}
+        self.me = os.getpid()
+        self.last: dict[int, float] = {}
+        self.busy = 0.0
+        self.stop = threading.Event()
+        self.thread = None
+
+    def _foreign(self, proc) -> bool:
+        try:
+            return proc.pid != self.me and os.stat(f"/proc/{proc.pid}/ns/net").st_ino not in self.ours
+        except OSError:
+            return False
+
+    def sample(self) -> float:
+        """Foreign CPU seconds since the previous sample (a process's reaped children included)."""
+        import psutil
+
+        total, seen = 0.0, {}
+        for proc in psutil.process_iter():
+            try:
+                if not self._foreign(proc):
+                    continue
+                t = proc.cpu_times()
+                seen[proc.pid] = t.user + t.system + t.children_user + t.children_system
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+            total += max(0.0, seen[proc.pid] - self.last.get(proc.pid, seen[proc.pid]))
+        self.last = seen
+        return total
+
+    def wait_for_quiet(self, threshold: float, window: float = 10.0, limit: float = 1800.0) -> float:
+        """Block until the foreign load stays under `threshold` cores for `window` seconds."""
+        started, quiet_since = time.monotonic(), None
+        self.sample()
+        said = False
+        while time.monotonic() - started < limit:
+            time.sleep(1)
+            cores = self.sample()  # seconds of CPU per ~1 s
+            now = time.monotonic()
+            if cores < threshold:
+                quiet_since = quiet_since or now
+                if now - quiet_since >= window:
+                    return now - started
+            else:
+                quiet_since = None
+                if not said:
+                    print(f"(waiting for other load to stop: {cores:.1f} cores busy outside the cluster) ",
+                          end="", flush=True)
+                    said = True
+        return time.monotonic() - started
+
+    def __enter__(self):
+        self.busy = 0.0
+        self.sample()
+        started = time.monotonic()
+
+        def loop():
+            while not self.stop.wait(1.0):
+                self.busy += self.sample()
+
+        self.stop.clear()
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        self.started = started
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+        self.busy += self.sample()
+        self.cores = self.busy / max(1e-9, time.monotonic() - self.started)
+
+
+def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, skip: int, storage: Path,
+            log: Path) -> dict:
+    overrides = {**METHODS[method], "distributed.num_workers": workers, "train.steps": steps,
+                 "run.storage": str(storage), "distributed.resources_per_worker": "{CPU: 1, node_slot: 1}"}
+    if density is not None:
+        overrides["compression.density"] = density
+    argv = [sys.executable, "-m", "launch", "run", spec]
+    for k, v in overrides.items():
+        argv += ["--set", f"{k}={v}"]
+    before = ray.net.counters()
+    started = time.perf_counter()
+    with ForeignLoad(ray.net) as foreign:
+        done = subprocess.run(["ip", "netns", "exec", ray.net.host(0), *argv], env=ray.client_env(), cwd=REPO,
+                              capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - started
+    after = ray.net.counters()
+    output = done.stdout + done.stderr
+    with log.open("a") as handle:
+        handle.write(f"\n===== {method} d={density} W={workers}\n{output}")
+    match = RUN_DIR.search(output)
+    if done.returncode != 0 or not match:
+        raise RuntimeError(f"{method} d={density} W={workers} failed ({done.returncode}); see {log}:\n"
+                           + output[-3000:])
+    run_dir = Path(match.group(1))
+    rows = sorted((json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()),
+                  key=lambda row: row["step"])
+    rows = [row for row in rows if row["member"] == 0]
+    times = [row["time_s"] for row in rows]
+    increments = [b - a for a, b in zip([0.0] + times, times)]
+    timed = increments[skip:]
+    ds_config = json.loads((run_dir / "ds_config.json").read_text())
+    ips = sorted(set(ip for ip, _ in WORKER_IP.findall(output)))
+    if workers > 1 and len(ips) != workers:
+        raise RuntimeError(f"expected {workers} workers on distinct nodes, Ray Train reported {ips}")
+    # The final checkpoint (weights and Adam moments, ~300 MB per worker) is not needed here.
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    tokens_per_step = rows[-1]["tokens"] / rows[-1]["step"]
+    step_s = statistics.median(timed)
+    return {"step_s": step_s, "step_s_all": increments, "tokens_per_s": tokens_per_step / step_s,
+            "bytes_sent": rows[-1]["bytes_sent"], "dense_bytes": rows[-1]["dense_bytes"],
+            "link_bytes": {ip: after[ip]["tx_bytes"] - before[ip]["tx_bytes"] for ip in after},
+            "worker_ips": ips, "run_dir": str(run_dir), "job_wall_s": wall,
+            "foreign_cores": foreign.cores,  # mean CPU cores used outside the cluster during the job
+            "micro_batch": ds_config["train_micro_batch_size_per_gpu"]}
+
+
+def comm_model_s(record: dict, rate_bps: float) -> float:
+    """launch/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
+    conf = METHODS[record["method"]]
+    return netmodel.communication_s(conf["compression.method"], record["bytes_sent"], workers=record["workers"],
+                                    bandwidth_gbps=rate_bps / 1e9,
+                                    randomk_mode=conf.get("compression.randomk_mode", "shared"))
+
+
+def rate_name(bps: float) -> str:
+    return f"{bps / 1e9:g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:g} Mbit/s"
+
+
+def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit") -> None:
+    """Two predictions per row, differing only in where compute comes from:
+    model(W=1): the same job with one worker (no network, but also no second worker on
+      the other core);
+    model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
+      model's communication there; its own row's error is 0 by construction."""
+    one_worker = {(r["method"], r["density"]): r for r in results.values() if r["workers"] == 1}
+    measured = sorted((r for r in results.values() if r["workers"] > 1),
+                      key=lambda r: (r["workers"], r["rate_bps"], list(METHODS).index(r["method"]),
+                                     -(r["density"] or 1)))
+    if not measured:
+        print("no multi-worker measurements yet")
+        return
+    nan = float("nan")
+    print(f"{'W':>2} {'link':>11} {'method':<15} {'density':>7} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
+          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'cal s':>6} {'err(cal)':>8} "
+          f"{'other':>5}")
+    for r in measured:
+        dense = results.get((r["workers"], r["rate"], "dense", None))
+        speedup = f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x" if dense else "-"
+        comm = comm_model_s(r, r["rate_bps"])
+        w1 = one_worker.get((r["method"], r["density"]))
+        cal = results.get((r["workers"], calibration_rate, r["method"], r["density"]))
+        compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
+        err_w1 = r["step_s"] / (w1["step_s"] + comm) - 1 if w1 else nan
+        err_cal = r["step_s"] / (compute_cal + comm) - 1 if cal else nan
+        print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} "
+              f"{'-' if r['density'] is None else r['density']:>7} {r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} "
+              f"{speedup:>8} {r['bytes_sent'] / r['dense_bytes']:>10.2%} {comm:>10.3f} "
+              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {compute_cal if cal else nan:>6.3f} "
+              f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
+    print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/netmodel.py "
+          "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
+          f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; other: CPU cores "
+          "used outside the cluster during the job (nan: not recorded)")
+
+
+# ---------------------------------------------------------------- the collectives alone
+
+_COLLECTIVES = r"""
+import json, statistics, sys, time, torch, torch.distributed as dist
+rank, world, master, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+payloads = json.loads(sys.argv[5])  # name -> [collective, bytes]
+torch.set_num_threads(1)
+dist.init_process_group("gloo", init_method=f"tcp://{master}:{port}", rank=rank, world_size=world)
+result = {}
+for name, (collective, nbytes) in payloads.items():
+    times = []
+    for i in range(4):
+        if collective == "all-reduce":
+            x = torch.ones(max(1, nbytes // 4))
+            dist.barrier(); t = time.perf_counter(); dist.all_reduce(x)
+        else:  # the exchange packs values and indices into one uint8 buffer (distrib/exchange.py)
+            x = torch.ones(nbytes, dtype=torch.uint8); out = [torch.empty_like(x) for _ in range(world)]
+            dist.barrier(); t = time.perf_counter(); dist.all_gather(out, x)
+        times.append(time.perf_counter() - t)
+    result[name] = statistics.median(times[1:])
+if rank == 0:
+    print(json.dumps(result), flush=True)
+dist.destroy_process_group()
+"""
+
+
+def collective_payloads(params: int, density: float) -> dict[str, tuple[str, int]]:
+    """Bytes one worker contributes per step (approximately what bytes_sent records)."""
+    k = round(density * params)
+    return {"dense": ("all-reduce", 4 * params), "topk-fp32": ("all-gather", 8 * k),
+            "topk-fp16": ("all-gather", 6 * k), "randomk-shared": ("all-reduce", 4 * k),
+            "randomk-indep": ("all-gather", 8 * k)}
+
+
+def measure_collectives(args) -> None:
+    """gloo's all-reduce / all-gather with the benchmark model's payloads, over the shaped
+    links, CPUs otherwise idle: the network model checked without compute noise."""
+    from launch.netns import node_env
+
+    payloads = {m: v for m, v in collective_payloads(args.params, args.densities[0]).items() if m in args.methods}
+    print(f"{'W':>2} {'link':>11} {'method':<15} {'collective':<10} {'MB':>8} {'measured s':>10} {'model s':>8} "
+          f"{'error':>6}")
+    try:
+        measure_grid(args, confs, record)
+    except Interrupted as sig:
+        print(f"\ninterrupted ({sig}); the cluster is torn down; results so far are in {args.results}")
+        return 130
+    print()
+    print_table(results)
+    return 0
+
+
+def measure_grid(args, confs, record) -> None:
+    for workers in args.workers:
+        with cluster(hosts=max(2, workers), rate_bps=None, with_ray=False, say=lambda _: None) as (net, _):
+            for port, rate in enumerate(args.rates, start=29600):
+                net.reshape(parse_rate(rate))
+                argv = lambda r: ["ip", "netns", "exec", net.host(r), sys.executable, "-c", _COLLECTIVES, str(r),
+                                  str(workers), net.addr(0), str(port), json.dumps(payloads)]
+                procs = [subprocess.Popen(argv(r), env=node_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                          text=True) for r in range(workers)]
+                out = procs[0].communicate(timeout=600)[0]
+                for proc in procs[1:]:
+                    proc.wait(timeout=60)
+                measured = json.loads(out.strip().splitlines()[-1])
+                for method, (collective, nbytes) in payloads.items():
+                    model = netmodel.communication_s(METHODS[method]["compression.method"], nbytes, workers=workers,
+                                                     bandwidth_gbps=parse_rate(rate) / 1e9,
+                                                     randomk_mode=METHODS[method].get("compression.randomk_mode",
+                                                                                      "shared"))
+                    print(f"{workers:>2} {rate_name(parse_rate(rate)):>11} {method:<15} {collective:<10} "
+                          f"{nbytes / 1e6:>8.2f} {measured[method]:>10.4f} {model:>8.4f} "
+                          f"{measured[method] / model - 1:>+6.0%}", flush=True)
+    print("measured: median of 3 timed calls (after one warm-up) of the collective alone, rank 0, over the shaped "
+          "links; model: launch/netmodel.py (alpha = its default)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, nargs="+", default=[2], help="W values (one node each; default 2)")
+    parser.add_argument("--rates", nargs="+", default=["1gbit"], help="link rates, e.g. 100mbit 1gbit 10gbit")
+    parser.add_argument("--methods", nargs="+", default=["dense", "topk-fp16", "randomk-shared"],
+                        choices=list(METHODS))
+    parser.add_argument("--densities", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--steps", type=int, default=8, help="steps per job (default 8)")
+    parser.add_argument("--skip", type=int, default=2, help="first steps left out of the median (default 2)")
+    parser.add_argument("--settle", type=float, default=20, help="seconds of quiet after the cluster starts")
+    parser.add_argument("--quiet-threshold", type=float, default=0.15,
+                        help="before each job, wait until processes outside the cluster use less than this many "
+                             "cores for 10 s (0: do not wait); what they used during the job is recorded")
+    parser.add_argument("--spec", default="configs/netns_bench.yaml")
+    parser.add_argument("--results", type=Path, default=REPO / "runs" / "bench_cluster.jsonl")
+    parser.add_argument("--no-compute", action="store_true", help="skip the 1-worker compute runs (no model)")
+    parser.add_argument("--redo", action="store_true", help="measure configurations already in --results again")
+    parser.add_argument("--table", action="store_true", help="only print the table of --results")
+    parser.add_argument("--collectives", action="store_true",
+                        help="no training: time gloo's collectives with the model's payloads against the model")
+    parser.add_argument("--params", type=int, default=25_416_704,
+                        help="parameters for --collectives (configs/netns_bench.yaml's model: 25,416,704)")
+    args = parser.parse_args()
+    if args.collectives:
+        measure_collectives(args)
+        return 0
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    results = load_results(args.results)
+    if args.table:
+        print_table(results)
+        return 0
+    storage = args.results.parent / "bench_cluster_runs"
+    log = args.results.with_suffix(".log")
+    confs = list(configurations(args.methods, args.densities))
+
+    def record(ray, *, workers, rate, rate_bps, method, density):
+        entry = {"workers": workers, "rate": rate, "rate_bps": rate_bps, "method": method, "density": density,
+             "steps": args.steps}
+        if key(entry) in results and not args.redo:
+            return
+        print(f"  W={workers} {rate:>7} {method:<15} d={density}: ", end="", flush=True)
+        if args.quiet_threshold > 0:
+            ForeignLoad(ray.net).wait_for_quiet(args.quiet_threshold)
+        entry.update(run_job(ray, spec=args.spec, method=method, density=density, workers=workers,
+                             steps=args.steps, skip=args.skip, storage=storage, log=log))
+        print(f"{entry['step_s']:.3f} s/step, {entry['tokens_per_s']:,.0f} tok/s "
+              f"(job {entry['job_wall_s']:.0f} s, workers on {', '.join(entry['worker_ips'])}; "
+              f"{entry['foreign_cores']:.2f} cores busy outside the cluster)", flush=True)
+        results[key(entry)] = entry
+        with args.results.open("a") as handle:
+            handle.write(json.dumps(entry) + "\n")
+
+    try:
+        measure_grid(args, confs, record)
+    except Interrupted as sig:
+        print(f"\ninterrupted ({sig}); the cluster is torn down; results so far are in {args.results}")
+        return 130
+    print()
+    print_table(results)
+    return 0
+
+
+def measure_grid(args, confs, record) -> None:
+    for workers in args.workers:
+        with cluster(hosts=max(2, workers), rate_bps=parse_rate(args.rates[0]), cpus_per_node=1) as (net, ray):
+            time.sleep(args.settle)  # Ray's dashboard modules and agents are still starting, using CPU
+            if not args.no_compute:
+                for method, density in confs:  # links do not matter: one worker sends nothing
+                    record(ray, workers=1, rate="none", rate_bps=0.0, method=method, density=density)
+            for rate in args.rates:
+                net.reshape(parse_rate(rate))
+                for method, density in confs:
+                    record(ray, workers=workers, rate=rate, rate_bps=parse_rate(rate), method=method,
+                           density=density)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
