@@ -294,17 +294,6 @@ def measure_collectives(args) -> None:
     payloads = {m: v for m, v in collective_payloads(args.params, args.densities[0]).items() if m in args.methods}
     print(f"{'W':>2} {'link':>11} {'method':<15} {'collective':<10} {'MB':>8} {'measured s':>10} {'model s':>8} "
           f"{'error':>6}")
-    try:
-        measure_grid(args, confs, record)
-    except Interrupted as sig:
-        print(f"\ninterrupted ({sig}); the cluster is torn down; results so far are in {args.results}")
-        return 130
-    print()
-    print_table(results)
-    return 0
-
-
-def measure_grid(args, confs, record) -> None:
     for workers in args.workers:
         with cluster(hosts=max(2, workers), rate_bps=None, with_ray=False, say=lambda _: None) as (net, _):
             for port, rate in enumerate(args.rates, start=29600):

@@ -15,7 +15,9 @@ from .compressors import (
     decompress,
     dense_compressor,
     derive_seed,
+    flat_positions,
     get_compressor_class,
+    member_counts,
     num_selected,
 )
 from .config import CompressionConfig
@@ -39,6 +41,8 @@ __all__ = [
     "decompress",
     "dense_compressor",
     "derive_seed",
+    "flat_positions",
     "get_compressor_class",
+    "member_counts",
     "num_selected",
 ]

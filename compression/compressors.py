@@ -7,9 +7,12 @@ Shape legend (every tensor name ends with its shape):
   P  members in the group (leading axis of every weight; P = 1 for a plain model)
   N  coordinates per member in this tensor (the flattened trailing dims)
   k  coordinates sent per member: k = max(1, round(density * N)), at most N
+  K  all coordinates of a payload whose members send different k: sum of k_P
 
 Every compressor selects *per member*: row p of `grad_PN` gets its own k entries, so
-per-member byte counts are equal and members never compete for the budget.
+members never compete for the budget. Members may have densities of their own (PBT
+mutates `density`): then row p sends k_P[p] entries and the payload holds the rows
+concatenated (`[K]` instead of `[P, k]`), so nothing is padded and bytes stay exact.
 
 Randomness never touches the global RNG: random-k draws from a private
 `torch.Generator` seeded from (seed, step, tensor id[, rank]), as PyTorch's PowerSGD hook
@@ -21,7 +24,8 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import ClassVar, Literal
 
 import torch
@@ -48,6 +52,27 @@ def num_selected(n: int, density: float) -> int:
     return min(n, max(1, round(density * n)))
 
 
+def member_counts(n: int, density_P: Sequence[float]) -> tuple[int, ...]:
+    """k_P: `num_selected` for each member's own density."""
+    bad = [d for d in density_P if not 0.0 < d <= 1.0]
+    if bad:
+        raise ValueError(f"member densities must be in (0, 1] (as compression.density), got {list(density_P)}")
+    return tuple(num_selected(n, d) for d in density_P)
+
+
+def flat_positions(idx_K: torch.Tensor, shape_PN: tuple[int, int], k_P: Sequence[int]) -> torch.Tensor:
+    """Positions `row * N + column` in the flattened `[P * N]` tensor, int64.
+
+    `idx_K` holds column indices laid out as a payload's rows concatenated (row p has
+    k_P[p] of them) in its last axis; leading axes (e.g. W workers) are kept.
+    """
+    P, n = shape_PN
+    row_start_P = torch.arange(P, device=idx_K.device) * n
+    # One count for all (the usual case) needs no tensor of counts.
+    repeats = k_P[0] if len(set(k_P)) == 1 else torch.tensor(k_P, dtype=torch.long, device=idx_K.device)
+    return idx_K.long() + row_start_P.repeat_interleave(repeats)
+
+
 def derive_seed(*parts: object) -> int:
     """A stable 63-bit seed from any parts (ints, strings).
 
@@ -65,21 +90,40 @@ class Payload:
     `idx_Pk` is always present for sparse payloads so the sender can decompress its own
     payload (error feedback needs what was sent); `indices_on_wire` says whether it is
     transmitted (False for shared random-k, whose receivers redraw the same indices).
+
+    When members send different k (`k_P` set), `values_Pk` and `idx_Pk` are `[K]`: the
+    P rows concatenated, row p of length k_P[p]. Otherwise they are `[P, k]`.
     """
 
-    values_Pk: torch.Tensor  # wire dtype; [P, N] for a dense payload
-    idx_Pk: torch.Tensor | None  # int32, None for a dense payload
+    values_Pk: torch.Tensor  # wire dtype; [P, N] for a dense payload; [K] when k_P is set
+    idx_Pk: torch.Tensor | None  # int32, None for a dense payload; [K] when k_P is set
     shape_PN: tuple[int, int]
     wire: Wire
     indices_on_wire: bool
+    k_P: tuple[int, ...] | None = None  # per-member counts, only when they differ
+
+    @property
+    def counts_P(self) -> tuple[int, ...]:
+        """Coordinates each member sends (N each for a dense payload)."""
+        if self.k_P is not None:
+            return self.k_P
+        return (self.values_Pk.shape[1],) * self.shape_PN[0]
+
+    @property
+    def nbytes_P(self) -> tuple[int, ...]:
+        """Exact bytes on the wire per member: values in their dtype (+ int32 indices if sent)."""
+        per_coordinate = self.values_Pk.element_size()
+        if self.indices_on_wire and self.idx_Pk is not None:
+            per_coordinate += self.idx_Pk.element_size()
+        return tuple(k * per_coordinate for k in self.counts_P)
 
     @property
     def nbytes(self) -> int:
-        """Exact bytes on the wire: values in their dtype (+ int32 indices if sent)."""
-        n = self.values_Pk.numel() * self.values_Pk.element_size()
-        if self.indices_on_wire and self.idx_Pk is not None:
-            n += self.idx_Pk.numel() * self.idx_Pk.element_size()
-        return n
+        return sum(self.nbytes_P)
+
+    def flat_idx(self) -> torch.Tensor:
+        """`[K]` int64 positions of the sent coordinates in the flattened `[P * N]` tensor."""
+        return flat_positions(self.idx_Pk.reshape(-1), self.shape_PN, self.counts_P)
 
     @property
     def dense_nbytes(self) -> int:
@@ -88,7 +132,7 @@ class Payload:
 
     def with_values(self, values_Pk: torch.Tensor) -> Payload:
         """The same selection carrying other values (e.g. the all-reduced sum)."""
-        return Payload(values_Pk, self.idx_Pk, self.shape_PN, self.wire, self.indices_on_wire)
+        return replace(self, values_Pk=values_Pk)
 
 
 def decompress(payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -97,7 +141,8 @@ def decompress(payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Te
     if payload.idx_Pk is None:
         return values_Pk.reshape(payload.shape_PN)
     out_PN = torch.zeros(payload.shape_PN, dtype=dtype, device=values_Pk.device)
-    return out_PN.scatter_(1, payload.idx_Pk.long(), values_Pk)
+    out_PN.view(-1).scatter_(0, payload.flat_idx(), values_Pk.reshape(-1))
+    return out_PN
 
 
 def _to_wire(values: torch.Tensor, wire_dtype: torch.dtype) -> torch.Tensor:
@@ -115,10 +160,15 @@ def _to_wire(values: torch.Tensor, wire_dtype: torch.dtype) -> torch.Tensor:
 
 
 class Compressor(ABC):
-    """`compress(grad_PN, step=, tensor_id=) -> Payload`; `decompress(payload) -> [P, N]`."""
+    """`compress(grad_PN, step=, tensor_id=) -> Payload`; `decompress(payload) -> [P, N]`.
+
+    Compressors with `per_member_density` also take `density_P=` (one density per
+    member, overriding `density`), so PBT can give every member its own.
+    """
 
     name: ClassVar[str]
     wire: ClassVar[Wire]
+    per_member_density: ClassVar[bool] = False
 
     def __init__(self, *, density: float = 1.0, value_dtype: str = "fp32") -> None:
         self.density = density
@@ -135,11 +185,25 @@ class Compressor(ABC):
     def decompress(self, payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return decompress(payload, dtype)
 
-    def _sparse(self, grad_PN: torch.Tensor, idx_Pk: torch.Tensor, *, on_wire: bool) -> Payload:
-        values_Pk = _to_wire(grad_PN.gather(1, idx_Pk), self.wire_dtype)
-        return Payload(
-            values_Pk, idx_Pk.to(INDEX_DTYPE), tuple(grad_PN.shape), self.wire, on_wire
-        )
+    def counts(self, shape_PN: tuple[int, int], density_P: Sequence[float] | None) -> tuple[int, ...]:
+        """k_P for a `[P, N]` tensor: every member at `density`, or each at its own."""
+        P, n = shape_PN
+        if density_P is None:
+            return (num_selected(n, self.density),) * P
+        if len(density_P) != P:
+            raise ValueError(f"got {len(density_P)} member densities for a gradient of {P} members")
+        return member_counts(n, density_P)
+
+    def _sparse(self, grad_PN: torch.Tensor, idx: torch.Tensor, k_P: tuple[int, ...], *, on_wire: bool) -> Payload:
+        """The payload of `idx` (`[P, k]`, or `[K]` rows concatenated when k_P differ)."""
+        ragged = len(set(k_P)) > 1
+        shape_PN = tuple(grad_PN.shape)
+        if ragged:
+            values = grad_PN.reshape(-1)[flat_positions(idx, shape_PN, k_P)]
+        else:
+            values = grad_PN.gather(1, idx)
+        return Payload(_to_wire(values, self.wire_dtype), idx.to(INDEX_DTYPE), shape_PN, self.wire, on_wire,
+                       k_P if ragged else None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(density={self.density}, value_dtype={self.value_dtype!r})"
@@ -166,12 +230,23 @@ class TopKCompressor(Compressor):
 
     name = "topk"
     wire = "sparse"
+    per_member_density = True
 
-    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str) -> Payload:
-        k = num_selected(grad_PN.shape[1], self.density)
+    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
+                 density_P: Sequence[float] | None = None) -> Payload:
+        k_P = self.counts(tuple(grad_PN.shape), density_P)
         gen = torch.Generator(device="cpu").manual_seed(derive_seed("topk", step, tensor_id))
-        idx_Pk = topk_indices(grad_PN.abs(), k, gen)  # unsorted: a scatter does not care
-        return self._sparse(grad_PN, idx_Pk, on_wire=True)
+        abs_PN = grad_PN.abs()
+        distinct = sorted(set(k_P))
+        if len(distinct) <= 1:  # one k for all: one batched topk, as without densities
+            idx_Pk = topk_indices(abs_PN, distinct[0] if distinct else 0, gen)  # unsorted: a scatter does not care
+            return self._sparse(grad_PN, idx_Pk, k_P, on_wire=True)
+        rows: list[torch.Tensor | None] = [None] * len(k_P)
+        for k in distinct:  # members that share a k share one batched topk
+            members = [p for p, k_p in enumerate(k_P) if k_p == k]
+            for p, idx_k in zip(members, topk_indices(abs_PN[members], k, gen)):
+                rows[p] = idx_k
+        return self._sparse(grad_PN, torch.cat(rows), k_P, on_wire=True)
 
 
 class RandomKCompressor(Compressor):
@@ -184,6 +259,7 @@ class RandomKCompressor(Compressor):
     """
 
     name = "randomk"
+    per_member_density = True
 
     def __init__(
         self,
@@ -217,16 +293,21 @@ class RandomKCompressor(Compressor):
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
         return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
 
-    def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str) -> torch.Tensor:
-        """`idx_Pk` (int64, sorted per row) for this (step, tensor[, rank])."""
-        P, n = shape_PN
-        k = num_selected(n, self.density)
+    def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str,
+                k_P: Sequence[int] | None = None) -> torch.Tensor:
+        """int64 indices, sorted per row, for this (step, tensor[, rank]): `[P, k]`, or the
+        rows concatenated (`[K]`) when the per-member counts `k_P` differ."""
+        n = shape_PN[1]
+        k_P = self.counts(shape_PN, None) if k_P is None else k_P
         gen = self.generator(step=step, tensor_id=tensor_id)
-        return torch.stack([_sample_without_replacement(n, k, gen) for _ in range(P)])
+        rows = [_sample_without_replacement(n, k, gen) for k in k_P]
+        return torch.cat(rows) if len(set(k_P)) > 1 else torch.stack(rows)
 
-    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str) -> Payload:
-        idx_Pk = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id)
-        return self._sparse(grad_PN, idx_Pk.to(grad_PN.device), on_wire=self.mode == "independent")
+    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
+                 density_P: Sequence[float] | None = None) -> Payload:
+        k_P = self.counts(tuple(grad_PN.shape), density_P)
+        idx = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
+        return self._sparse(grad_PN, idx.to(grad_PN.device), k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
         return (

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-Method = Literal["none", "topk", "randomk"]
+Method = Literal["none", "topk", "randomk", "powersgd"]
 Scope = Literal["global", "layerwise"]
 RandomKMode = Literal["shared", "independent"]
 ValueDtype = Literal["fp32", "fp16", "bf16"]
@@ -27,7 +27,8 @@ class CompressionConfig(BaseModel):
     method: Method = Field(
         "none",
         description="none: dense all-reduce; topk: k largest magnitudes per member "
-        "(sparse all-gather); randomk: k random coordinates per member.",
+        "(sparse all-gather); randomk: k random coordinates per member; powersgd: rank-r "
+        "factors of each weight matrix per member (Vogels et al. 2019; two all-reduces).",
     )
     density: float = Field(
         0.01,
@@ -61,6 +62,42 @@ class CompressionConfig(BaseModel):
         description="Steps 0..warmup_steps-1 send the exact dense fp32 gradient "
         "(as PowerSGD's start_powerSGD_iter) before compression starts.",
     )
+
+    rank: int | None = Field(
+        None,
+        ge=1,
+        validate_default=True,
+        description="powersgd only (and required there): the approximation rank r of every "
+        "weight matrix, as torch's matrix_approximation_rank (try 1, 2, 4, ...).",
+    )
+    min_compression_rate: float = Field(
+        2.0,
+        gt=0,
+        description="powersgd only (other methods ignore it): a matrix [n, m] is factorized "
+        "only when (n + m) * rank * min_compression_rate < n * m, else sent dense (torch's "
+        "min_compression_rate).",
+    )
+
+    @field_validator("rank")
+    @classmethod
+    def _rank_only_with_powersgd(cls, v: int | None, info: ValidationInfo) -> int | None:
+        method = info.data.get("method")  # absent when the method itself was invalid
+        if method == "powersgd" and v is None:
+            raise ValueError("method powersgd needs a rank: set compression.rank (1, 2, 4, ...)")
+        if method not in (None, "powersgd") and v is not None:
+            raise ValueError(f"rank is PowerSGD's; method {method!r} uses density instead: remove "
+                             "compression.rank or set compression.method: powersgd")
+        return v
+
+    @field_validator("scope", "value_dtype")
+    @classmethod
+    def _powersgd_is_layerwise_fp32(cls, v: str, info: ValidationInfo) -> str:
+        # PowerSGD factorizes each weight matrix on its own, and its factors are summed in
+        # their own dtype; a global bucket or a narrower wire dtype is not implemented.
+        allowed = {"scope": "layerwise", "value_dtype": "fp32"}[info.field_name]
+        if info.data.get("method") == "powersgd" and v != allowed:
+            raise ValueError(f"method powersgd supports only {info.field_name}: {allowed}")
+        return v
 
     @field_validator("density")
     @classmethod

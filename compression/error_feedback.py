@@ -51,7 +51,8 @@ class ErrorFeedback:
 
     def compensate(self, tensor_id: str, grad_PN: torch.Tensor) -> torch.Tensor:
         """acc_PN = residual_PN + grad_PN (a new tensor, at least fp32; grad is not modified)."""
-        acc_PN = grad_PN.to(accumulation_dtype(grad_PN.dtype), copy=True)
+        # Contiguous, so the sparse update below can work on its flat view in place.
+        acc_PN = grad_PN.to(accumulation_dtype(grad_PN.dtype), copy=True, memory_format=torch.contiguous_format)
         residual_PN = self._residual.get(tensor_id) if self.enabled else None
         if residual_PN is not None:
             if residual_PN.shape != acc_PN.shape:
@@ -88,11 +89,13 @@ class ErrorFeedback:
                 self.update(tensor_id, acc_PN, decompress(payload, acc_PN.dtype))
         else:
             # Sparse: residual = acc - decompress(payload), computed in place in acc's
-            # buffer: only the k sent entries change (bit-identical to the dense formula,
-            # without a dense zeros + scatter + subtract per step).
-            idx_Pk = payload.idx_Pk.long()
-            sent_Pk = payload.values_Pk.to(acc_PN.dtype)
-            acc_PN.scatter_(1, idx_Pk, acc_PN.gather(1, idx_Pk) - sent_Pk)
+            # buffer: only the sent entries change (bit-identical to the dense formula,
+            # without a dense zeros + scatter + subtract per step). Flat positions serve
+            # members with equal and with different k alike.
+            pos_K = payload.flat_idx()
+            acc_N = acc_PN.view(-1)
+            sent_K = payload.values_Pk.reshape(-1).to(acc_PN.dtype)
+            acc_N.scatter_(0, pos_K, acc_N.gather(0, pos_K) - sent_K)
             self._residual[tensor_id] = acc_PN
         return payload
 

@@ -6,6 +6,8 @@ exchange (as DeepSpeed's 1-bit Adam does, through `enable_backward_allreduce = F
         report = exchange_gradients(engine, exchange, step=step)   # averaged in place
     engine.step()
 """
+from collections.abc import Sequence
+
 import torch
 
 from compression import ByteReport
@@ -27,14 +29,16 @@ def take_over_gradient_exchange(engine) -> None:
     engine.enable_backward_allreduce = False
 
 
-def exchange_gradients(engine, exchange: GradientExchange, *, step: int) -> ByteReport:
-    """Replace every parameter's local gradient by the workers' (compressed) average.
+def exchange_gradients(engine, exchange: GradientExchange, *, step: int,
+                       density_P: Sequence[float] | None = None) -> ByteReport:
+    """Replace every parameter's local gradient by the workers' (compressed) average;
+    `density_P`: each member's compression density (PBT's), as GradientExchange.exchange.
 
     All workers pass the same names in the same order; a parameter that got no gradient
     this step contributes zeros, so no worker skips a collective the others make."""
     params = {name: p for name, p in engine.module.named_parameters() if p.requires_grad}
     grads = {name: p.grad if p.grad is not None else torch.zeros_like(p) for name, p in params.items()}
-    report = exchange.exchange_(grads, step=step)
+    report = exchange.exchange_(grads, step=step, density_P=density_P)
     for name, param in params.items():
         param.grad = grads[name]
     return report

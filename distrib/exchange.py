@@ -3,26 +3,37 @@
 Shape legend:
   W  workers (world size)      P  members in the group
   N  coordinates per member in one bucket (a parameter, or all of them for scope=global)
-  k  coordinates sent per member in one bucket
-  K  sum of k over all buckets (everything one worker sends in a step, per member)
-  T  sum of N over all buckets
+  k  coordinates sent per member in one bucket (k_P[p] for member p: densities may differ)
+  K  everything one worker sends in a step: sum over buckets and members of k
+  T  P times the sum of N over all buckets (the dense gradient)
 
 One step, on every worker (`GradientExchange.exchange`):
   1. bucket the `name -> [P, ...]` gradients into `[P, N]` tensors, sorted by name;
   2. per bucket: acc = residual + grad; payload = compress(acc); residual = acc - sent;
   3. move all payloads with ONE collective, chosen by the wire pattern:
-       dense        (method none, or warm-up): concat values -> [P, T], all-reduce sum
-       values_only  (shared random-k):        concat values -> [P, K], all-reduce sum;
+       dense        (method none, or warm-up): concat values -> [T], all-reduce sum
+       values_only  (shared random-k):        concat values -> [K], all-reduce sum;
                                                indices are identical on every worker
+       powersgd     (distrib/powersgd_exchange.py): TWO all-reduces, of the P factors
+                    (with the dense 1-D tensors) and then of the Q factors
        sparse       (top-k, independent random-k): concat values and int32 indices ->
-                                               [P, K] each, packed into one byte buffer,
-                                               all-gather -> [W, P, K] each,
+                                               [K] each, packed into one byte buffer,
+                                               all-gather -> [W, K] each,
                                                scatter-add worker by worker
   4. divide by W: the average of what the workers sent, dense again, per parameter.
 
+Per-member densities (`exchange(..., density_P=)`, PBT mutating `density`): member p
+sends k_P[p] = round(density_P[p] * N) coordinates of each bucket. A payload's rows are
+concatenated, bucket after bucket, without padding, so the buffer holds exactly K
+entries and every byte counted in `bytes_sent` is a byte on the wire. All workers know
+every member's density (hyperparameters are identical on every worker), hence every k,
+so their buffers have the same shape and the row of each received entry is implied by
+its position: an index travels as its column only, as before. With one density for all
+members the payloads are `[P, k]`, as they always were.
+
 Every worker computes bit-identical averages: sums run in the same order everywhere
 (the all-reduce result is the same on all ranks; the scatter-add goes over workers in
-rank order, and each single scatter has distinct indices per row, so no atomics race).
+rank order, and each single scatter has distinct positions, so no atomics race).
 
 Error feedback works on gradients, not on lr-scaled updates as in Stich et al.'s code:
 the optimizer after the exchange may be Adam, and PBT may change learning rates.
@@ -37,7 +48,8 @@ Use from a DeepSpeed loop (ZeRO stage 0: gradients must live in `param.grad`):
         if engine.is_gradient_accumulation_boundary():
             grads = {n: p.grad if p.grad is not None else torch.zeros_like(p)
                      for n, p in params.items()}  # same names on every worker
-            report = exchange.exchange_(grads, step=engine.global_steps)  # averaged in place
+            report = exchange.exchange_(grads, step=engine.global_steps,  # averaged in place
+                                        density_P=member_densities)  # optional, [P]
             for n, p in params.items():
                 p.grad = grads[n]                 # no-op unless a zero grad was filled in
         engine.step()
@@ -49,7 +61,9 @@ workers call `exchange.copy_member_(loser, winner)`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Mapping
 
 import torch
@@ -65,9 +79,11 @@ from compression import (
     byte_report,
     decompress,
     dense_compressor,
+    flat_positions,
 )
 
 from .communicators import Communicator
+from .powersgd_exchange import WARM_START_PREFIX, PowerSGDExchange
 
 
 @dataclass(frozen=True)
@@ -95,9 +111,15 @@ class GradientExchange:
         self.config = config
         self.comm = communicator
         self.seed = seed
-        self.compressor: Compressor = build_compressor(config, seed=seed, rank=communicator.rank)
+        # PowerSGD is no Payload compressor (its two all-reduces interleave with compute):
+        # it has its own wire pattern, self.powersgd, and only the dense warm-up compressor.
+        self.compressor: Compressor | None = (
+            None if config.method == "powersgd" else build_compressor(config, seed=seed, rank=communicator.rank))
         self._warmup_compressor = dense_compressor()
         self.error_feedback = ErrorFeedback(enabled=config.error_feedback)
+        self.powersgd = (PowerSGDExchange(config=config, communicator=communicator,
+                                          error_feedback=self.error_feedback, seed=seed)
+                         if config.method == "powersgd" else None)
         self._layout: GradLayout | None = None
 
     # -- the step -----------------------------------------------------------------------
@@ -109,14 +131,26 @@ class GradientExchange:
         return self.compressor
 
     @torch.no_grad()
-    def exchange(self, grads: Mapping[str, torch.Tensor], *, step: int) -> ExchangeResult:
-        """Average `grads` (name -> [P, ...]) over all workers; inputs are not modified."""
+    def exchange(self, grads: Mapping[str, torch.Tensor], *, step: int,
+                 density_P: Sequence[float] | None = None) -> ExchangeResult:
+        """Average `grads` (name -> [P, ...]) over all workers; inputs are not modified.
+
+        `density_P`: each member's density (the same list on every worker), overriding
+        `config.density`; ignored by dense steps (method none, warm-up).
+        """
         layout = self._layout_for(grads)
+        if self.powersgd is not None and not self.config.is_dense(step):
+            averaged, report = self.powersgd.exchange(layout, grads, step=step)
+            return ExchangeResult(layout.unflatten(averaged), report, {})
         compressor = self.compressor_for(step)
+        # Dense steps send everything whatever the densities (the spec refuses density
+        # mutations for methods without a density).
+        takes_densities = density_P is not None and compressor.per_member_density
+        densities = {"density_P": [float(d) for d in density_P]} if takes_densities else {}
         payloads: dict[str, Payload] = {}
         acc_dtypes: dict[str, torch.dtype] = {}
         for bucket_id, grad_PN in layout.flatten(grads):
-            compress = lambda acc_PN, i=bucket_id: compressor.compress(acc_PN, step=step, tensor_id=i)
+            compress = partial(compressor.compress, step=step, tensor_id=bucket_id, **densities)
             payloads[bucket_id] = self.error_feedback.step(bucket_id, grad_PN, compress)
             acc_dtypes[bucket_id] = torch.promote_types(grad_PN.dtype, torch.float32)
 
@@ -132,9 +166,10 @@ class GradientExchange:
         )
         return ExchangeResult(layout.unflatten(averaged), report, payloads)
 
-    def exchange_(self, grads: Mapping[str, torch.Tensor], *, step: int) -> ByteReport:
+    def exchange_(self, grads: Mapping[str, torch.Tensor], *, step: int,
+                  density_P: Sequence[float] | None = None) -> ByteReport:
         """Like `exchange`, but writes the averages back into the `grads` tensors."""
-        result = self.exchange(grads, step=step)
+        result = self.exchange(grads, step=step, density_P=density_P)
         for name, avg in result.grads.items():
             grads[name].copy_(avg)
         return result.bytes
@@ -142,40 +177,45 @@ class GradientExchange:
     # -- the three wire patterns --------------------------------------------------------
 
     def _values_all_reduce(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
-        """dense / values_only: one all-reduce of all values, concatenated per member."""
+        """dense / values_only: one all-reduce of all values, flattened and concatenated."""
         ids = list(payloads)
-        values_PK = torch.cat([payloads[i].values_Pk for i in ids], dim=1)
-        self.comm.all_reduce_sum_(values_PK)
+        values_K = torch.cat([payloads[i].values_Pk.reshape(-1) for i in ids])
+        self.comm.all_reduce_sum_(values_K)
         out, start = {}, 0
         for i in ids:
             p = payloads[i]
-            k = p.values_Pk.shape[1]
-            summed = p.with_values(values_PK[:, start : start + k])
+            n = p.values_Pk.numel()
+            summed = p.with_values(values_K[start : start + n].view(p.values_Pk.shape))
             out[i] = decompress(summed, acc_dtypes[i]).div_(self.comm.world_size)
-            start += k
+            start += n
         return out
 
     def _sparse_all_gather(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
-        """sparse: ONE all-gather of values and indices packed as bytes, then scatter-add."""
+        """sparse: ONE all-gather of values and column indices packed as bytes, then scatter-add."""
         ids = list(payloads)
-        values_PK = torch.cat([payloads[i].values_Pk for i in ids], dim=1)
-        idx_PK = torch.cat([payloads[i].idx_Pk for i in ids], dim=1)
+        values_K = torch.cat([payloads[i].values_Pk.reshape(-1) for i in ids])
+        idx_K = torch.cat([payloads[i].idx_Pk.reshape(-1) for i in ids])
         # Pack both into one byte buffer so a step costs one collective, not two.
-        packed_B = torch.cat([values_PK.reshape(-1).view(torch.uint8), idx_PK.reshape(-1).view(torch.uint8)])
+        packed_B = torch.cat([values_K.view(torch.uint8), idx_K.view(torch.uint8)])
         packed_WB = self.comm.all_gather(packed_B)
-        W, split = self.comm.world_size, values_PK.numel() * values_PK.element_size()
-        values_WPK = packed_WB[:, :split].contiguous().view(values_PK.dtype).view(W, *values_PK.shape)
-        idx_WPK = packed_WB[:, split:].contiguous().view(idx_PK.dtype).view(W, *idx_PK.shape).long()
+        W, split = self.comm.world_size, values_K.numel() * values_K.element_size()
+        values_WK = packed_WB[:, :split].contiguous().view(values_K.dtype)
+        # A copy, not .contiguous(): with one worker the slice is already contiguous but
+        # may start at an offset that is no multiple of 4 (an odd count of fp16 values).
+        idx_WK = packed_WB[:, split:].clone(memory_format=torch.contiguous_format).view(idx_K.dtype)
         out, start = {}, 0
         for i in ids:
             p = payloads[i]
-            k = p.values_Pk.shape[1]
-            sl = slice(start, start + k)
-            dense_PN = torch.zeros(p.shape_PN, dtype=acc_dtypes[i], device=values_PK.device)
+            sl = slice(start, start + p.idx_Pk.numel())
+            # Every worker's payload has this worker's layout (same k_P), so the row of
+            # each entry follows from its position.
+            pos_WK = flat_positions(idx_WK[:, sl], p.shape_PN, p.counts_P)
+            dense_PN = torch.zeros(p.shape_PN, dtype=acc_dtypes[i], device=values_K.device)
+            flat_dense = dense_PN.view(-1)  # [P * N]
             for w in range(W):  # rank order: the same float sums on every worker
-                dense_PN.scatter_add_(1, idx_WPK[w, :, sl], values_WPK[w, :, sl].to(dense_PN.dtype))
+                flat_dense.scatter_add_(0, pos_WK[w], values_WK[w, sl].to(dense_PN.dtype))
             out[i] = dense_PN.div_(W)
-            start += k
+            start = sl.stop
         return out
 
     # -- state --------------------------------------------------------------------------
@@ -186,12 +226,20 @@ class GradientExchange:
         return self._layout
 
     def copy_member_(self, dst: int, src: int) -> None:
-        """PBT exploit: member `dst` takes member `src`'s error-feedback residual."""
+        """PBT exploit: member `dst` takes member `src`'s error-feedback residual (and
+        PowerSGD's warm-start Q)."""
         self.error_feedback.copy_member_(dst, src)
+        if self.powersgd is not None:
+            self.powersgd.copy_member_(dst, src)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """Error-feedback residuals only (tensors; `torch.load(weights_only=True)` works)."""
-        return self.error_feedback.state_dict()
+        """Error-feedback residuals and PowerSGD's warm-start Q (tensors;
+        `torch.load(weights_only=True)` works)."""
+        warm = self.powersgd.state_dict() if self.powersgd is not None else {}
+        return {**self.error_feedback.state_dict(), **warm}
 
     def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
-        self.error_feedback.load_state_dict(dict(state))
+        warm = {k: v for k, v in state.items() if k.startswith(WARM_START_PREFIX)}
+        self.error_feedback.load_state_dict({k: v for k, v in state.items() if k not in warm})
+        if self.powersgd is not None:
+            self.powersgd.load_state_dict(warm)

@@ -49,15 +49,19 @@ def check_resources(spec: JobSpec) -> None:
     import ray
 
     cluster = ray.cluster_resources()
-    workers = spec.distributed.num_workers
+    # Several groups train at once, each with its own num_workers workers.
+    groups = spec.population.groups
+    workers = spec.distributed.num_workers * groups
+    count = f"{groups} groups × {spec.distributed.num_workers} workers" if groups > 1 else f"{workers} workers"
     problems = []
     for resource, amount in spec.distributed.worker_resources().items():
         need, have = workers * amount, cluster.get(resource, 0.0)
         if need > have:
             problems.append(Problem(
                 "distributed.num_workers",
-                f"{workers} workers × {amount:g} {resource} = {need:g} {resource}, but the Ray cluster has "
-                f"{have:g} {resource}; lower distributed.num_workers / resources_per_worker or add nodes"))
+                f"{count} × {amount:g} {resource} = {need:g} {resource}, but the Ray cluster has "
+                f"{have:g} {resource}; lower distributed.num_workers / resources_per_worker"
+                + (" / population.groups" if groups > 1 else "") + " or add nodes"))
     if problems:
         raise SpecError(problems)
 
@@ -76,12 +80,15 @@ def make_run_dir(spec: JobSpec) -> Path:
     raise RuntimeError(f"could not create a fresh run directory under {parent}")
 
 
-def population_controller(spec: JobSpec) -> PBTController:
-    """Members' hyperparameters: the spec's values, and PBT's draws for those it mutates."""
+def population_controller(spec: JobSpec, members: int | None = None) -> PBTController:
+    """Members' hyperparameters: the spec's values, and PBT's draws for those it mutates.
+    `members`: default population.size (one group); the whole population's count for the
+    coordinator of several groups."""
     defaults = {"lr": spec.train.lr, "weight_decay": spec.train.weight_decay,
                 "warmup": spec.train.warmup_steps / spec.train.steps, "dropout": spec.model.dropout,
                 "density": spec.compression.density}
-    return PBTController(spec.population.pbt, members=spec.population.size, seed=spec.seed, defaults=defaults)
+    return PBTController(spec.population.pbt, members=members or spec.population.size, seed=spec.seed,
+                         defaults=defaults)
 
 
 def worker_plan(spec: JobSpec, ds_config: dict) -> WorkerPlan:
@@ -117,32 +124,56 @@ def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: floa
         raise SystemExit(1)
 
 
-def run_ray_job(spec: JobSpec) -> Path:
-    """Run the job on Ray Train to completion; returns its run directory. Raises
-    SpecError on input the cluster cannot satisfy (before anything is written)."""
-    import ray
+def ray_trainer(spec: JobSpec, train_loop, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):
+    """A TorchTrainer of distributed.num_workers workers keeping its checkpoints in run_dir/name."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=spec.distributed.comm_backend),
+        scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
+                                     resources_per_worker=spec.distributed.worker_resources()),
+        run_config=RunConfig(name=name, storage_path=str(run_dir),
+                             failure_config=FailureConfig(max_failures=spec.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.run.keep_checkpoints)),
+    )
+
+
+def start_recorder(run_dir: Path):
+    """The run's RunRecorder actor, pinned to this node (it writes the run directory), so
+    that rank 0 may log from any node."""
+    import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from launch.recorder import RunRecorder
+
+    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+    return RunRecorder.options(scheduling_strategy=here).remote(str(run_dir))
+
+
+def run_ray_job(spec: JobSpec) -> Path:
+    """Run the job on Ray Train to completion; returns its run directory. Raises
+    SpecError on input the cluster cannot satisfy (before anything is written)."""
+    if spec.population.groups > 1:
+        from launch.group_job import run_group_job
+
+        return run_group_job(spec)
+    if spec.population.backend == "tune":
+        from launch.tune_job import run_tune_job
+
+        return run_tune_job(spec)
+    import ray
+
     from launch.workers import ray_train_worker
 
     connect_ray()
     check_resources(spec)
     run_dir, ds_config = prepare_run_dir(spec)
-    here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
-    recorder = RunRecorder.options(scheduling_strategy=here).remote(str(run_dir))
-    trainer = TorchTrainer(
-        ray_train_worker,
-        train_loop_config={"plan": worker_plan(spec, ds_config), "recorder": recorder},
-        torch_config=TorchConfig(backend=spec.distributed.comm_backend),
-        scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
-                                     resources_per_worker=spec.distributed.worker_resources()),
-        run_config=RunConfig(name="checkpoints", storage_path=str(run_dir),
-                             failure_config=FailureConfig(max_failures=spec.run.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=spec.run.keep_checkpoints)),
-    )
+    recorder = start_recorder(run_dir)
+    trainer = ray_trainer(spec, ray_train_worker, {"plan": worker_plan(spec, ds_config), "recorder": recorder},
+                          run_dir=run_dir)
     started = time.perf_counter()
     error = None
     try:

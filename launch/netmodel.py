@@ -30,6 +30,12 @@ and indices must be gathered, W payloads, not summed):
   W-1 rounds, each forwarding one worker's whole payload S. The received volume grows with
   W, which is why sparse all-gather loses to a dense all-reduce once W·density is large.
 
+Two ring all-reduces (PowerSGD: the P factors with the dense 1-D tensors, then the Q
+factors, which need the all-reduced P first, so the two cannot be merged):
+    T_2ar(S) = T_ar(S_P) + T_ar(S_Q) = 2(W-1)/W · S/β + 4(W-1)·α,   S = S_P + S_Q
+  the bandwidth term is linear in the bytes, so only the total S matters; the latency
+  term counts twice.
+
 Projected step time = measured compute time + T_comm. Compute is taken as measured (the
 study says which measurement it uses); compression's own cost (top-k selection, error
 feedback) is part of compute; decompressing W gathered payloads is not modelled, nor is
@@ -44,7 +50,7 @@ DEFAULT_LATENCY_S = 10e-6
 DEFAULT_WORKERS = (2, 8, 32, 128)
 DEFAULT_BANDWIDTHS_GBPS = (1.0, 10.0, 100.0)
 
-ALL_REDUCE, ALL_GATHER = "all-reduce", "all-gather"
+ALL_REDUCE, ALL_GATHER, TWO_ALL_REDUCES = "all-reduce", "all-gather", "2 all-reduces"
 
 
 def bytes_per_second(bandwidth_gbps: float) -> float:
@@ -81,6 +87,20 @@ def ring_all_gather_s(payload_bytes: float, *, workers: int, bandwidth_gbps: flo
     return (W - 1) * payload_bytes / bytes_per_second(bandwidth_gbps) + (W - 1) * latency_s
 
 
+def two_ring_all_reduces_s(payload_bytes: float, *, workers: int, bandwidth_gbps: float,
+                           latency_s: float = DEFAULT_LATENCY_S) -> float:
+    """T_2ar = T_ar(S_P) + T_ar(S_Q) = 2(W-1)/W · S/β + 4(W-1)·α seconds, S = S_P + S_Q the
+    payload of both (PowerSGD); 0 for one worker."""
+    _check(payload_bytes, workers)
+    W = workers
+    if W == 1:
+        return 0.0
+    return 2 * (W - 1) / W * payload_bytes / bytes_per_second(bandwidth_gbps) + 4 * (W - 1) * latency_s
+
+
+FORMULAS = {ALL_REDUCE: ring_all_reduce_s, ALL_GATHER: ring_all_gather_s, TWO_ALL_REDUCES: two_ring_all_reduces_s}
+
+
 def collective_for(method: str, randomk_mode: str = "shared") -> str:
     """The collective sparsepop uses for a compression method (distrib/exchange.py)."""
     if method == "none":
@@ -89,13 +109,15 @@ def collective_for(method: str, randomk_mode: str = "shared") -> str:
         return ALL_GATHER
     if method == "randomk":
         return ALL_REDUCE if randomk_mode == "shared" else ALL_GATHER
-    raise ValueError(f"unknown compression method {method!r}; expected none, topk or randomk")
+    if method == "powersgd":
+        return TWO_ALL_REDUCES
+    raise ValueError(f"unknown compression method {method!r}; expected none, topk, randomk or powersgd")
 
 
 def communication_s(method: str, payload_bytes: float, *, workers: int, bandwidth_gbps: float,
                     randomk_mode: str = "shared", latency_s: float = DEFAULT_LATENCY_S) -> float:
     """Seconds one step's gradient exchange takes under the model."""
-    formula = ring_all_reduce_s if collective_for(method, randomk_mode) == ALL_REDUCE else ring_all_gather_s
+    formula = FORMULAS[collective_for(method, randomk_mode)]
     return formula(payload_bytes, workers=workers, bandwidth_gbps=bandwidth_gbps, latency_s=latency_s)
 
 
@@ -116,7 +138,7 @@ class MethodRow:
     payload one worker sends per step (bytes_sent × members)."""
 
     name: str  # e.g. "topk d=0.01 ef"
-    method: str  # none / topk / randomk
+    method: str  # none / topk / randomk / powersgd
     compute_s: float
     payload_bytes: float
     randomk_mode: str = "shared"

@@ -33,13 +33,23 @@ class MetricsLog:
         with self.events_path.open("a") as handle:
             handle.writelines(line + "\n" for line in lines)
 
-    def rewind(self, step: int) -> None:
-        """After a restart from the checkpoint at `step`, forget what was logged after it."""
-        self.rows = [row for row in self.rows if row["step"] <= step]
-        self.events = [event for event in self.events if event["step"] <= step]
+    def rewind(self, step: int, members: list[int] | None = None) -> None:
+        """After a restart from the checkpoint at `step`, forget what was logged after it:
+        all of it, or only the rows and the events (by target) of `members` (the group that
+        restarted, population.groups > 1; the other groups go on)."""
+        stale = lambda record, member: record["step"] > step and (members is None or member in members)  # noqa: E731
+        self.rows = [row for row in self.rows if not stale(row, row["member"])]
+        self.events = [event for event in self.events if not stale(event, event["target"])]
         write_atomic(self.metrics_path, "".join(json.dumps(row) + "\n" for row in self.rows))
         if self.events_path.exists():
             write_atomic(self.events_path, "".join(json.dumps(event) + "\n" for event in self.events))
+
+    def log_restores(self, records: list[dict]) -> None:
+        """`restores.jsonl`: what a member held right after it resumed from a checkpoint
+        (the tune backend's evidence that an exploit took the donor's weights and kept the
+        new hyperparameters)."""
+        with (self.metrics_path.parent / "restores.jsonl").open("a") as handle:
+            handle.writelines(json.dumps(record) + "\n" for record in records)
 
     def set_info(self, **info) -> None:
         self.info.update(info)

@@ -11,11 +11,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
+from compression import COMPRESSORS
 from compression.config import CompressionConfig
 from distrib.config import DistributedConfig
 from launch.errors import Problem, SpecError, did_you_mean
 from launch.yaml_io import apply_overrides, parse_yaml
 from pbt.config import PopulationConfig
+from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import BLOCKS, KERNELS
 from trainers.config import ModelConfig, StdlibCodeTask, TaskConfig, TokenFileTask, TrainConfig
 from trainers.tasks.lm import token_file_problem
@@ -186,13 +188,24 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
                                 "predicts the next token, which needs causal attention; use softmax, linear, "
                                 "performer or flash, or a bidirectional task such as listops"))
     pbt = spec.population.pbt
-    if pbt and "density" in pbt.hyperparam_mutations:
+    method = spec.compression.method
+    # A method outside the registry (with an exchange of its own) has no density either.
+    takes_density = getattr(COMPRESSORS.get(method), "per_member_density", False)
+    if pbt and "density" in pbt.hyperparam_mutations and not takes_density:
+        with_density = " or ".join(n for n, c in sorted(COMPRESSORS.items()) if c.per_member_density)
         problems.append(Problem("population.pbt.hyperparam_mutations.density",
-                                "the gradient exchange sends one density for the whole group; a density per "
-                                "member is not supported yet: remove it (set compression.density)"))
+                                f"compression.method {method!r} sends no density-sized subset of the gradient, so "
+                                f"there is no density to mutate; set compression.method to one of {with_density}, "
+                                "or remove the density mutation"))
     if spec.distributed.backend == "mpi" and spec.distributed.launcher == "ray":
         problems.append(Problem("distributed.backend",
                                 "'mpi' needs ranks started by an MPI launcher (Ray 2.60 ships no MPI runtime); set "
                                 "distributed.launcher: mpi and run `mpiexec -n W python -m launch run SPEC`, or use "
                                 "backend: torch under Ray"))
+    if spec.population.groups > 1 and spec.distributed.launcher == "mpi":
+        problems.append(Problem("population.groups",
+                                "several groups are several Ray Train worker groups meeting at a Ray actor; "
+                                "use distributed.launcher: ray, or groups: 1 under mpiexec"))
+    problems += [Problem(path, message)
+                 for path, message in tune_backend_problems(spec.population, launcher=spec.distributed.launcher)]
     return problems

@@ -12,8 +12,10 @@ and `study.json` (the dropped duplicates), and writes, every file atomically:
 - `report.md`              all of it with captions, the results table and the projection tables.
 
 Trials share one style in every plot: colour family by method (dense black, top-k blue,
-shared random-k orange, independent random-k green; darker = sparser), dashed without
-error feedback, marker by worker count. Re-run with `python -m launch.study_report STUDY_DIR`.
+shared random-k orange, independent random-k green, PowerSGD purple; darker = sparser,
+i.e. lower density or lower rank), dashed without error feedback, marker by worker count.
+PowerSGD has a rank, not a density: where a plot needs a fraction sent, its point sits at
+the bytes it sent over the dense bytes, labelled with its rank. Re-run with `python -m launch.study_report STUDY_DIR`.
 """
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ FIGSIZE, DPI = (8.0, 4.5), 120
 # much above the dense run's at the same worker count (nats/token).
 QUALITY_TOLERANCE = 0.02
 FAMILY = {("none", ""): "Greys", ("topk", ""): "Blues", ("randomk", "shared"): "Oranges",
-          ("randomk", "independent"): "Greens"}
+          ("randomk", "independent"): "Greens", ("powersgd", ""): "Purples"}
 MARKERS = ["o", "s", "^", "D", "v", "P"]
 
 
@@ -155,6 +157,21 @@ def _family(row: dict) -> tuple[str, str]:
     return (row["method"], "")
 
 
+def _level(row: dict) -> float:
+    """How much a configuration sends, for shading and ordering: its density, or for
+    PowerSGD its rank (higher = more sent, lighter)."""
+    return row["rank"] if row["method"] == "powersgd" else row["density"]
+
+
+def _fraction_sent(row: dict) -> float | None:
+    """The x of the final-loss plot: the density, or for PowerSGD (no density) the bytes
+    one worker sent per step over the dense fp32 bytes."""
+    if row["method"] != "powersgd":
+        return row["density"]
+    sent, dense = row.get("payload_bytes_per_step"), row.get("dense_bytes_per_step")
+    return sent / dense if sent and dense else None
+
+
 def styles(trials: list[TrialData]) -> dict[str, dict]:
     """Colour by method family and density (darker = sparser), dashes without error
     feedback, marker by worker count; the same for a trial in every plot."""
@@ -164,11 +181,11 @@ def styles(trials: list[TrialData]) -> dict[str, dict]:
     out = {}
     for fam in {_family(t.row) for t in trials}:
         members = [t for t in trials if _family(t.row) == fam]
-        densities = sorted({t.row["density"] for t in members}, reverse=True)
-        cmap = colormaps[FAMILY.get(fam, "Purples")]
+        levels = sorted({_level(t.row) for t in members}, reverse=True)
+        cmap = colormaps[FAMILY.get(fam, "Greys")]
         for t in members:
-            i = densities.index(t.row["density"])
-            shade = 0.55 + 0.4 * (i / max(len(densities) - 1, 1))
+            i = levels.index(_level(t.row))
+            shade = 0.55 + 0.4 * (i / max(len(levels) - 1, 1))
             color = "black" if fam[0] == "none" else cmap(shade)
             out[t.label] = {"color": color, "linestyle": "--" if t.row.get("error_feedback") is False else "-",
                             "marker": MARKERS[workers.index(t.row["workers"]) % len(MARKERS)]}
@@ -247,7 +264,7 @@ def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
 def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
-    done = [t for t in study.trials if t.row.get("final_val_loss") is not None]
+    done = [t for t in study.trials if t.row.get("final_val_loss") is not None and _fraction_sent(t.row)]
     groups: dict[tuple, list[TrialData]] = {}
     for t in done:
         r = t.row
@@ -255,36 +272,44 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
                            r.get("value_dtype")), []).append(t)
     many_workers = len({t.row["workers"] for t in done}) > 1
     for key, members in groups.items():
-        members.sort(key=lambda t: t.row["density"])
+        members.sort(key=lambda t: _fraction_sent(t.row))
         method, mode, ef, workers, dtype = key
         first = style[members[0].label]
         if method == "none":
             name = "dense"
             ax.axhline(members[0].row["final_val_loss"], color="black", linestyle=":", linewidth=1.0, alpha=0.7)
         else:
-            name = {"topk": "top-k", "randomk": f"random-k {mode}"}.get(method, method)
+            name = {"topk": "top-k", "randomk": f"random-k {mode}", "powersgd": "PowerSGD"}.get(method, method)
             name += "" if ef is None else (" + EF" if ef else ", no EF")
             name += "" if dtype in (None, "fp32") else f", {dtype}"
         name += f", W={workers}" if many_workers else ""
-        ax.plot([t.row["density"] for t in members], [t.row["final_val_loss"] for t in members], label=name,
-                color=first["color"], linestyle=first["linestyle"], marker=first["marker"], markersize=6,
-                linewidth=1.6)
+        xs, ys = [_fraction_sent(t.row) for t in members], [t.row["final_val_loss"] for t in members]
+        ax.plot(xs, ys, label=name, color=first["color"], linestyle=first["linestyle"], marker=first["marker"],
+                markersize=6, linewidth=1.6)
+        if method == "powersgd":
+            for t, x, y in zip(members, xs, ys):
+                ax.annotate(f"r{t.row['rank']}", (x, y), xytext=(4, 4), textcoords="offset points",
+                            fontsize="small", color=first["color"])
     ax.set_xscale("log")
     ax.set(title=f"{study.name}: final validation loss vs density", xlabel="density (fraction of coordinates "
-           "sent, log scale; dense = 1)", ylabel="final validation loss (nats/token)")
+           "sent, log scale; dense = 1; PowerSGD: bytes sent / dense bytes)",
+           ylabel="final validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
     ax.margins(x=0.08, y=0.12)
     _legend(ax)
     _save(fig, path)
     return ("Final validation loss of each trial against its density, one line per method (and error-feedback "
-            "setting); dense training is the point at density 1, with a dotted line across for comparison.")
+            "setting); dense training is the point at density 1, with a dotted line across for comparison. "
+            "PowerSGD has a rank instead (labelled r1, r2, ...): its points sit at the bytes it sent per step "
+            "over the dense bytes, so further left is fewer bytes for every method alike (top-k sends an "
+            "int32 index with each value: its bytes are twice its density in fp32).")
 
 
 def plot_step_time(study: Study, style: dict, path: Path) -> str:
     timed = [t for t in study.trials if t.row.get("step_time_s")]
-    order = {"none": 0, "topk": 1, "randomk": 2}
+    order = {"none": 0, "topk": 1, "randomk": 2, "powersgd": 3}
     timed.sort(key=lambda t: (order.get(t.row["method"], 9), t.row.get("randomk_mode") or "",
-                              -t.row["density"], t.row["workers"], t.label))
+                              -_level(t.row), t.row["workers"], t.label))
     fig = Figure(figsize=(FIGSIZE[0], max(2.5, 0.9 + 0.32 * len(timed))), dpi=DPI, layout="constrained")
     ax = fig.add_subplot()
     ys = list(range(len(timed)))[::-1]
@@ -334,7 +359,7 @@ def plot_projection(projection: Projection, colors: dict[str, dict], path: Path)
     _save(fig, path)
     return ("Projected time per step at W workers and three link bandwidths: the measured compute time of each "
             "configuration plus the network model's time for its exact payload (ring all-reduce for dense and "
-            f"shared random-k, ring all-gather for top-k), latency α = {projection.latency_s * 1e6:g} µs per "
+            "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), latency α = {projection.latency_s * 1e6:g} µs per "
             "message. Lower is faster; compute is flat in W, so the rising part is communication.")
 
 
@@ -419,7 +444,7 @@ def _fmt(value, spec: str = ".4f", none: str = "n/a") -> str:
 
 
 def _results_table(study: Study) -> list[str]:
-    lines = ["| trial | status | method | density | EF | W | final val | best val | MB sent / worker | ratio | "
+    lines = ["| trial | status | method | density (rank) | EF | W | final val | best val | MB sent / worker | ratio | "
              "ms / step (fastest) | tokens/s | wall s |", "|" + "---|" * 13]
     for t in study.trials:
         r = t.row
@@ -427,12 +452,16 @@ def _results_table(study: Study) -> list[str]:
         method = r["method"] + (f" ({r['randomk_mode']})" if r.get("randomk_mode") else "")
         fastest = f" ({1000 * r['step_time_min_s']:.1f})" if r.get("step_time_min_s") else ""
         lines.append(
-            f"| {t.label} | {r.get('status')} | {method} | {_fmt(r.get('density'), 'g')} | {ef} | {r['workers']} | "
+            f"| {t.label} | {r.get('status')} | {method} | {_density_or_rank(r)} | {ef} | {r['workers']} | "
             f"{_fmt(r.get('final_val_loss'))} | {_fmt(r.get('best_val_loss'))} | "
             f"{_fmt(r.get('mb_sent_per_worker'), '.2f')} | {_fmt(r.get('compression_ratio'), '.1f')} | "
             f"{_fmt(1000 * r['step_time_s'] if r.get('step_time_s') else None, '.1f')}{fastest} | "
             f"{_fmt(r.get('tokens_per_s'), ',.0f')} | {_fmt(r.get('wall_time_s'), '.1f')} |")
     return lines
+
+
+def _density_or_rank(row: dict) -> str:
+    return f"(rank {row['rank']})" if row["method"] == "powersgd" else _fmt(row.get("density"), "g")
 
 
 def _projection_section(study: Study, inputs: list[ConfigInput], projection: Projection, caption: str) -> list[str]:
@@ -447,6 +476,8 @@ def _projection_section(study: Study, inputs: list[ConfigInput], projection: Pro
         "`T = 2(W-1)/W · S/β + 2(W-1)·α` (reduce-scatter then all-gather, W-1 rounds each, one message per round);",
         "- ring all-gather (top-k; independent random-k: values + int32 indices, W payloads, not summed): "
         "`T = (W-1) · S/β + (W-1)·α`;",
+        "- two ring all-reduces (PowerSGD: the P factors with the dense 1-D tensors, then the Q factors, which "
+        "need the reduced P): `T = 2(W-1)/W · S/β + 4(W-1)·α`, S the bytes of both;",
         "- projected step time = measured compute time + T (no overlap; the ring's latency term is pessimistic "
         "at large W, where libraries use trees).", "",
         "**Compute time used.** Per configuration, the fastest log interval (`step_time_min_s` in `results.csv`) "

@@ -18,6 +18,10 @@ nothing starts. Combinations that would run the same job are dropped, by this ru
   - method `none` (dense all-reduce) ignores every other `compression.*` key
     (density, error_feedback, scope, randomk_mode, value_dtype, warmup_steps);
   - method `topk` ignores `compression.randomk_mode`;
+  - method `powersgd` ignores `compression.density` and `compression.randomk_mode`, the
+    others ignore `compression.min_compression_rate`; `compression.rank` is a grid axis
+    for powersgd only: the other methods' combinations are made without it (and so
+    collapse to one trial);
   - everything else counts (a 1-worker run still compresses its own gradient, with error
     feedback, so its loss depends on the compression keys).
 The first combination of each duplicate group is the one that runs (its spec.yaml is what
@@ -78,16 +82,20 @@ RESERVED_KEYS = {
     "sweep": "a sweep cannot sweep itself",
 }
 # What a compression method ignores (the duplicate rule of the module docstring).
-COMPRESSION_KEYS = ("density", "error_feedback", "scope", "randomk_mode", "value_dtype", "warmup_steps")
+COMPRESSION_KEYS = ("density", "error_feedback", "scope", "randomk_mode", "value_dtype", "warmup_steps", "rank",
+                    "min_compression_rate")
+RANK_KEY = "compression.rank"  # the spec refuses it for methods other than powersgd
 IGNORED_BY_METHOD = {
     "none": tuple(f"compression.{k}" for k in COMPRESSION_KEYS),
-    "topk": ("compression.randomk_mode",),
-    "randomk": (),
+    "topk": ("compression.randomk_mode", RANK_KEY, "compression.min_compression_rate"),
+    "randomk": (RANK_KEY, "compression.min_compression_rate"),
+    "powersgd": ("compression.density", "compression.randomk_mode"),
 }
 WORKERS_KEY = "distributed.num_workers"
 
 RESULT_COLUMNS = [
-    "trial", "config", "status", "method", "randomk_mode", "density", "error_feedback", "workers", "value_dtype",
+    "trial", "config", "status", "method", "randomk_mode", "density", "rank", "error_feedback", "workers",
+    "value_dtype",
     "members", "steps", "final_val_loss", "best_val_loss", "bytes_sent_per_worker", "mb_sent_per_worker",
     "payload_bytes_per_step", "dense_bytes_per_step", "compression_ratio", "wall_time_s", "process_wall_s",
     "train_time_s", "step_time_s", "step_time_median_s", "step_time_min_s", "tokens_per_s", "run_dir", "log",
@@ -170,7 +178,9 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
         for values in itertools.product(*grid.values()):
             overrides = dict(zip(grid, values))
             tree = copy.deepcopy(base_tree)
-            bad = [p for k, v in overrides.items() if (p := _set_dotted(tree, k, v, where))]
+            method = overrides.get("compression.method", _get_dotted(base_tree, "compression.method"))
+            applied = {k: v for k, v in overrides.items() if method == "powersgd" or k != RANK_KEY}
+            bad = [p for k, v in applied.items() if (p := _set_dotted(tree, k, v, where))]
             problems += bad  # and validate the rest, so every problem is reported in one pass
             if isinstance(tree.setdefault("distributed", {}), dict):
                 tree["distributed"]["launcher"] = "mpi"
@@ -256,6 +266,8 @@ def _short(key: str, value: Any) -> str:
         return str(value)
     if key == "compression.density":
         return f"d{value:g}" if isinstance(value, (int, float)) else f"d{value}"
+    if key == "compression.rank":
+        return f"r{value}"
     if key == "compression.error_feedback":
         return "ef" if value else "noef"
     if key == WORKERS_KEY:
@@ -276,10 +288,11 @@ def _clean(text: str) -> str:
 def _labels(keys: list[str], overrides: dict[str, Any], spec: JobSpec,
             ignored: tuple[str, ...]) -> tuple[str, str]:
     """From every key any grid sweeps (the spec's value where this trial's grid does not
-    set it), skipping what the method ignores."""
+    set it), skipping what the method ignores; method, density or rank first, workers last,
+    the rest in the order the grids list them."""
     tree = spec.model_dump(mode="json")
     parts = []
-    for key in keys:
+    for key in sorted(keys, key=_label_position):
         if key in ignored:
             continue
         if key in overrides:
@@ -291,6 +304,12 @@ def _labels(keys: list[str], overrides: dict[str, Any], spec: JobSpec,
     label = _clean("-".join(p for _, p in parts) or fallback)
     config = _clean("-".join(p for k, p in parts if k != WORKERS_KEY) or fallback)
     return label, config
+
+
+def _label_position(key: str) -> int:
+    """Where a key's part goes in a label (sorted() keeps the grids' order among equals)."""
+    first = ("compression.method", "compression.density", RANK_KEY)
+    return first.index(key) if key in first else len(first) + (key == WORKERS_KEY)
 
 
 _MISSING = object()
@@ -501,7 +520,9 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
         "status": outcome.get("status") or summary.get("status") or "failed",
         "method": comp.method,
         "randomk_mode": comp.randomk_mode if comp.method == "randomk" else "",
-        "density": 1.0 if dense else comp.density,  # dense sends every coordinate
+        # dense sends every coordinate; PowerSGD sends rank-r factors, no density
+        "density": 1.0 if dense else None if comp.method == "powersgd" else comp.density,
+        "rank": comp.rank,
         "error_feedback": "" if dense else comp.error_feedback,
         "workers": spec.distributed.num_workers,
         "value_dtype": "fp32" if dense else comp.value_dtype,
@@ -522,7 +543,7 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
     }
     for key, value in trial.overrides.items():  # other swept keys get a column of their own
         if key not in ("compression.method", "compression.density", "compression.error_feedback",
-                       WORKERS_KEY, "compression.value_dtype", "compression.randomk_mode"):
+                       WORKERS_KEY, "compression.value_dtype", "compression.randomk_mode", RANK_KEY):
             row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return row
 

@@ -41,7 +41,11 @@ class RayTrainCheckpoints:
 
         with tempfile.TemporaryDirectory() as tmp:
             write_files(Path(tmp))
-            ray.train.report({"step": step}, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            ray.train.report(self.metrics(step), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def metrics(self, step: int) -> dict:
+        """What Ray Train records beside the checkpoint (its Result.metrics)."""
+        return {"step": step}
 
     @contextlib.contextmanager
     def latest(self):

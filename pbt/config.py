@@ -97,6 +97,9 @@ class PBTConfig(BaseModel):
     bytes_penalty: float = Field(
         0.0, ge=0, description="score = metric + bytes_penalty * (bytes sent / dense bytes) for mode min, "
         "metric - ... for mode max: sending more always counts against a member")
+    synch: bool = Field(
+        False, description="population.backend tune only: Ray Tune's synchronous PBT (every trial waits at each "
+        "perturbation step for the others) instead of its asynchronous default")
 
     @field_validator("quantile_fraction")
     @classmethod
@@ -133,14 +136,25 @@ class PBTConfig(BaseModel):
 class PopulationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    backend: Literal["vectorized", "tune"] = Field(
+        "vectorized", description="vectorized: the members train inside one population-batched model; tune: "
+        "each member is a Ray Tune trial (a plain model, its own Ray Train job), scheduled by Ray Tune's "
+        "PopulationBasedTraining")
     size: PositiveInt = Field(
-        1, description="members P trained together in one population-batched model (1 = a plain model)")
+        1, description="members P trained together in one population-batched model (1 = a plain model); "
+        "with backend tune, the number of trials")
     pbt: PBTConfig | None = Field(
         None, description="population-based training among the P members; omit for independent members")
+    groups: PositiveInt = Field(
+        1, description="G vectorized groups of `size` members, each trained by its own Ray Train worker group; "
+        "PBT ranks all G × size members together and a member may copy one of another group")
+    round_timeout_s: float = Field(
+        900.0, gt=0, description="groups > 1: how long a group waits at a PBT round for the other groups "
+        "(and for a donor's state) before failing with an error; covers a group restarting from its checkpoint")
 
     @model_validator(mode="after")
     def _pbt_needs_two(self):
-        if self.pbt is not None and self.size < 2:
+        if self.pbt is not None and self.size * self.groups < 2:
             raise ValueError("population.pbt needs population.size >= 2 (a lone member has no one to copy); "
                              "raise size or remove pbt")
         return self

@@ -105,10 +105,17 @@ class PBTController:
                                 target_score=target_score, source_score=finite_or_none(score_P[source]),
                                 old=self.member_hyperparams(target), new=new, operations=operations))
         for event in events:
-            for name, value in event.new.items():
-                self.hyperparams[name][event.target] = value
-            self.last_exploit_step[event.target] = step
+            self.adopt(event)
         return events
+
+    def adopt(self, event: Event, *, member: int | None = None) -> None:
+        """Give `member` (default: the event's target) the event's new hyperparameters. A
+        group of a larger population (population.groups > 1) adopts the coordinator's
+        decisions this way, with its own index of the global target."""
+        member = event.target if member is None else member
+        for name, value in event.new.items():
+            self.hyperparams[name][member] = value
+        self.last_exploit_step[member] = event.step
 
     # ------------------------------------------------------------ checkpoints
 

@@ -28,9 +28,15 @@ class Event:
     old: dict[str, float]
     new: dict[str, float]
     operations: dict[str, str] = field(default_factory=dict)  # name -> "* 1.2", "resample", "shift left", ...
+    # population.groups > 1: weights fingerprints (trainers.loop.replica_digest) of the source
+    # at the round and of the target right after its copy; equal when the copy was exact.
+    digests: dict[str, float] | None = None
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), allow_nan=False)
+        fields = asdict(self)
+        if self.digests is None:
+            del fields["digests"]  # a single group's log keeps its format
+        return json.dumps(fields, allow_nan=False)
 
     @classmethod
     def from_json(cls, line: str) -> "Event":

@@ -6,11 +6,13 @@ gradient exchange of distrib/ averages the (compressed) gradients across workers
 DeepSpeed steps the optimizer. Rank 0 reports metric rows and prints progress; every
 worker writes its part of each checkpoint.
 
-Members' hyperparameters ([P] tensors: lr, weight_decay, warmup fraction, dropout) come
-from the plan's population controller (pbt.controller.PBTController, built by the
-launcher); every `perturbation_interval` steps it decides exploit/explore from scores
-that are identical on all workers, and every worker copies the winners' state (weights,
-optimizer moments and step counters, error-feedback residuals) onto the losers in place.
+Members' hyperparameters ([P] tensors: lr, weight_decay, warmup fraction, dropout,
+compression density) come from the plan's population controller
+(pbt.controller.PBTController, built by the launcher); every `perturbation_interval`
+steps it decides exploit/explore from scores that are identical on all workers (with
+pbt.bytes_penalty, each member's bytes sent count against it), and every worker copies
+the winners' state (weights, optimizer moments and step counters, error-feedback
+residuals) onto the losers in place.
 
 What the launcher provides (see launch/workers.py):
   reporter      .log(rows), .log_events(json_lines), .rewind(step), .set_info(**info)
@@ -61,6 +63,13 @@ class WorkerPlan:
     use_gpu: bool
     population: object  # pbt.controller.PBTController: members' hyperparameters and PBT decisions
     pbt_metric: str = "val_loss"  # population.pbt.metric: the score PBT compares
+    # Ray Tune PBT (population.backend: tune) runs a member in rounds of this many steps: a run
+    # stops, with a checkpoint, at the next multiple after the step it resumed from (Tune
+    # decides between rounds). None: one run to train.steps.
+    round_steps: int | None = None
+    # False under Ray Tune PBT: after an exploit the restored checkpoint is the donor's, and
+    # the hyperparameters are the trial's new ones (the controller's), not the donor's.
+    hyperparams_from_checkpoint: bool = True
 
 
 def import_deepspeed(use_gpu: bool):
@@ -140,11 +149,11 @@ class Worker:
         tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
                            * self.plan.task.seq_len)
         window_start, window_losses = time.perf_counter(), []
-        while self.step < train.steps:
-            lr_P = member_learning_rates(self._hyperparams("lr"), self._hyperparams("warmup"), step=self.step,
-                                         total_steps=train.steps, schedule=train.lr_schedule,
-                                         min_lr_ratio=train.min_lr_ratio)
-            self.optimizer.set_hyperparams(lr_P=lr_P, weight_decay_P=self._hyperparams("weight_decay"))
+        stop = train.steps
+        if self.plan.round_steps is not None:
+            stop = min(stop, (self.step // self.plan.round_steps + 1) * self.plan.round_steps)
+        while self.step < stop:
+            lr_P = self._apply_hyperparams()
             step_started = time.perf_counter()
             loss_P, bytes_report = self._train_step()
             self.train_time_s += time.perf_counter() - step_started
@@ -153,7 +162,7 @@ class Worker:
             # same numbers on every worker.
             loss_P = self._mean_across_workers(loss_P)
             window_losses.append(loss_P)
-            done = self.step == train.steps
+            done = self.step == stop
             round_due = self.population.is_perturbation_step(self.step)
             evaluate = (self.step % train.eval_interval == 0 or done
                         or (round_due and self.plan.pbt_metric == "val_loss"))
@@ -185,8 +194,10 @@ class Worker:
             loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
             self.engine.backward(loss_P.sum())
             if self.engine.is_gradient_accumulation_boundary():
-                report = exchange_gradients(self.engine, self.exchange, step=self.step)
-                self.bytes_sent_total += report.bytes_sent
+                # Each member sends its own density (PBT's, copied on exploit like the rest).
+                report = exchange_gradients(self.engine, self.exchange, step=self.step,
+                                            density_P=self._hyperparams("density").tolist())
+                self.bytes_sent_total += torch.tensor(report.bytes_sent_P, dtype=torch.float64)
                 self.dense_bytes_total += report.dense_bytes
                 if train.grad_clip > 0:
                     # Per member: one member's large gradient must not shrink the others'.
@@ -216,12 +227,21 @@ class Worker:
     def _hyperparams(self, name: str) -> torch.Tensor:
         return self.population.hyperparams_tensor(name, dtype=torch.float64)
 
+    def _apply_hyperparams(self) -> torch.Tensor:
+        """Give the optimizer this step's learning rate (schedule applied) and weight decay
+        of every member, from the controller; returns lr_P."""
+        train = self.plan.train
+        lr_P = member_learning_rates(self._hyperparams("lr"), self._hyperparams("warmup"), step=self.step,
+                                     total_steps=train.steps, schedule=train.lr_schedule,
+                                     min_lr_ratio=train.min_lr_ratio)
+        self.optimizer.set_hyperparams(lr_P=lr_P, weight_decay_P=self._hyperparams("weight_decay"))
+        return lr_P
+
     @torch.no_grad()
     def _exploit_explore(self, scores_P: torch.Tensor, bytes_report) -> None:
         """Apply the population controller's decisions (identical on every worker: the
         scores are all-reduced and its random numbers are seeded by (seed, step))."""
-        events = self.population.decide(self.step, scores_P.tolist(),
-                                        bytes_ratio_P=[bytes_report.ratio] * self.plan.members)
+        events = self.population.decide(self.step, scores_P.tolist(), bytes_ratio_P=list(bytes_report.ratio_P))
         for event in events:
             copy_member_state_(self.engine.module, self.optimizer, self.exchange,
                                target=event.target, source=event.source)
@@ -247,7 +267,7 @@ class Worker:
         rows = []
         for member in range(self.plan.members):
             row = {"step": self.step, "member": member, "loss": float(loss_P[member]), "lr": float(lr_P[member]),
-                   "tokens": tokens, "bytes_sent": bytes_report.bytes_sent,
+                   "tokens": tokens, "bytes_sent": bytes_report.bytes_sent_P[member],
                    "dense_bytes": bytes_report.dense_bytes,
                    "bytes_sent_total": int(self.bytes_sent_total[member]),
                    "dense_bytes_total": int(self.dense_bytes_total[member]),
@@ -286,13 +306,18 @@ class Worker:
             state = load(Path(folder) / "model.pt")
             worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
         self.engine.module.load_state_dict(state["model"])  # includes each member's dropout rate
-        self.population.load_state_dict(state["population"])
-        self.optimizer.load_state_dict(worker_state["optimizer"])
+        if self.plan.hyperparams_from_checkpoint:
+            self.population.load_state_dict(state["population"])
+        self.optimizer.load_state_dict(worker_state["optimizer"])  # includes each member's learning rate
         torch.set_rng_state(worker_state["rng"])
         self.exchange.load_state_dict(worker_state["exchange"])
         self.bytes_sent_total = worker_state["bytes_sent_total"]
         self.dense_bytes_total = worker_state["dense_bytes_total"]
         self.step = int(state["step"])
         self.train_time_s = float(state["train_time_s"])
+        # The model's dropout rates and the optimizer's learning rates and weight decays came
+        # with the checkpoint: the controller's rule (they differ after a Tune PBT exploit).
+        self.engine.module.set_dropout(self._hyperparams("dropout"))
+        self._apply_hyperparams()
         if self.rank == 0:
             say(f"[restore] resuming from the checkpoint at step {self.step}")

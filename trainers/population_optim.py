@@ -62,6 +62,23 @@ class _PopulationOptimizer(torch.optim.Optimizer):
                 for value in self.state.get(p, {}).values():
                     value[dst].copy_(value[src])
 
+    def member_state(self, member: int) -> dict:
+        """Member `member`'s moments and step counters as new tensors, by position (param
+        group, parameter), so that another optimizer of the same model can load them
+        (a PBT exploit across groups)."""
+        return {"step_P": [group["step_P"][member].clone() for group in self.param_groups],
+                "state": [[{key: value[member].clone() for key, value in self.state.get(p, {}).items()}
+                           for p in group["params"]] for group in self.param_groups]}
+
+    @torch.no_grad()
+    def load_member_state_(self, member: int, state: dict) -> None:
+        """Member `member` takes a `member_state()` of another optimizer, in place."""
+        for group, step, params_state in zip(self.param_groups, state["step_P"], state["state"], strict=True):
+            group["step_P"][member] = step
+            for p, values in zip(group["params"], params_state, strict=True):
+                for key, value in values.items():
+                    self.state[p][key][member].copy_(value)
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else torch.enable_grad()(closure)()

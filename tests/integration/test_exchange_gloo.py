@@ -1,8 +1,10 @@
 """Two gloo workers (real torch.distributed over 127.0.0.1) run GradientExchange.
 
 Every case of scripts/exchange_worker.py (dense, top-k layerwise and global with fp16,
-warm-up, shared random-k fp32 and bf16, independent random-k) is checked against an
-average recomputed from the saved payloads (scripts/exchange_check.py).
+warm-up, shared random-k fp32 and bf16, independent random-k; top-k, shared and
+independent random-k with a density per member) is checked against an average
+recomputed from the saved payloads, member by member, and against each member's exact
+byte count (scripts/exchange_check.py).
 """
 
 from __future__ import annotations
@@ -59,4 +61,5 @@ def test_gloo_two_workers_match_reference(tmp_path):
         assert p.returncode == 0, f"rank {r} failed:\n{out}"
 
     cases = _load_check().check_all(tmp_path, WORLD)
-    assert {"dense", "topk", "randomk_shared", "randomk_independent"} <= set(cases)
+    assert {"dense", "topk", "randomk_shared", "randomk_independent", "topk_member_density",
+            "randomk_shared_member_density", "randomk_independent_member_density"} <= set(cases)

@@ -1,5 +1,6 @@
-"""Vectorized PBT with real DeepSpeed workers: exploits keep the replicas identical, and
-a run killed mid-way resumes to exactly the metrics of an uninterrupted run."""
+"""Vectorized PBT with real DeepSpeed workers: exploits keep the replicas identical, each
+member sends at its own (mutated) density, and a run killed mid-way resumes to exactly
+the metrics of an uninterrupted run."""
 import json
 import subprocess
 import sys
@@ -38,6 +39,15 @@ def test_exploits_keep_both_workers_identical(tmp_path):
     for row in read_rows(run_dir):
         assert history[row["member"]].at(row["step"] - 1) == row["hyperparams"], row["step"]
     assert len({tuple(sorted(row["hyperparams"].items())) for row in read_rows(run_dir)}) > 4  # they evolved
+
+    # Each member sent at its own density: a row's bytes are a function of the density
+    # that trained its step (members, steps and exploits alike), growing with it.
+    bytes_at = {}
+    for row in read_rows(run_dir):
+        bytes_at.setdefault(row["hyperparams"]["density"], set()).add(row["bytes_sent"])
+    assert len(bytes_at) >= 2 and all(len(sent) == 1 for sent in bytes_at.values()), bytes_at
+    by_density = [sent.pop() for _, sent in sorted(bytes_at.items())]
+    assert by_density == sorted(by_density) and len(set(by_density)) == len(by_density)
 
 
 def ray_run(tmp_path, *overrides, kill_after_checkpoint=False):

@@ -24,9 +24,9 @@ def train_workers(root: psutil.Process) -> list[psutil.Process]:
     return found
 
 
-def latest_checkpoint_step(run_dir) -> int:
-    """The step of the newest checkpoint Ray Train has registered (0 if none yet)."""
-    snapshot = run_dir / "checkpoints" / "checkpoint_manager_snapshot.json"
+def latest_checkpoint_step(run_dir, folder: str = "checkpoints") -> int:
+    """The step of the newest checkpoint Ray Train has registered in run_dir/folder (0 if none yet)."""
+    snapshot = run_dir / folder / "checkpoint_manager_snapshot.json"
     try:
         latest = json.loads(snapshot.read_text()).get("latest_checkpoint_result")
     except (FileNotFoundError, json.JSONDecodeError):

@@ -3,9 +3,9 @@ import math
 
 import pytest
 
-from launch.netmodel import (ALL_GATHER, ALL_REDUCE, MethodRow, bytes_per_second, collective_for,
+from launch.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
                              communication_s, crossover_workers, project, projected_step_s, ring_all_gather_s,
-                             ring_all_reduce_s)
+                             ring_all_reduce_s, two_ring_all_reduces_s)
 
 
 def test_bandwidth_unit_is_decimal_gigabits():
@@ -44,8 +44,20 @@ def test_collective_per_method():
     assert collective_for("randomk", "shared") == ALL_REDUCE
     assert collective_for("randomk", "independent") == ALL_GATHER
     assert collective_for("topk") == ALL_GATHER
-    with pytest.raises(ValueError, match="powersgd"):
-        collective_for("powersgd")
+    assert collective_for("powersgd") == TWO_ALL_REDUCES
+    with pytest.raises(ValueError, match="dgc"):
+        collective_for("dgc")
+
+
+def test_powersgd_is_two_ring_all_reduces_by_hand():
+    # P factors 6e5 B (with the dense 1-D tensors), Q factors 4e5 B: S = 1e6 B, W = 4,
+    # 8 Gbit/s (1 GB/s), α = 1 ms: 2·3/4 · 1e6 / 1e9 = 1.5 ms, + 2 · 2·3 = 12 latencies.
+    assert two_ring_all_reduces_s(1e6, workers=4, bandwidth_gbps=8, latency_s=1e-3) == pytest.approx(0.0135)
+    split = (ring_all_reduce_s(6e5, workers=4, bandwidth_gbps=8, latency_s=1e-3)
+             + ring_all_reduce_s(4e5, workers=4, bandwidth_gbps=8, latency_s=1e-3))
+    assert split == pytest.approx(0.0135)
+    assert communication_s("powersgd", 1e6, workers=4, bandwidth_gbps=8, latency_s=1e-3) == pytest.approx(0.0135)
+    assert two_ring_all_reduces_s(1e6, workers=1, bandwidth_gbps=8) == 0.0
 
 
 def test_projected_step_adds_compute_and_the_methods_collective():

@@ -57,6 +57,22 @@ def test_topk_ignores_randomk_mode_but_randomk_does_not():
     assert "ignores compression.randomk_mode" in grid.dropped[0][1]
 
 
+def test_rank_is_a_grid_axis_of_powersgd_only():
+    grid = expand_grid(BASE, {"compression.method": ["topk", "powersgd"], "compression.density": [0.1, 0.01],
+                              "compression.rank": [1, 4]})
+    # topk: its densities, made without a rank; powersgd: its ranks, whatever the density.
+    assert [t.label for t in grid.trials] == ["topk-d0.1", "topk-d0.01", "powersgd-r1", "powersgd-r4"]
+    assert [t.spec.compression.rank for t in grid.trials] == [None, None, 1, 4]
+    assert [t.config for t in grid.trials][2:] == ["powersgd-r1", "powersgd-r4"]
+    reasons = [why for _, why in grid.dropped]
+    assert len(reasons) == 4
+    assert "same job as trial 1 (topk-d0.1): method topk ignores compression.rank" in reasons
+    assert "same job as trial 3 (powersgd-r1): method powersgd ignores compression.density" in reasons
+    # powersgd without a rank anywhere: the spec's own problem, named at the key
+    assert any("compression.rank" in p and "needs a rank" in p
+               for p in problems_of(BASE, {"compression.method": ["powersgd"]}))
+
+
 def test_a_list_of_grids_runs_their_union_without_duplicates():
     sweep = [{"compression.method": ["none", "topk"], "compression.density": [0.1]},
              {"compression.method": ["topk"], "compression.density": [0.1], "compression.error_feedback": [True, False]}]
@@ -128,7 +144,16 @@ def test_load_sweep_needs_a_sweep_and_the_cli_dry_run(tmp_path, capsys):
 
 
 PARAMS = 10_000  # coordinates per member; dense fp32 = 40,000 bytes per step
-PAYLOAD = {"none": 4 * PARAMS, "topk": int(8 * 0.1 * PARAMS), "randomk": int(4 * 0.1 * PARAMS)}
+PAYLOAD = {"none": 4 * PARAMS, "topk": int(8 * 0.1 * PARAMS), "randomk": int(4 * 0.1 * PARAMS),
+           "powersgd": 1200}  # powersgd: per unit of rank
+
+
+def fake_payload(comp) -> int:
+    if comp.method == "none":
+        return PAYLOAD["none"]
+    if comp.method == "powersgd":
+        return PAYLOAD["powersgd"] * comp.rank
+    return int(PAYLOAD[comp.method] * comp.density / 0.1)
 
 
 def fake_run(root: Path, trial, *, steps=100, final=2.5) -> Path:
@@ -136,7 +161,7 @@ def fake_run(root: Path, trial, *, steps=100, final=2.5) -> Path:
     run_dir = root / f"{trial.spec.name}-20260101-000000"
     run_dir.mkdir(parents=True)
     method, workers = trial.spec.compression.method, trial.workers
-    sent = PAYLOAD[method] if method == "none" else int(PAYLOAD[method] * trial.spec.compression.density / 0.1)
+    sent = fake_payload(trial.spec.compression)
     step_s = 0.05 + (0.004 if method == "topk" else 0.0) + 0.002 * (workers - 1)
     rows = []
     for step in range(10, steps + 1, 10):
@@ -237,6 +262,28 @@ def test_study_report_writes_every_plot_and_the_projection_tables(study_dir):
     assert all(t.steps for t in load_study(moved).trials if t.ok)
 
 
+def test_study_report_shows_powersgd_by_rank(tmp_path):
+    grid = expand_grid(BASE, {"compression.method": ["none", "topk", "powersgd"], "compression.density": [0.1],
+                              "compression.rank": [1, 2], "distributed.num_workers": [1, 2]},
+                       study_runs=tmp_path / "runs")
+    rows = [result_row(t, {"status": "completed", "run_dir": str(fake_run(tmp_path / "runs", t))},
+                       log=tmp_path / f"{t.stem}.log") for t in grid.trials]
+    write_results_csv(rows, tmp_path / "results.csv")
+    by_label = {r["trial"]: r for r in read_results(tmp_path / "results.csv")}
+    assert set(by_label) == {"none-w1", "none-w2", "topk-d0.1-w1", "topk-d0.1-w2", "powersgd-r1-w1",
+                             "powersgd-r1-w2", "powersgd-r2-w1", "powersgd-r2-w2"}
+    r2 = by_label["powersgd-r2-w2"]
+    assert r2["rank"] == 2 and r2["density"] is None and r2["payload_bytes_per_step"] == 2400
+    assert by_label["topk-d0.1-w2"]["rank"] is None
+    inputs = {i.row.name: i for i in projection_inputs(load_study(tmp_path))}
+    assert inputs["powersgd-r2"].collective == "2 all-reduces" and inputs["powersgd-r2"].row.payload_bytes == 2400
+    text = write_study_report(tmp_path).read_text()
+    assert "| powersgd-r2-w2 | completed | powersgd | (rank 2) |" in text
+    assert "2(W-1)/W · S/β + 4(W-1)·α" in text and "| powersgd-r1 | 2 all-reduces | 1,200 |" in text
+    for name in (VAL_STEP, VAL_MB, DENSITY, STEP_TIME, PROJECTION):
+        assert (tmp_path / name).read_bytes()[:8] == PNG_MAGIC, name
+
+
 def test_study_report_on_a_study_where_everything_failed(tmp_path):
     grid = expand_grid(BASE, {"compression.method": ["none", "topk"]})
     rows = [result_row(t, {"status": "failed"}, log=tmp_path / "x.log") for t in grid.trials]
@@ -248,7 +295,8 @@ def test_study_report_on_a_study_where_everything_failed(tmp_path):
 def test_the_shipped_compression_sweep_expands():
     grid = expand_grid(*load_sweep(REPO / "configs" / "compression_sweep.yaml"))
     labels = [t.label for t in grid.trials]
-    assert len(labels) == 12 and len(grid.dropped) == 2
+    assert len(labels) == 18 and len(grid.dropped) == 2
     assert {"none-w2", "topk-d0.01-noef-w2", "randomk-d0.1-ef-w2", "none-w1", "randomk-d0.01-ef-w1"} <= set(labels)
+    assert {f"powersgd-r{r}-ef-w{w}" for r in (1, 2, 4) for w in (1, 2)} <= set(labels)
     assert {t.workers for t in grid.trials} == {1, 2}
     assert all(t.spec.compression.randomk_mode == "shared" for t in grid.trials)

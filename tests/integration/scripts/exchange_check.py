@@ -4,7 +4,9 @@ Given the `rank{R}.pt` files that exchange_worker.py wrote, recompute every expe
 average from the saved payloads with plain tensor ops and compare:
   dense / values_only: sum of every worker's values, / W, at the (shared) indices
   sparse:              scatter-add of every worker's (values, indices), / W
-and check the rest of the contract: all ranks got identical results; the per-rank
+member by member (a payload whose members have their own densities holds its rows
+concatenated, row m of length k_P[m]), and check the rest of the contract: all ranks
+got identical results; each member sent exactly its own k per bucket; the per-rank
 error-feedback invariant sum(grads) == sum(sent) + residual; warm-up sends exact fp32;
 shared random-k indices agree across ranks and change across steps; independent ones
 differ across ranks; byte reports match the payloads; a run resumed from the state dict
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from compression import GradLayout
+from compression import CompressionConfig, GradLayout, num_selected
 
 # Backends sum half-precision values in their own dtype; we sum in fp32.
 SUM_RTOL = {"fp32": 1e-6, "fp16": 2e-3, "bf16": 2e-2}
@@ -32,11 +34,19 @@ def load_ranks(outdir: Path, world_size: int) -> list[dict]:
     return ranks
 
 
+def _rows(t: torch.Tensor, p: dict) -> list[torch.Tensor]:
+    """A sparse payload's values or indices, one tensor per member."""
+    return list(t.split(p["k_P"])) if t.dim() == 1 else list(t.unbind(0))
+
+
 def _decompress(p: dict, dtype=torch.float32) -> torch.Tensor:
     values = p["values"].to(dtype)
     if p["idx"] is None:
         return values.reshape(p["shape"])
-    return torch.zeros(p["shape"], dtype=dtype).scatter_(1, p["idx"].long(), values)
+    out_PN = torch.zeros(p["shape"], dtype=dtype)
+    for m, (idx, v) in enumerate(zip(_rows(p["idx"], p), _rows(values, p))):
+        out_PN[m, idx.long()] = v
+    return out_PN
 
 
 def expected_average(payloads_W: list[dict]) -> torch.Tensor:
@@ -50,7 +60,8 @@ def expected_average(payloads_W: list[dict]) -> torch.Tensor:
         return _decompress({**first, "values": total / W})
     out_PN = torch.zeros(first["shape"])
     for p in payloads_W:
-        out_PN.scatter_add_(1, p["idx"].long(), p["values"].float())
+        for m, (idx, v) in enumerate(zip(_rows(p["idx"], p), _rows(p["values"], p))):
+            out_PN[m].index_add_(0, idx.long(), v.float())
     return out_PN / W
 
 
@@ -60,6 +71,7 @@ def check_case(case: str, ranks: list[dict]) -> None:
     scope = config.get("scope", "layerwise")
     rtol = SUM_RTOL[config.get("value_dtype", "fp32")]
     steps_RT = [d["cases"][case]["steps"] for d in ranks]
+    case_record = ranks[0]["cases"][case]
     for t, step_recs in enumerate(zip(*steps_RT)):
         where = f"{case} step {t}"
         # 1. identical results on every rank
@@ -82,14 +94,30 @@ def check_case(case: str, ranks: list[dict]) -> None:
             for name, got in step_recs[0]["result"].items():
                 mean = sum(r["grads"][name] for r in step_recs) / W
                 torch.testing.assert_close(got, mean, rtol=1e-6, atol=1e-7)
-        # 4. byte report
+        # 4. byte report: per member, what its payload rows hold, and for compressed steps
+        # k = num_selected(N, the member's density) per bucket, each coordinate a value
+        # in its wire dtype plus an int32 index when indices travel
         for rec in step_recs:
-            P = layout.P
-            assert rec["bytes"]["bytes_sent"] == sum(p["nbytes"] for p in rec["payloads"].values()) // P
+            per_member = [sum(p["nbytes_P"][m] for p in rec["payloads"].values()) for m in range(layout.P)]
+            assert list(rec["bytes"]["bytes_sent_P"]) == per_member, where
             assert rec["bytes"]["dense_bytes"] == 4 * sum(e.numel_per_member for e in layout.entries)
+            for p in rec["payloads"].values():
+                coordinate = p["values"].element_size() + (4 if p["on_wire"] else 0)
+                assert p["nbytes_P"] == [k * coordinate for k in p["k_P"]], where
+                assert sum(p["k_P"]) == p["values"].numel() == (p["idx"].numel() if p["idx"] is not None else
+                                                                p["values"].numel()), where
+        _check_member_counts(where, case_record, step_recs[0], layout, dense_step or config["method"] == "none")
     _check_indices(case, config, steps_RT)
     for r, d in enumerate(ranks):
         _check_error_feedback(case, config, d["cases"][case], scope, rank=r)
+
+
+def _check_member_counts(where: str, case_record: dict, rec: dict, layout: GradLayout, dense: bool) -> None:
+    """Member m sends num_selected(N, its density) coordinates of every bucket (N when dense)."""
+    density_P = case_record["density_P"] or [CompressionConfig(**case_record["config"]).density] * layout.P
+    for bucket in layout.buckets:
+        expected = [bucket.n] * layout.P if dense else [num_selected(bucket.n, d) for d in density_P]
+        assert rec["payloads"][bucket.id]["k_P"] == expected, f"{where}: {bucket.id}"
 
 
 def _check_indices(case: str, config: dict, steps_RT: list[list[dict]]) -> None:
@@ -101,7 +129,8 @@ def _check_indices(case: str, config: dict, steps_RT: list[list[dict]]) -> None:
     p00, p01 = steps_RT[0][0]["payloads"][bid], steps_RT[1][0]["payloads"][bid]
     assert p00["on_wire"] == (mode == "independent"), case
     assert not torch.equal(p00["idx"], steps_RT[0][last]["payloads"][bid]["idx"]), f"{case}: same indices every step"
-    assert not torch.equal(p00["idx"][0], p00["idx"][1]), f"{case}: members share indices"
+    member_rows = _rows(p00["idx"], p00)
+    assert not torch.equal(member_rows[0], member_rows[1]), f"{case}: members share indices"
     if mode == "shared":
         assert torch.equal(p00["idx"], p01["idx"]), f"{case}: shared indices differ across ranks"
     else:

@@ -47,6 +47,16 @@ CASES = {
     "randomk_shared": dict(method="randomk", density=0.1, randomk_mode="shared"),
     "randomk_shared_bf16": dict(method="randomk", density=0.1, value_dtype="bf16"),
     "randomk_independent": dict(method="randomk", density=0.1, randomk_mode="independent"),
+    "topk_member_density": dict(method="topk", density=0.1),
+    "randomk_shared_member_density": dict(method="randomk", density=0.1, randomk_mode="shared"),
+    "randomk_independent_member_density": dict(method="randomk", density=0.1, randomk_mode="independent",
+                                               value_dtype="fp16"),
+}
+# Cases where each member has its own density (PBT mutating it), as exchange(density_P=).
+DENSITY_P = {
+    "topk_member_density": [0.05, 0.3],
+    "randomk_shared_member_density": [0.3, 0.05],
+    "randomk_independent_member_density": [0.05, 0.3],
 }
 
 
@@ -62,7 +72,7 @@ def run_cases(comm) -> dict:
         steps = []
         for step in range(STEPS):
             grads = make_grads(comm.rank, step)
-            res = ex.exchange(grads, step=step)
+            res = ex.exchange(grads, step=step, density_P=DENSITY_P.get(case))
             steps.append({
                 "grads": grads,
                 "result": res.grads,
@@ -73,13 +83,14 @@ def run_cases(comm) -> dict:
                         "shape": list(p.shape_PN),
                         "wire": p.wire,
                         "on_wire": p.indices_on_wire,
-                        "nbytes": p.nbytes,
+                        "k_P": list(p.counts_P),
+                        "nbytes_P": list(p.nbytes_P),
                     }
                     for bid, p in res.payloads.items()
                 },
                 "bytes": res.bytes.as_dict(),
             })
-        out[case] = {"config": kwargs, "steps": steps, "ef_state": ex.state_dict()}
+        out[case] = {"config": kwargs, "density_P": DENSITY_P.get(case), "steps": steps, "ef_state": ex.state_dict()}
     return out
 
 

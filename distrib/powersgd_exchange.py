@@ -1,0 +1,175 @@
+"""PowerSGD's wire pattern (compression.method: powersgd), called by GradientExchange.
+
+The same algorithm as torch's DDP hook `ddp_comm_hooks.powerSGD_hook`, through our
+exchange: the hook cannot sit under DeepSpeed (DeepSpeed does not wrap the model in DDP,
+and our gradients are population-batched [P, ...] and exchanged at the accumulation
+boundary), so its steps run here, per member, on the layerwise buckets of `GradLayout`.
+
+Shape legend (as compression/powersgd.py):
+  W  workers   P  members   n, m  one member's gradient as a matrix   r  rank
+  X  values per member in an all-reduce buffer (everything packed, in bucket order)
+
+One step, on every worker:
+  1. matrices (factorization() says which): acc = grad + residual; Q = orthogonalize(warm
+     Q, or a Gaussian seeded by (seed, step, tensor) the first time); P = acc Q.
+  2. all-reduce #1, ONE buffer [P, X]: the dense tensors (1-D, and matrices too small to
+     be worth factorizing) and every P. Dense parts / W are their averages; each P is
+     orthogonalized (the sum spans what the mean spans, so no / W).
+  3. Q = acc^T P per matrix; all-reduce #2, ONE buffer [P, X] of every Q; then / W.
+  4. approx = P Q^T: the averaged gradient; residual = acc - approx; Q is kept (warm start).
+Two all-reduces are inherent: Q = M^T P needs the all-reduced, orthogonalized P. Torch's
+hook makes three (the dense tensors get their own); packing them with the P factors saves
+one latency.
+
+Every worker ends with the same averages: P, Q and the dense sums come out of all-reduces,
+and the orthogonalization runs on identical input. Residuals differ per worker (each keeps
+its own gradient minus the common approximation, as the paper and torch do); dense tensors
+keep no residual (their average is exact; torch's hook keeps local - average there, which
+sums to zero over the workers and so changes no average). Warm-start Q is the all-reduced
+Q, the same on every worker, but lives in each rank's checkpoint with the residuals.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping
+
+import torch
+
+from compression import ByteReport, CompressionConfig, ErrorFeedback, GradLayout, derive_seed
+from compression.powersgd import (Factorization, compress_left, compress_right, decompress, factorization,
+                                  initial_right, orthogonalize)
+
+from .communicators import Communicator
+
+WARM_START_PREFIX = "powersgd_q."
+
+
+@dataclass
+class _Matrix:
+    """One factorized bucket during a step."""
+
+    id: str
+    f: Factorization
+    acc_PN: torch.Tensor  # gradient + residual, flat
+    left_Pnr: torch.Tensor | None = None
+    right_Pmr: torch.Tensor | None = None
+
+    @property
+    def acc_Pnm(self) -> torch.Tensor:
+        return self.acc_PN.view(-1, self.f.n, self.f.m)
+
+
+class PowerSGDExchange:
+    """PowerSGD for one run on one worker: the two all-reduces and the warm-start Q.
+
+    Residuals live in the `ErrorFeedback` the caller passes (shared with the dense warm-up
+    steps), so `GradientExchange` checkpoints and copies them as for every other method.
+    """
+
+    def __init__(self, *, config: CompressionConfig, communicator: Communicator,
+                 error_feedback: ErrorFeedback, seed: int = 0) -> None:
+        if config.method != "powersgd" or config.rank is None:
+            raise ValueError(f"PowerSGDExchange needs method powersgd with a rank, got {config!r}")
+        self.rank, self.min_compression_rate = config.rank, config.min_compression_rate
+        self.comm, self.error_feedback, self.seed = communicator, error_feedback, seed
+        self._right: dict[str, torch.Tensor] = {}  # bucket id -> last step's averaged Q, [P, m, r]
+
+    @torch.no_grad()
+    def exchange(self, layout: GradLayout, grads: Mapping[str, torch.Tensor], *,
+                 step: int) -> tuple[dict[str, torch.Tensor], ByteReport]:
+        """Averaged `[P, N]` per bucket id, and what this worker sent per member."""
+        matrices, dense = self._split(layout, grads, step=step)
+        W = self.comm.world_size
+
+        # all-reduce #1: dense tensors and the P factors, one buffer.
+        first_PX = _pack([g for _, g in dense] + [x.left_Pnr for x in matrices])
+        self.comm.all_reduce_sum_(first_PX)
+        dense_sums, lefts = _unpack(first_PX, [g for _, g in dense], [x.left_Pnr for x in matrices])
+        averaged = {bucket_id: s.div_(W) for (bucket_id, _), s in zip(dense, dense_sums)}
+
+        # all-reduce #2: the Q factors, computed from the orthogonalized summed P.
+        for x, left_Pnr in zip(matrices, lefts):
+            x.left_Pnr = orthogonalize(left_Pnr)
+            x.right_Pmr = compress_right(x.acc_Pnm, x.left_Pnr)
+        second_PX = _pack([x.right_Pmr for x in matrices])
+        self.comm.all_reduce_sum_(second_PX)
+        (rights,) = _unpack(second_PX, [x.right_Pmr for x in matrices])
+
+        for x, right_Pmr in zip(matrices, rights):
+            right_Pmr = right_Pmr.div_(W)
+            approx_PN = decompress(x.left_Pnr, right_Pmr).reshape(x.acc_PN.shape)
+            self.error_feedback.update(x.id, x.acc_PN, approx_PN)
+            self._right[x.id] = right_Pmr
+            averaged[x.id] = approx_PN
+        return averaged, self._bytes(layout, first_PX, second_PX)
+
+    def _split(self, layout: GradLayout, grads, *, step: int) -> tuple[list[_Matrix], list[tuple[str, torch.Tensor]]]:
+        """Buckets to factorize (with P = acc Q computed) and buckets to send dense."""
+        matrices, dense = [], []
+        for bucket, (bucket_id, grad_PN) in zip(layout.buckets, layout.flatten(grads)):
+            shape = bucket.entries[0].shape[1:]  # layerwise: one parameter per bucket
+            f = factorization(shape, rank=self.rank, min_compression_rate=self.min_compression_rate)
+            if f is None:
+                dense.append((bucket_id, grad_PN.to(torch.promote_types(grad_PN.dtype, torch.float32))))
+                continue
+            x = _Matrix(bucket_id, f, self.error_feedback.compensate(bucket_id, grad_PN))
+            right_Pmr = orthogonalize(self._warm_right(x, step=step))
+            x.left_Pnr = compress_left(x.acc_Pnm, right_Pmr)
+            matrices.append(x)
+        return matrices, dense
+
+    def _warm_right(self, x: _Matrix, *, step: int) -> torch.Tensor:
+        """Last step's Q for this matrix, or a fresh one seeded alike on every worker."""
+        shape = (x.acc_PN.shape[0], x.f.m, x.f.rank)
+        right_Pmr = self._right.get(x.id)
+        if right_Pmr is not None and tuple(right_Pmr.shape) == shape:
+            return right_Pmr.to(device=x.acc_PN.device, dtype=x.acc_PN.dtype)
+        seed = derive_seed("powersgd", self.seed, step, x.id)
+        return initial_right(shape, seed=seed, dtype=x.acc_PN.dtype, device=x.acc_PN.device)
+
+    @staticmethod
+    def _bytes(layout: GradLayout, *buffers_PX: torch.Tensor) -> ByteReport:
+        """Exact per-member bytes of both all-reduce buffers, against the fp32 dense gradient."""
+        sent = sum(b.numel() * b.element_size() for b in buffers_PX) // max(layout.P, 1)
+        dense = sum(4 * e.numel_per_member for e in layout.entries)
+        return ByteReport((sent,) * layout.P, dense, dense_step=False)  # every member sends alike
+
+    # -- PBT and checkpoints ------------------------------------------------------------
+
+    @torch.no_grad()
+    def copy_member_(self, dst: int, src: int) -> None:
+        """Member `dst` takes member `src`'s warm-start Q (its residual is ErrorFeedback's)."""
+        for right_Pmr in self._right.values():
+            right_Pmr[dst].copy_(right_Pmr[src])
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """`{"powersgd_q.<bucket id>": [P, m, r]}`."""
+        return {WARM_START_PREFIX + i: q.detach().clone() for i, q in sorted(self._right.items())}
+
+    def load_state_dict(self, state: Mapping[str, torch.Tensor]) -> None:
+        bad = [key for key in state if not key.startswith(WARM_START_PREFIX)]
+        if bad:
+            raise KeyError(f"unexpected keys in PowerSGD state (expected '{WARM_START_PREFIX}<id>'): {bad}")
+        self._right = {key[len(WARM_START_PREFIX):]: q.detach().clone() for key, q in state.items()}
+
+
+def _pack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """`[P, X]`: each `[P, ...]` tensor flattened per member, concatenated in order."""
+    if not tensors:
+        return torch.empty(0)
+    return torch.cat([t.reshape(t.shape[0], -1) for t in tensors], dim=1)
+
+
+def _unpack(buffer_PX: torch.Tensor, *groups: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """Inverse of `_pack` over the concatenation of `groups`: slices shaped like each tensor."""
+    out, start = [], 0
+    for like in groups:
+        views = []
+        for t in like:
+            k = math.prod(t.shape[1:])
+            views.append(buffer_PX[:, start:start + k].reshape(t.shape))
+            start += k
+        out.append(views)
+    return out

@@ -1,0 +1,237 @@
+"""`population.backend: tune`: Ray Tune's PopulationBasedTraining across trials.
+
+Each Tune trial is one member: a plain model (P = 1) with the trial's hyperparameters,
+trained by a Ray Train job of distributed.num_workers DeepSpeed workers. The trial is a
+function trainable that runs the `TorchTrainer` itself, one `fit()` per round of
+`perturbation_interval` steps, and hands each round's last checkpoint to Tune
+(`tune.report(..., checkpoint=)`). Why this shape: in Ray Train V2 a `TorchTrainer` is no
+longer a Tune trainable, and its `TuneReportCallback` forwards a checkpoint's *path* as a
+metric, not a Tune checkpoint, so PBT could neither clone a donor nor restart a trial from
+one. With rounds, Tune's decision point is exactly a checkpoint, synchronous PBT works as
+is, and an exploit is a plain restart: the next round restores the checkpoint Tune gives
+(the donor's), then applies the trial's new hyperparameters (WorkerPlan
+.hyperparams_from_checkpoint=False: the restored optimizer state must not bring back the
+donor's learning rate). Cost: every round starts a new worker group (seconds), so rounds
+should be long.
+
+Run directory (beside launch/job.py's files):
+  tune/              Tune's experiment: member<NN>/ per trial (its checkpoints), pbt_global.txt,
+                     pbt_policy_*.txt (Ray's own exploit logs)
+  pbt_events.jsonl   every exploit as a pbt.events.Event; members are trial indices
+  restores.jsonl     what a member held right after each restore: weights digest, hyperparameters,
+                     the learning rate read back from its optimizer
+  rounds/            the Ray Train runs of rounds in flight (removed when reported, and at the end)
+"""
+import contextlib
+import math
+import shutil
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import ray
+import ray.train
+from ray import tune
+
+from launch.job import (check_resources, connect_ray, finish_run, population_controller, prepare_run_dir,
+                        ray_trainer, start_recorder, worker_plan)
+from launch.errors import Problem, SpecError
+from launch.spec import JobSpec
+from launch.workers import ActorReporter, RayTrainCheckpoints
+from pbt.controller import PBTController
+from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, param_space, trial_hyperparams
+from pbt.tune_scheduler import build_scheduler
+from trainers.loop import Worker, WorkerPlan, replica_digest, say
+
+TRIAL_MEMORY_BYTES = 256 * 2**20  # a trial's own process: Ray, torch, a TorchTrainer's driver
+
+# ---------------------------------------------------------------- inside a trial's workers
+
+
+class TrialReporter(ActorReporter):
+    """Rows in the run's numbering (member = the trial's index); a restart rewinds only
+    this member's rows. The driver records the population's size and initial values."""
+
+    def __init__(self, recorder, member: int):
+        super().__init__(recorder)
+        self.member = member
+
+    def log(self, rows):
+        super().log([{**row, "member": self.member} for row in rows])
+
+    def log_restores(self, records):
+        self.recorder.log_restores.remote([{**record, "member": self.member} for record in records])
+
+    def rewind(self, step):
+        self.recorder.rewind.remote(step, [self.member])
+
+    def set_info(self, **info):
+        super().set_info(**{k: v for k, v in info.items() if k not in ("members", "initial_hyperparams")})
+
+
+class TrialCheckpoints(RayTrainCheckpoints):
+    """A round starts from the checkpoint Tune gave the trial (its own, or a donor's after an
+    exploit), unless Ray Train restarted the round's workers (then from the round's latest).
+    Every checkpoint carries the member's score, which the trial reports to Tune."""
+
+    def __init__(self, restore_from: str | None, metric: str):
+        self.restore_from, self.metric = restore_from, metric
+        self.score = math.nan
+
+    def metrics(self, step: int) -> dict:
+        return {"step": step, self.metric: self.score}
+
+    @contextlib.contextmanager
+    def latest(self):
+        if ray.train.get_checkpoint() is not None:
+            with super().latest() as folder:
+                yield folder
+        else:
+            yield self.restore_from
+
+
+class TrialWorker(Worker):
+    """The worker loop for one member. Tune decides exploits between rounds; the loop only
+    keeps the score it will compare, and logs what a restore brought in."""
+
+    def _exploit_explore(self, scores_P, bytes_report) -> None:
+        self.checkpoints.score = float(scores_P[0])
+
+    def _restore(self) -> None:
+        super()._restore()
+        # Checkpoints are taken after a step, so step 0 means nothing was restored.
+        if self.step > 0 and self.reporter is not None:
+            self.reporter.log_restores([{
+                "step": self.step, "weights_digest": float(replica_digest(self.engine.module)[0]),
+                "hyperparams": self.population.member_hyperparams(0),
+                "lr": float(self.optimizer.param_groups[0]["lr_P"][0])}])
+
+
+def tune_trial_worker(config: dict) -> None:
+    """Ray Train's `train_loop_per_worker` for one round of one member."""
+    context = ray.train.get_context()
+    TrialWorker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
+                reporter=TrialReporter(config["recorder"], config["member"]),
+                checkpoints=TrialCheckpoints(config["restore_from"], config["plan"].pbt_metric)).run()
+
+
+# ---------------------------------------------------------------- a trial
+
+
+def trial_plan(spec: JobSpec, ds_config: dict, *, member: int, hyperparams: dict[str, float]) -> WorkerPlan:
+    """One member as a plain model with the trial's hyperparameters, run in rounds of
+    perturbation_interval steps. Its own seed: its own initial weights and data order."""
+    seed = spec.seed + member
+    return replace(worker_plan(spec, ds_config), seed=seed, members=1,
+                   population=PBTController(None, members=1, seed=seed, defaults=hyperparams),
+                   round_steps=spec.population.pbt.perturbation_interval, hyperparams_from_checkpoint=False)
+
+
+def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, rounds_dir: str) -> None:
+    """Tune's function trainable: rounds until train.steps, each reported with its checkpoint.
+    run.storage is on storage every node mounts, so workers read checkpoints in place."""
+    member, metric = config[MEMBER_KEY], spec.population.pbt.metric
+    plan = trial_plan(spec, ds_config, member=member, hyperparams=trial_hyperparams(config))
+    while True:
+        checkpoint = tune.get_checkpoint()  # after a report: the one just reported
+        trainer = ray_trainer(spec, tune_trial_worker, {
+            "plan": plan, "recorder": recorder, "member": member,
+            "restore_from": checkpoint.path if checkpoint else None,
+        }, run_dir=Path(rounds_dir), name=f"{_member_name(config)}-{uuid.uuid4().hex[:8]}")
+        result = trainer.fit()
+        step = result.metrics["step"]
+        tune.report({TIME_ATTR: step, metric: result.metrics[metric]},
+                    checkpoint=tune.Checkpoint(result.checkpoint.path))
+        shutil.rmtree(result.path, ignore_errors=True)  # Tune keeps its own copy
+        if step >= spec.train.steps:
+            return
+
+
+# ---------------------------------------------------------------- the driver
+
+
+def concurrent_trials(spec: JobSpec) -> int:
+    """As many trials at a time as the cluster holds worker groups: more would start
+    TorchTrainers that wait for each other's workers."""
+    cluster, per_worker = ray.cluster_resources(), spec.distributed.worker_resources()
+    workers = spec.distributed.num_workers
+    fits = min(int(cluster.get(name, 0.0) // (workers * amount)) for name, amount in per_worker.items())
+    return max(1, min(fits, spec.population.size))
+
+
+def check_synch_fits(spec: JobSpec, concurrent: int) -> None:
+    """Ray's synchronous PBT waits at a perturbation step only for the trials already
+    started: with fewer at a time than members, the first batch would run to the end as a
+    population of its own, never compared with the rest."""
+    size = spec.population.size
+    if spec.population.pbt.synch and concurrent < size:
+        raise SpecError([Problem("population.pbt.synch", (
+            f"synchronous PBT needs all {size} trials running at once, but the cluster holds {concurrent} "
+            f"worker group(s) of {spec.distributed.num_workers} × {spec.distributed.worker_resources()}; "
+            "use synch: false, lower population.size or distributed.resources_per_worker, or add nodes"))])
+
+
+def checkpoints_to_keep(spec: JobSpec, concurrent: int) -> int:
+    """A donor's checkpoint must outlive the wait of the trial that cloned it: up to one
+    round per batch of trials run before it (ceil(P / concurrent)), plus the one in flight."""
+    return max(spec.run.keep_checkpoints, math.ceil(spec.population.size / concurrent) + 2)
+
+
+def _member_name(config: dict) -> str:
+    return f"member{config[MEMBER_KEY]:02d}"
+
+
+def _trial_name(trial) -> str:
+    return _member_name(trial.config)
+
+
+def _event_logger(recorder):
+    def log(event) -> None:
+        recorder.log_events.remote([event.to_json()])
+        say(f"[pbt] step {event.step}: member {event.target} <- member {event.source}; "
+            + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+
+    return log
+
+
+def run_tune_job(spec: JobSpec) -> Path:
+    """Run the population as Ray Tune trials to completion; returns the run directory."""
+    connect_ray()
+    check_resources(spec)
+    concurrent = concurrent_trials(spec)
+    check_synch_fits(spec, concurrent)
+    run_dir, ds_config = prepare_run_dir(spec)
+    recorder = start_recorder(run_dir)
+    initial = population_controller(spec).initial  # the vectorized backend's draw, for the same seed
+    recorder.set_info.remote(members=spec.population.size, initial_hyperparams=initial)
+    # The trial process only orchestrates: its workers hold the CPUs/GPUs. Tune refuses a trial
+    # that requests nothing, so it asks for (some of) the memory it really uses.
+    trainable = tune.with_resources(
+        tune.with_parameters(member_trial, spec=spec, ds_config=ds_config, recorder=recorder,
+                             rounds_dir=str(run_dir / "rounds")), {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
+    tuner = tune.Tuner(
+        trainable, param_space=param_space(initial),
+        tune_config=tune.TuneConfig(scheduler=build_scheduler(spec.population.pbt, on_event=_event_logger(recorder)),
+                                    max_concurrent_trials=concurrent, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        # Worker failures are retried inside each round (run.max_failures); a trial whose round
+        # still fails stops, and the run reports it. `stop` ends a trial at its last step before
+        # PBT sees that result (no exploit of a finished member, no paused trial to resume).
+        run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
+                                  stop={TIME_ATTR: spec.train.steps},
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=checkpoints_to_keep(spec, concurrent)),
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+    print(f"Ray Tune PBT: {spec.population.size} trials of {spec.distributed.num_workers} worker(s), "
+          f"{concurrent} at a time; Tune's experiment directory {run_dir / 'tune'}", flush=True)
+    started, error = time.perf_counter(), None
+    try:
+        failed = [f"{_member_name(r.config)}: {r.error}" for r in tuner.fit() if r.error is not None]
+        error = "; ".join(failed) or None
+    except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
+        error = f"{type(err).__name__}: {err}"
+    shutil.rmtree(run_dir / "rounds", ignore_errors=True)
+    rows, info = ray.get(recorder.snapshot.remote())
+    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    return run_dir

@@ -1,0 +1,99 @@
+"""Two vectorized groups (population.groups: 2) of two members, one Ray Train worker each:
+members copy members of the other group through the coordinator and the object store,
+exactly, and a group killed mid-run resumes from its checkpoint to the uninterrupted run."""
+import json
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+import torch
+
+from pbt.events import read_events, replay
+from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
+from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
+
+STEPS = 60  # rounds at 10, 20, ..., 60; checkpoints at 20, 40, 60: a kill after 20 leaves time to act
+P = 2
+
+
+def run_groups(tmp_path, *, kill_after_checkpoint=False):
+    tmp_path.mkdir()
+    args = [sys.executable, "-m", "launch", "run", "configs/pbt_groups.yaml", "--set", f"run.storage={tmp_path}",
+            "--set", f"train.steps={STEPS}", "--set", "population.round_timeout_s=300"]
+    log = tmp_path / "driver.log"
+    with log.open("w") as out:
+        driver = subprocess.Popen(args, cwd=REPO, env=launch_env(), stdout=out, stderr=subprocess.STDOUT)
+        while kill_after_checkpoint and driver.poll() is None:
+            time.sleep(0.1)
+            text = log.read_text()
+            # Once both groups have a checkpoint, so that the killed one resumes from its own.
+            if "run directory: " in text and all(
+                    latest_checkpoint_step(run_dir_of(text), f"checkpoints_g{g}") >= 20 for g in (0, 1)):
+                train_workers(psutil.Process(driver.pid))[0].kill()  # one group's only worker
+                break
+        driver.wait(timeout=400)
+    assert driver.returncode == 0, log.read_text()[-4000:]
+    return run_dir_of(log.read_text()), log.read_text()
+
+
+@pytest.fixture(scope="module")
+def whole(tmp_path_factory):
+    return run_groups(tmp_path_factory.mktemp("groups") / "whole")
+
+
+def final_state(run_dir, group):
+    """(model.pt, worker_rank0.pt) of the group's last checkpoint (after the last round)."""
+    folder = sorted((run_dir / f"checkpoints_g{group}").glob("checkpoint_*/"))[-1]
+    return (torch.load(folder / "model.pt", weights_only=True),
+            torch.load(folder / "worker_rank0.pt", weights_only=True))
+
+
+def member_tensors(state, member):
+    model, worker = state
+    moments = [t[member] for s in worker["optimizer"]["state"].values() for t in s.values() if t.dim() > 0]
+    # Dropout rates (`*.rate_P` buffers) are hyperparameters: explored, not copied.
+    weights = [t[member] for name, t in model["model"].items() if t.dim() > 0 and not name.endswith("rate_P")]
+    return (weights + moments
+            + [t[member] for t in worker["exchange"].values()])
+
+
+def test_members_copy_members_of_the_other_group_exactly(whole):
+    run_dir, _ = whole
+    events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
+    # quantile_fraction 0.5: the worst 2 of the 4 members copy the best 2 at every round.
+    assert [e.step for e in events] == sorted(e.step for e in events)
+    assert {e.step for e in events} == set(range(10, STEPS + 1, 10))
+    crossing = [e for e in events if e.target // P != e.source // P]
+    assert crossing, [(e.step, e.target, e.source) for e in events]
+    # The target's weights right after the copy are the source's at the round.
+    assert all(e.digests["target"] == e.digests["source"] for e in events)
+
+    # After the last round nothing trains: each target holds its source's weights, optimizer
+    # moments and residuals, bit for bit, whichever group either is in.
+    states = [final_state(run_dir, g) for g in (0, 1)]
+    for e in (e for e in events if e.step == STEPS):
+        target, source = member_tensors(states[e.target // P], e.target % P), member_tensors(
+            states[e.source // P], e.source % P)
+        assert len(target) == len(source) > 10 and all(torch.equal(a, b) for a, b in zip(target, source))
+
+    # Global member ids everywhere; the events replay to every row's hyperparameters.
+    rows = read_rows(run_dir)
+    assert {row["member"] for row in rows} == {0, 1, 2, 3}
+    assert all(row["group"] == row["member"] // P for row in rows)
+    history = replay(events, json.loads((run_dir / "summary.json").read_text())["initial_hyperparams"])
+    for row in rows:
+        assert history[row["member"]].at(row["step"] - 1) == row["hyperparams"], (row["step"], row["member"])
+    assert (run_dir / "report.md").exists() and (run_dir / "val_loss.png").exists()
+
+
+def test_a_group_killed_mid_run_resumes_to_the_uninterrupted_run(whole, tmp_path):
+    resumed, output = run_groups(tmp_path / "resumed", kill_after_checkpoint=True)
+    assert "resuming from the checkpoint at step" in output
+    timing = {"time_s", "tokens_per_s"}
+    strip = lambda rows: sorted(({k: v for k, v in row.items() if k not in timing} for row in rows),  # noqa: E731
+                                key=lambda row: (row["step"], row["member"]))
+    assert strip(read_rows(resumed)) == strip(read_rows(whole[0]))
+    by_key = lambda run_dir: sorted((run_dir / "pbt_events.jsonl").read_text().splitlines())  # noqa: E731
+    assert by_key(resumed) == by_key(whole[0])
