@@ -85,10 +85,6 @@ class TrainConfig(Section):
     steps: PositiveInt = 300
     micro_batch_size: PositiveInt = Field(8, description="sequences per worker per member per micro-step")
     grad_accum_steps: PositiveInt = 1
-    tokens_per_pass: PositiveInt | None = Field(
-        None, description="most tokens (members x sequences x seq_len) in one forward/backward pass; a larger "
-        "micro-batch is cut along its sequences into several passes whose gradients add up (same result, "
-        "less memory). Default: 16384 on CPU, where bigger passes fall out of the caches; no limit on GPU")
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: PositiveFloat = 1e-3
     weight_decay: float = Field(0.0, ge=0)

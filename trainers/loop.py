@@ -34,7 +34,7 @@ from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, load
 from trainers.config import ModelConfig, TrainConfig
-from trainers.model import CPU_TOKENS_PER_PASS, PopulationTransformer, forward_backward, member_losses
+from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
 from trainers.population_optim import clip_grad_norm_per_member_, member_learning_rates
 from trainers.tasks import build_task_data
@@ -122,7 +122,6 @@ class Worker:
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
             model=model, optimizer=optimizer, config=plan.deepspeed_config)
         take_over_gradient_exchange(self.engine)
-        self.tokens_per_pass = plan.train.tokens_per_pass or (None if plan.use_gpu else CPU_TOKENS_PER_PASS)
         self.comm = build_communicator(plan.backend)
         self.exchange = GradientExchange(config=plan.compression, communicator=self.comm, seed=plan.seed)
         torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
@@ -192,8 +191,8 @@ class Worker:
             inputs_PBT = torch.stack([b[0] for b in batches]).to(self.engine.device)
             targets_PB = torch.stack([b[1] for b in batches]).to(self.engine.device)
             # Sum over members: each member's gradient is what it would be on its own.
-            loss_P = forward_backward(self.engine, self.engine.backward, inputs_PBT, targets_PB,
-                                      max_tokens=self.tokens_per_pass)
+            loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
+            self.engine.backward(loss_P.sum())
             if self.engine.is_gradient_accumulation_boundary():
                 # Each member sends its own density (PBT's, copied on exploit like the rest).
                 report = exchange_gradients(self.engine, self.exchange, step=self.step,

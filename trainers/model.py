@@ -124,39 +124,6 @@ class PopulationTransformer(nn.Module):
                 module.rate_P.copy_(rate_P)
 
 
-# Measured on a 2-core CPU (benchmarks/bench_population.py, quickstart model): one pass
-# over more than ~16k tokens (members x sequences x seq_len) falls out of the caches and
-# costs more per token than several smaller passes.
-CPU_TOKENS_PER_PASS = 16384
-
-
-def pass_count(inputs_PB: torch.Tensor, max_tokens: int | None) -> int:
-    """Passes `forward_backward` makes over this micro-batch (at most one per sequence)."""
-    if max_tokens is None:
-        return 1
-    return min(inputs_PB.shape[1], -(-inputs_PB.numel() // max_tokens))
-
-
-def forward_backward(model, backward, inputs_PB: torch.Tensor, targets_PB: torch.Tensor, *,
-                     max_tokens: int | None) -> torch.Tensor:
-    """One micro-batch's loss per member, with its gradients accumulated by `backward`.
-
-    The batch axis (dim 1) is cut into the fewest near-equal passes with at most
-    `max_tokens` tokens each (None: one pass). Each pass's loss is weighted by its share
-    of the batch, so the gradients are one pass's, up to rounding.
-    """
-    members, batch = inputs_PB.shape[:2]
-    passes = pass_count(inputs_PB, max_tokens)
-    loss_P = torch.zeros(members, device=inputs_PB.device)
-    for part_in, part_target in zip(inputs_PB.tensor_split(passes, dim=1), targets_PB.tensor_split(passes, dim=1)):
-        part_P = member_losses(model(part_in), part_target)
-        if passes > 1:
-            part_P = part_P * (part_in.shape[1] / batch)
-        backward(part_P.sum())
-        loss_P += part_P.detach().float()
-    return loss_P
-
-
 def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy per member: logits [P, B, T, V] / targets [P, B, T], or
     logits [P, B, C] / targets [P, B]. Returns loss_P."""
