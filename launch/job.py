@@ -66,18 +66,22 @@ def check_resources(spec: JobSpec) -> None:
         raise SpecError(problems)
 
 
-def make_run_dir(spec: JobSpec) -> Path:
+def fresh_dir(parent: Path, prefix: str) -> Path:
+    """A new directory `parent/prefix-<time stamp>[-n]` (never one another job created)."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    parent = spec.storage_dir()
     parent.mkdir(parents=True, exist_ok=True)
     for attempt in range(1000):
-        run_dir = parent / (f"{spec.name}-{stamp}" + (f"-{attempt}" if attempt else ""))
+        path = parent / (f"{prefix}-{stamp}" + (f"-{attempt}" if attempt else ""))
         try:
-            run_dir.mkdir()
-            return run_dir
+            path.mkdir()
+            return path
         except FileExistsError:
             continue
-    raise RuntimeError(f"could not create a fresh run directory under {parent}")
+    raise RuntimeError(f"could not create a fresh directory under {parent}")
+
+
+def make_run_dir(spec: JobSpec) -> Path:
+    return fresh_dir(spec.storage_dir(), spec.name)
 
 
 def population_controller(spec: JobSpec, members: int | None = None) -> PBTController:

@@ -62,7 +62,6 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -374,17 +373,9 @@ def describe(grid: Grid) -> str:
 
 
 def study_dir_for(base: JobSpec) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    parent = base.storage_dir()
-    parent.mkdir(parents=True, exist_ok=True)
-    for attempt in range(1000):
-        path = parent / (f"{base.name}-sweep-{stamp}" + (f"-{attempt}" if attempt else ""))
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
-    raise RuntimeError(f"could not create a fresh study directory under {parent}")
+    from launch.job import fresh_dir  # launch.job imports torch: only when a study runs
+
+    return fresh_dir(base.storage_dir(), f"{base.name}-sweep")
 
 
 def find_mpiexec() -> str:
