@@ -9,6 +9,7 @@ Run directory (absolute path printed at start and end):
 """
 import json
 import os
+import socket
 import sys
 import time
 from datetime import datetime
@@ -26,13 +27,16 @@ from trainers.loop import WorkerPlan
 
 def connect_ray() -> None:
     """Join the cluster this process belongs to (RAY_ADDRESS, set under `ray job submit`,
-    or a head started with `ray start` on this machine); otherwise start a local instance.
+    or a head started with `ray start` on this machine, if it answers); otherwise start a
+    local instance.
     RAY_ADDRESS=local always starts a fresh local instance (the tests use it)."""
     import ray
 
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS", "auto")
+    if address == "auto" and not last_cluster_answers():
+        address = "local"
     if address != "local":
         try:
             ray.init(address=address, logging_level="WARNING")
@@ -42,6 +46,28 @@ def connect_ray() -> None:
                 raise
     # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
     ray.init(address="local", dashboard_host="127.0.0.1", logging_level="WARNING")
+
+
+def last_cluster_answers(timeout_s: float = 2.0) -> bool:
+    """Whether the cluster `address="auto"` would join is up. A head that died without
+    `ray stop` leaves its address in Ray's temp dir, and `ray.init("auto")` then retries
+    that dead address for minutes instead of failing."""
+    from ray._private.services import canonicalize_bootstrap_address  # pinned Ray: how "auto" resolves
+
+    try:
+        address = canonicalize_bootstrap_address("auto")
+    except ConnectionError:  # no cluster recorded and none running
+        return False
+    if address is None:
+        return False
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        print(f"note: the last Ray cluster on this machine ({address}) does not answer; "
+              "starting a local Ray instance for this job", file=sys.stderr)
+        return False
 
 
 def check_resources(spec: JobSpec) -> None:
