@@ -19,10 +19,11 @@ optimizer) for every step; the step time is the median of its increments after t
 Model: predicted step = compute + T_comm (launch/netmodel.py: ring all-reduce
 2(W-1)/W·S/β + 2(W-1)α for dense and shared random-k, all-gather (W-1)·S/β + (W-1)α for
 top-k and independent random-k; S = the run's recorded bytes_sent per worker per step).
-Compute (compression's own cost included) comes two ways, both printed:
+Compute (compression's own cost included) comes three ways, all printed:
   W=1  the same job with ONE worker on host 0 (no communication; cached like the others).
        On this 2-core machine it under-estimates: with W workers the cores, memory bandwidth
        and the kernel's network work are shared, and every step waits for the slower worker.
+  +sync  W=1 plus sync_s(W), that cost measured once per W (dense job, calibration link).
   cal  the same job with the same W on the calibration link (--rates must include 10gbit),
        minus the model's communication there (0.08 s for the dense 101 MB at W=2).
 
@@ -215,13 +216,26 @@ def rate_name(bps: float) -> str:
     return f"{bps / 1e9:g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:g} Mbit/s"
 
 
+def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str) -> float:
+    """What a W-worker step costs beyond compute and link time, whatever the payload: workers
+    wait for the slowest, and here share two cores with each other and the kernel's network
+    work. Measured once per W, on the dense job at the calibration rate."""
+    dense = results.get((workers, calibration_rate, "dense", None))
+    alone = results.get((1, "none", "dense", None))
+    if not (dense and alone):
+        return float("nan")
+    return dense["step_s"] - alone["step_s"] - comm_model_s(dense, dense["rate_bps"])
+
+
 def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit") -> None:
-    """Two predictions per row, differing only in where compute comes from:
+    """Three predictions per row, differing only in the compute term:
     model(W=1): the same job with one worker (no network, but also no second worker on
       the other core);
+    model(W=1+sync): that plus sync_s(W), one number per W (from the dense job);
     model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
       model's communication there; its own row's error is 0 by construction."""
     one_worker = {(r["method"], r["density"]): r for r in results.values() if r["workers"] == 1}
+    sync = {w: sync_s(results, w, calibration_rate) for w in {r["workers"] for r in results.values()}}
     measured = sorted((r for r in results.values() if r["workers"] > 1),
                       key=lambda r: (r["workers"], r["rate_bps"], list(METHODS).index(r["method"]),
                                      -(r["density"] or 1)))
@@ -230,7 +244,7 @@ def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit")
         return
     nan = float("nan")
     print(f"{'W':>2} {'link':>11} {'method':<15} {'density':>7} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
-          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'cal s':>6} {'err(cal)':>8} "
+          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'+sync':>8} {'cal s':>6} {'err(cal)':>8} "
           f"{'other':>5}")
     for r in measured:
         dense = results.get((r["workers"], r["rate"], "dense", None))
@@ -240,16 +254,18 @@ def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit")
         cal = results.get((r["workers"], calibration_rate, r["method"], r["density"]))
         compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
         err_w1 = r["step_s"] / (w1["step_s"] + comm) - 1 if w1 else nan
+        err_sync = r["step_s"] / (w1["step_s"] + sync[r["workers"]] + comm) - 1 if w1 else nan
         err_cal = r["step_s"] / (compute_cal + comm) - 1 if cal else nan
         print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} "
               f"{'-' if r['density'] is None else r['density']:>7} {r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} "
               f"{speedup:>8} {r['bytes_sent'] / r['dense_bytes']:>10.2%} {comm:>10.3f} "
-              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {compute_cal if cal else nan:>6.3f} "
+              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+8.0%} {compute_cal if cal else nan:>6.3f} "
               f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
     print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
-          f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; other: CPU cores "
-          "used outside the cluster during the job (nan: not recorded)")
+          f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; +sync: the "
+          f"error with W=1 compute plus sync_s(W) ({', '.join(f'W={w}: {s:.3f} s' for w, s in sorted(sync.items()) if w > 1)}); "
+          "other: CPU cores used outside the cluster during the job (nan: not recorded)")
 
 
 # ---------------------------------------------------------------- the collectives alone
