@@ -358,7 +358,7 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
                     transform=_dodge(ax, member, len(histories)))
             ax.plot(xs, ys, alpha=0.0)  # shifted lines do not set the axis limits: these do
         _mark_jumps(ax, run.events, name, colors, label_jumps, len(histories))
-        if name == "lr":
+        if name in LOG_SCALED:
             _log_axis(ax)
         ax.margins(x=0.06, y=0.1)  # a member at the lowest or highest value is not cut by the frame
         ax.set_ylabel(HP_LABELS.get(name, name), fontsize="small")
@@ -374,7 +374,11 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
         caption += (" Where a member was exploited its line jumps to the new value (the copied member's value, "
                     "perturbed or resampled), marked with a \u25c6" + (" labelled \u2190source" if label_jumps else "")
                     + "; the new value is in force from the step after the jump.")
-    return caption + (" The learning-rate axis is logarithmic." if "lr" in names else "")
+    logarithmic = [HP_LABELS.get(n, n) for n in names if n in LOG_SCALED]
+    return caption + (f" Logarithmic axes: {', '.join(logarithmic)}." if logarithmic else "")
+
+
+LOG_SCALED = ("lr", "density")  # values spread over decades (0.001, 0.01, 0.1)
 
 
 def _log_axis(ax) -> None:
