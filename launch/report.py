@@ -375,7 +375,9 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
                     "perturbed or resampled), marked with a \u25c6" + (" labelled \u2190source" if label_jumps else "")
                     + "; the new value is in force from the step after the jump.")
     logarithmic = [HP_LABELS.get(n, n) for n in names if n in LOG_SCALED]
-    return caption + (f" Logarithmic axes: {', '.join(logarithmic)}." if logarithmic else "")
+    if not logarithmic:
+        return caption
+    return caption + f" The {' and '.join(logarithmic)} {'axes are' if len(logarithmic) > 1 else 'axis is'} logarithmic."
 
 
 LOG_SCALED = ("lr", "density")  # values spread over decades (0.001, 0.01, 0.1)
