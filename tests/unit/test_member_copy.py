@@ -12,18 +12,19 @@ from trainers.optim import build_optimizer
 P = 4
 
 
-def trained_group():
-    torch.manual_seed(0)
-    model = PopulationTransformer(ModelConfig(d_model=16, n_layers=1, n_heads=2), members=P, vocab_size=32,
+def trained_group(seed=0, lrs=(1e-3, 2e-3, 3e-3, 4e-3)):
+    """A group of len(lrs) members after three top-k steps (weights, moments, residuals set)."""
+    members = len(lrs)
+    torch.manual_seed(seed)
+    model = PopulationTransformer(ModelConfig(d_model=16, n_layers=1, n_heads=2), members=members, vocab_size=32,
                                   max_seq_len=8, causal=True)
-    optimizer = build_optimizer(model, TrainConfig(), members=P, lr_P=torch.tensor([1e-3, 2e-3, 3e-3, 4e-3]),
-                                weight_decay_P=torch.zeros(P))
+    optimizer = build_optimizer(model, TrainConfig(), members=members, lr_P=torch.tensor(lrs),
+                                weight_decay_P=torch.zeros(members))
     exchange = GradientExchange(config=CompressionConfig(method="topk", density=0.1), communicator=MpiCommunicator())
     for step in range(3):
-        ids = torch.randint(0, 32, (P, 2, 9))
+        ids = torch.randint(0, 32, (members, 2, 9))
         member_losses(model(ids[..., :-1]), ids[..., 1:]).sum().backward()
-        grads = {n: p.grad for n, p in model.named_parameters()}
-        exchange.exchange_(grads, step=step)
+        exchange.exchange_({n: p.grad for n, p in model.named_parameters()}, step=step)
         optimizer.step()
         optimizer.zero_grad()
     return model, optimizer, exchange

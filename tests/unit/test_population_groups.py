@@ -6,9 +6,6 @@ import asyncio
 import pytest
 import torch
 
-from compression import CompressionConfig
-from distrib.communicators import MpiCommunicator
-from distrib.exchange import GradientExchange
 from launch.errors import SpecError
 from launch.groups import PopulationCoordinator
 from launch.spec import validate_tree
@@ -16,10 +13,8 @@ from pbt.config import PBTConfig
 from pbt.controller import PBTController
 from pbt.events import Event
 from pbt.groups import GroupLayout, group_controller_state, plan_group_round
-from trainers.config import ModelConfig, TrainConfig
+from tests.unit.test_member_copy import member_state, trained_group
 from trainers.member_state import export_residual, export_shared, import_residual_, import_shared_
-from trainers.model import PopulationTransformer, member_losses
-from trainers.optim import build_optimizer
 
 
 def test_global_ids_round_trip():
@@ -83,33 +78,6 @@ def test_global_decisions_reach_every_group_and_slices_match_the_global_controll
     assert local.last_exploit_step == [10, 10]
     assert group_controller_state(state, layout, 1)["initial"]["lr"] == state["initial"]["lr"][2:]
 
-
-P = 3
-
-
-def trained_group(seed, lrs):
-    torch.manual_seed(seed)
-    model = PopulationTransformer(ModelConfig(d_model=16, n_layers=1, n_heads=2), members=P, vocab_size=32,
-                                  max_seq_len=8, causal=True)
-    optimizer = build_optimizer(model, TrainConfig(), members=P, lr_P=torch.tensor(lrs),
-                                weight_decay_P=torch.zeros(P))
-    exchange = GradientExchange(config=CompressionConfig(method="topk", density=0.1), communicator=MpiCommunicator())
-    for step in range(3):
-        ids = torch.randint(0, 32, (P, 2, 9))
-        member_losses(model(ids[..., :-1]), ids[..., 1:]).sum().backward()
-        exchange.exchange_({n: p.grad for n, p in model.named_parameters()}, step=step)
-        optimizer.step()
-        optimizer.zero_grad()
-    return model, optimizer, exchange
-
-
-def member_state(model, optimizer, exchange, m):
-    weights = [p[m].clone() for p in model.parameters()]
-    moments = [t[m].clone() for state in optimizer.state.values() for t in state.values()
-               if torch.is_tensor(t) and t.dim() > 0]
-    steps = [g["step_P"][m].clone() for g in optimizer.param_groups]
-    residuals = [r[m].clone() for r in exchange.state_dict().values()]
-    return weights + moments + steps + residuals
 
 
 def test_member_state_moves_into_another_groups_model():
