@@ -1,6 +1,7 @@
 """Helpers for tests that start real Ray clusters, DeepSpeed workers and mpiexec."""
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -57,3 +58,28 @@ def run_launch(tmp_path):
         return done, (run_dir_of(output) if "run directory: " in output else None)
 
     return run
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def run_gloo_ranks(script: Path, outdir: Path, *, world: int, args: tuple[str, ...] = (), timeout: float = 90) -> None:
+    """Run `script --rank r --world-size W --port P --outdir D [args]` for every rank on
+    loopback gloo; assert every rank exits 0 (its output in the message if not)."""
+    port = free_port()
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(script), *args, "--rank", str(r), "--world-size", str(world),
+                               "--port", str(port), "--outdir", str(outdir)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for r in range(world)]
+    try:
+        outputs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:  # a crashed peer would leave the other waiting in a collective
+            if p.poll() is None:
+                p.kill()
+    for r, (p, out) in enumerate(zip(procs, outputs)):
+        assert p.returncode == 0, f"rank {r} failed:\n{out}"

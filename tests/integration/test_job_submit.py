@@ -9,15 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import REPO, launch_env, run_dir_of
+from tests.integration.conftest import REPO, free_port, launch_env, run_dir_of
 
 RAY = str(Path(sys.executable).with_name("ray"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float) -> None:

@@ -4,42 +4,21 @@ dense average at full rank, residual = accumulated gradient - approximation, exa
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.integration.conftest import run_gloo_ranks
+
 SCRIPT = Path(__file__).parent / "scripts" / "powersgd_worker.py"
-REPO = Path(__file__).resolve().parents[2]
 WORLD = 2
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    outdir, port = tmp_path_factory.mktemp("powersgd"), _free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(SCRIPT), "--rank", str(r), "--world-size", str(WORLD),
-                               "--port", str(port), "--outdir", str(outdir)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(WORLD)]
-    try:
-        outputs = [p.communicate(timeout=90)[0] for p in procs]
-    finally:
-        for p in procs:  # a crashed peer would leave the other waiting in a collective
-            if p.poll() is None:
-                p.kill()
-    for r, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {r} failed:\n{out}"
+    outdir = tmp_path_factory.mktemp("powersgd")
+    run_gloo_ranks(SCRIPT, outdir, world=WORLD)
     return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
