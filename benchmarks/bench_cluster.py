@@ -26,6 +26,11 @@ Compute (compression's own cost included) comes three ways, all printed:
   +sync  W=1 plus sync_s(W), that cost measured once per W (dense job, calibration link).
   cal  the same job with the same W on the calibration link (--rates must include 10gbit),
        minus the model's communication there (0.08 s for the dense 101 MB at W=2).
+All-gather methods add T_dec = (W-1)·K·c (netmodel.gathered_decompress_s): every worker
+unpacks and scatter-adds the other workers' K entries, which a one-worker job never does.
+c, seconds per received entry, is measured once on this machine with the exchange's own
+code (top-k d=0.1 on the model's gradient shapes, one thread, W=2 payloads against W=1)
+and kept in <results>.decompress.json (--redo-decompress measures it again).
 
 Results are appended to --results (JSON lines; default runs/bench_cluster.jsonl), so a grid
 can be measured in several shorter invocations; --table prints them. Needs root (namespaces).
@@ -42,9 +47,12 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from distrib.communicators import Communicator  # noqa: E402
 from launch import netmodel  # noqa: E402
 from launch.netns import Interrupted, cluster, parse_rate  # noqa: E402
 
@@ -159,8 +167,8 @@ class ForeignLoad:
 
 
 def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, skip: int, storage: Path,
-            log: Path) -> dict:
-    overrides = {**METHODS[method], "distributed.num_workers": workers, "train.steps": steps,
+            log: Path, extra: dict[str, str]) -> dict:
+    overrides = {**extra, **METHODS[method], "distributed.num_workers": workers, "train.steps": steps,
                  "run.storage": str(storage), "distributed.resources_per_worker": "{CPU: 1, node_slot: 1}"}
     if density is not None:
         overrides["compression.density"] = density
@@ -212,6 +220,81 @@ def comm_model_s(record: dict, rate_bps: float) -> float:
                                     randomk_mode=conf.get("compression.randomk_mode", "shared"))
 
 
+class ReplicatedCommunicator(Communicator):
+    """W workers that all send what this one sends, and no network: the exchange's own
+    unpacking and scatter-adding of W payloads, timed for the model's decompress term."""
+
+    rank = 0
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+
+    def all_reduce_sum_(self, tensor):
+        return tensor.mul_(self.world_size)
+
+    def all_gather(self, tensor):
+        return tensor.expand(self.world_size, *tensor.shape).clone()
+
+    def broadcast_(self, tensor, src=0):
+        return tensor
+
+    def barrier(self):
+        pass
+
+
+def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int = 9) -> dict:
+    """c of netmodel.gathered_decompress_s, seconds per received entry: one thread (as a
+    worker with CPU: 1) runs the exchange's sparse all-gather path (unpack, scatter-add,
+    divide) on one step's top-k payloads of the benchmark model's gradient shapes, with
+    W = 1 and W = 2 payloads in turn; c = (median at W=2 - median at W=1) / K."""
+    from compression import GradLayout
+    from distrib.exchange import GradientExchange
+    from launch.spec import load_spec
+    from trainers.model import PopulationTransformer
+    from trainers.tasks import build_task_data
+
+    torch.set_num_threads(1)
+    spec = load_spec(spec_path, ["compression.method=topk", f"compression.density={density}"])
+    data = build_task_data(spec.task, seed=spec.seed)
+    model = PopulationTransformer(spec.model, members=1, vocab_size=data.vocab_size, max_seq_len=spec.task.seq_len,
+                                  causal=data.causal, num_classes=data.num_classes, pad_id=data.pad_id)
+    grads = {name: torch.randn_like(p) for name, p in model.named_parameters()}
+    exchanges = {w: GradientExchange(config=spec.compression, communicator=ReplicatedCommunicator(w)) for w in (1, 2)}
+    payloads = exchanges[1].exchange(grads, step=0).payloads
+    acc_dtypes = {bucket: torch.float32 for bucket in payloads}
+    entries = sum(p.idx_Pk.numel() for p in payloads.values())
+    times = {1: [], 2: []}
+    for _ in range(reps):  # interleaved, so drifting machine speed hits both alike
+        for workers, exchange in exchanges.items():
+            started = time.perf_counter()
+            exchange._sparse_all_gather(payloads, acc_dtypes)
+            times[workers].append(time.perf_counter() - started)
+    median_s = {w: statistics.median(t[1:]) for w, t in times.items()}
+    return {"seconds_per_entry": (median_s[2] - median_s[1]) / entries, "entries": entries,
+            "gather_path_s": median_s, "density": density, "spec": spec_path}
+
+
+def decompress_cost(path: Path, spec_path: str, *, redo: bool = False) -> float:
+    """c from `path` (JSON), measured and written there first if missing (or redo)."""
+    if redo or not path.exists():
+        measured = measure_decompress_cost(spec_path)
+        path.write_text(json.dumps(measured) + "\n")
+        print(f"decompress cost: {measured['seconds_per_entry'] * 1e9:.1f} ns per received entry "
+              f"(top-k d={measured['density']}, {measured['entries']:,.0f} entries; written to {path})")
+    return json.loads(path.read_text())["seconds_per_entry"]
+
+
+def decompress_model_s(record: dict, seconds_per_entry: float) -> float:
+    """netmodel.gathered_decompress_s for this configuration (0 for all-reduce methods)."""
+    conf = METHODS[record["method"]]
+    collective = netmodel.collective_for(conf["compression.method"], conf.get("compression.randomk_mode", "shared"))
+    if collective != netmodel.ALL_GATHER:
+        return 0.0
+    entry_bytes = (2 if conf.get("compression.value_dtype") == "fp16" else 4) + 4  # value + int32 index
+    return netmodel.gathered_decompress_s(record["bytes_sent"] / entry_bytes, workers=record["workers"],
+                                          seconds_per_entry=seconds_per_entry)
+
+
 def rate_name(bps: float) -> str:
     return f"{bps / 1e9:g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:g} Mbit/s"
 
@@ -227,11 +310,13 @@ def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str) -> f
     return dense["step_s"] - alone["step_s"] - comm_model_s(dense, dense["rate_bps"])
 
 
-def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit") -> None:
-    """Three predictions per row, differing only in the compute term:
+def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibration_rate: str = "10gbit") -> None:
+    """Four predictions per row, differing only in the compute term:
     model(W=1): the same job with one worker (no network, but also no second worker on
       the other core);
     model(W=1+sync): that plus sync_s(W), one number per W (from the dense job);
+    model(+dec): that plus the other workers' payloads' decompression (all-gather methods;
+      netmodel.gathered_decompress_s with the measured seconds_per_entry);
     model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
       model's communication there; its own row's error is 0 by construction."""
     one_worker = {(r["method"], r["density"]): r for r in results.values() if r["workers"] == 1}
@@ -244,7 +329,8 @@ def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit")
         return
     nan = float("nan")
     print(f"{'W':>2} {'link':>11} {'method':<15} {'density':>7} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
-          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'+sync':>8} {'cal s':>6} {'err(cal)':>8} "
+          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'+sync':>6} {'dec s':>6} {'+dec':>6} "
+          f"{'cal s':>6} {'err(cal)':>8} "
           f"{'other':>5}")
     for r in measured:
         dense = results.get((r["workers"], r["rate"], "dense", None))
@@ -255,17 +341,21 @@ def print_table(results: dict[tuple, dict], *, calibration_rate: str = "10gbit")
         compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
         err_w1 = r["step_s"] / (w1["step_s"] + comm) - 1 if w1 else nan
         err_sync = r["step_s"] / (w1["step_s"] + sync[r["workers"]] + comm) - 1 if w1 else nan
+        dec = decompress_model_s(r, seconds_per_entry)
+        err_dec = r["step_s"] / (w1["step_s"] + sync[r["workers"]] + dec + comm) - 1 if w1 else nan
         err_cal = r["step_s"] / (compute_cal + comm) - 1 if cal else nan
         print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} "
               f"{'-' if r['density'] is None else r['density']:>7} {r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} "
               f"{speedup:>8} {r['bytes_sent'] / r['dense_bytes']:>10.2%} {comm:>10.3f} "
-              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+8.0%} {compute_cal if cal else nan:>6.3f} "
+              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+6.0%} {dec:>6.3f} {err_dec:>+6.0%} "
+              f"{compute_cal if cal else nan:>6.3f} "
               f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
     print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
           f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; +sync: the "
           f"error with W=1 compute plus sync_s(W) ({', '.join(f'W={w}: {s:.3f} s' for w, s in sorted(sync.items()) if w > 1)}); "
-          "other: CPU cores used outside the cluster during the job (nan: not recorded)")
+          f"dec s: netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; +dec: the "
+          "error with that added too; other: CPU cores used outside the cluster during the job (nan: not recorded)")
 
 
 # ---------------------------------------------------------------- the collectives alone
@@ -274,18 +364,21 @@ _COLLECTIVES = r"""
 import json, statistics, sys, time, torch, torch.distributed as dist
 rank, world, master, port = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
 payloads = json.loads(sys.argv[5])  # name -> [collective, bytes]
+sys.path.insert(0, sys.argv[6])  # the repository
+from distrib.communicators import TorchCommunicator
 torch.set_num_threads(1)
 dist.init_process_group("gloo", init_method=f"tcp://{master}:{port}", rank=rank, world_size=world)
+comm = TorchCommunicator()  # what the exchange calls
 result = {}
 for name, (collective, nbytes) in payloads.items():
     times = []
     for i in range(4):
         if collective == "all-reduce":
             x = torch.ones(max(1, nbytes // 4))
-            dist.barrier(); t = time.perf_counter(); dist.all_reduce(x)
+            comm.barrier(); t = time.perf_counter(); comm.all_reduce_sum_(x)
         else:  # the exchange packs values and indices into one uint8 buffer (distrib/exchange.py)
-            x = torch.ones(nbytes, dtype=torch.uint8); out = [torch.empty_like(x) for _ in range(world)]
-            dist.barrier(); t = time.perf_counter(); dist.all_gather(out, x)
+            x = torch.ones(nbytes, dtype=torch.uint8)
+            comm.barrier(); t = time.perf_counter(); comm.all_gather(x)
         times.append(time.perf_counter() - t)
     result[name] = statistics.median(times[1:])
 if rank == 0:
@@ -303,8 +396,9 @@ def collective_payloads(params: int, density: float) -> dict[str, tuple[str, int
 
 
 def measure_collectives(args) -> None:
-    """gloo's all-reduce / all-gather with the benchmark model's payloads, over the shaped
-    links, CPUs otherwise idle: the network model checked without compute noise."""
+    """The exchange's all-reduce / all-gather (distrib/communicators.py over gloo) with the
+    benchmark model's payloads, over the shaped links, CPUs otherwise idle: the network
+    model checked without compute noise."""
     from launch.netns import node_env
 
     payloads = {m: v for m, v in collective_payloads(args.params, args.densities[0]).items() if m in args.methods}
@@ -315,7 +409,7 @@ def measure_collectives(args) -> None:
             for port, rate in enumerate(args.rates, start=29600):
                 net.reshape(parse_rate(rate))
                 argv = lambda r: ["ip", "netns", "exec", net.host(r), sys.executable, "-c", _COLLECTIVES, str(r),
-                                  str(workers), net.addr(0), str(port), json.dumps(payloads)]
+                                  str(workers), net.addr(0), str(port), json.dumps(payloads), str(REPO)]
                 procs = [subprocess.Popen(argv(r), env=node_env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                           text=True) for r in range(workers)]
                 out = procs[0].communicate(timeout=600)[0]
@@ -348,37 +442,47 @@ def main() -> int:
                         help="before each job, wait until processes outside the cluster use less than this many "
                              "cores for 10 s (0: do not wait); what they used during the job is recorded")
     parser.add_argument("--spec", default="configs/netns_bench.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="spec overrides for every job, e.g. task.seq_len=32 (give such a variant its own "
+                             "--results file: results are keyed by W, rate, method and density only)")
     parser.add_argument("--results", type=Path, default=REPO / "runs" / "bench_cluster.jsonl")
     parser.add_argument("--no-compute", action="store_true", help="skip the 1-worker compute runs (no model)")
     parser.add_argument("--redo", action="store_true", help="measure configurations already in --results again")
     parser.add_argument("--table", action="store_true", help="only print the table of --results")
+    parser.add_argument("--redo-decompress", action="store_true",
+                        help="measure the model's cost per received entry again (kept next to --results)")
     parser.add_argument("--collectives", action="store_true",
                         help="no training: time gloo's collectives with the model's payloads against the model")
     parser.add_argument("--params", type=int, default=25_416_704,
                         help="parameters for --collectives (configs/netns_bench.yaml's model: 25,416,704)")
     args = parser.parse_args()
+    if any("=" not in item for item in args.set):
+        parser.error(f"--set takes KEY=VALUE, got {[item for item in args.set if '=' not in item]}")
     if args.collectives:
         measure_collectives(args)
         return 0
     args.results.parent.mkdir(parents=True, exist_ok=True)
     results = load_results(args.results)
+    seconds_per_entry = decompress_cost(args.results.with_suffix(".decompress.json"), args.spec,
+                                        redo=args.redo_decompress)
     if args.table:
-        print_table(results)
+        print_table(results, seconds_per_entry=seconds_per_entry)
         return 0
+    extra = dict(item.split("=", 1) for item in args.set)
     storage = args.results.parent / "bench_cluster_runs"
     log = args.results.with_suffix(".log")
     confs = list(configurations(args.methods, args.densities))
 
     def record(ray, *, workers, rate, rate_bps, method, density):
         entry = {"workers": workers, "rate": rate, "rate_bps": rate_bps, "method": method, "density": density,
-             "steps": args.steps}
+                 "steps": args.steps, "spec": args.spec, "overrides": extra}
         if key(entry) in results and not args.redo:
             return
         print(f"  W={workers} {rate:>7} {method:<15} d={density}: ", end="", flush=True)
         if args.quiet_threshold > 0:
             ForeignLoad(ray.net).wait_for_quiet(args.quiet_threshold)
         entry.update(run_job(ray, spec=args.spec, method=method, density=density, workers=workers,
-                             steps=args.steps, skip=args.skip, storage=storage, log=log))
+                             steps=args.steps, skip=args.skip, storage=storage, log=log, extra=extra))
         print(f"{entry['step_s']:.3f} s/step, {entry['tokens_per_s']:,.0f} tok/s "
               f"(job {entry['job_wall_s']:.0f} s, workers on {', '.join(entry['worker_ips'])}; "
               f"{entry['foreign_cores']:.2f} cores busy outside the cluster)", flush=True)
@@ -392,7 +496,7 @@ def main() -> int:
         print(f"\ninterrupted ({sig}); the cluster is torn down; results so far are in {args.results}")
         return 130
     print()
-    print_table(results)
+    print_table(results, seconds_per_entry=seconds_per_entry)
     return 0
 
 

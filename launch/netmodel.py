@@ -38,9 +38,17 @@ factors, which need the all-reduced P first, so the two cannot be merged):
 
 Projected step time = measured compute time + T_comm. Compute is taken as measured (the
 study says which measurement it uses); compression's own cost (top-k selection, error
-feedback) is part of compute; decompressing W gathered payloads is not modelled, nor is
-overlap of communication with the backward pass (sparsepop exchanges after backward).
-One worker (W = 1) communicates nothing: T_comm = 0.
+feedback) is part of compute. Overlap of communication with the backward pass is not
+modelled (sparsepop exchanges after backward). One worker (W = 1) communicates nothing:
+T_comm = 0.
+
+Decompressing gathered payloads (all-gather methods only) is compute that a one-worker
+measurement does not contain: every worker unpacks and scatter-adds the K entries of each
+of the W-1 others,
+    T_dec = (W-1) · K · c
+with K the entries one worker sends per step and c seconds per received entry, a property
+of the machine (benchmarks/bench_cluster.py measures it with the exchange's own code).
+An all-reduce sums in the collective itself, so shared random-k and dense have no T_dec.
 """
 from __future__ import annotations
 
@@ -96,6 +104,14 @@ def two_ring_all_reduces_s(payload_bytes: float, *, workers: int, bandwidth_gbps
     if W == 1:
         return 0.0
     return 2 * (W - 1) / W * payload_bytes / bytes_per_second(bandwidth_gbps) + 4 * (W - 1) * latency_s
+
+
+def gathered_decompress_s(entries: float, *, workers: int, seconds_per_entry: float) -> float:
+    """T_dec = (W-1) · K · c seconds: scatter-adding the other workers' K entries each."""
+    if workers < 1 or entries < 0 or seconds_per_entry < 0:
+        raise ValueError(f"need workers >= 1, entries >= 0 and seconds_per_entry >= 0, got {workers}, "
+                         f"{entries}, {seconds_per_entry}")
+    return (workers - 1) * entries * seconds_per_entry
 
 
 FORMULAS = {ALL_REDUCE: ring_all_reduce_s, ALL_GATHER: ring_all_gather_s, TWO_ALL_REDUCES: two_ring_all_reduces_s}

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from launch.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
-                             communication_s, crossover_workers, project, projected_step_s, ring_all_gather_s,
-                             ring_all_reduce_s, two_ring_all_reduces_s)
+                             communication_s, crossover_workers, gathered_decompress_s, project, projected_step_s,
+                             ring_all_gather_s, ring_all_reduce_s, two_ring_all_reduces_s)
 
 
 def test_bandwidth_unit_is_decimal_gigabits():
@@ -111,3 +111,11 @@ def test_ties_go_to_the_first_row_and_bad_input_is_refused():
     with pytest.raises(ValueError):
         ring_all_reduce_s(-1, workers=2, bandwidth_gbps=1)
     assert math.isfinite(project(ROWS).cell(128, 1).step_s["dense"])
+
+
+def test_gathered_decompress_grows_with_the_other_workers():
+    # (W-1)·K·c: nothing with one worker, 3 payloads of 1e6 entries at 20 ns for W = 4
+    assert gathered_decompress_s(1e6, workers=1, seconds_per_entry=2e-8) == 0
+    assert gathered_decompress_s(1e6, workers=4, seconds_per_entry=2e-8) == pytest.approx(0.06)
+    with pytest.raises(ValueError, match="entries >= 0"):
+        gathered_decompress_s(-1, workers=2, seconds_per_entry=2e-8)

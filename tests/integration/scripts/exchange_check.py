@@ -164,6 +164,8 @@ def check_collectives(ranks: list[dict]) -> None:
         assert c["gathered"].shape == (W, 3, 2)
         for w in range(W):
             assert torch.all(c["gathered"][w] == w + 1), "all_gather is not in rank order"
+            expected = torch.arange(700_000, dtype=torch.int32) * (w + 1)
+            assert torch.equal(c["big_gathered"][w], expected), "a large all_gather lost or reordered pieces"
         assert c["bf16_sum"].dtype == torch.bfloat16
         assert torch.all(c["bf16_sum"].float() == 1.5 * sum(range(1, W + 1)))
         assert c["empty_gather_shape"] == [W, 2, 0]

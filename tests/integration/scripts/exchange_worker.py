@@ -118,6 +118,9 @@ def run_collectives(comm) -> dict:
     r = comm.rank
     x = torch.full((3, 2), float(r + 1))
     gathered = comm.all_gather(x)
+    # Several pieces for gloo (distrib/communicators.py), the last one short.
+    big = torch.arange(700_000, dtype=torch.int32) * (r + 1)
+    big_gathered = comm.all_gather(big)
     bf = torch.full((4,), 1.5 * (r + 1), dtype=torch.bfloat16)
     comm.all_reduce_sum_(bf)
     empty = torch.empty(0)
@@ -126,7 +129,7 @@ def run_collectives(comm) -> dict:
     b = torch.arange(5, dtype=torch.int32) * (r + 1)
     comm.broadcast_(b, src=1)
     comm.barrier()
-    return {"gathered": gathered, "bf16_sum": bf, "empty_gather_shape": list(empty_gather.shape),
+    return {"gathered": gathered, "big_gathered": big_gathered, "bf16_sum": bf, "empty_gather_shape": list(empty_gather.shape),
             "broadcast": b}
 
 
