@@ -102,6 +102,14 @@ class _PopulationOptimizer(torch.optim.Optimizer):
         return tuple(group[k].to(device) for k in ("lr_P", "weight_decay_P", "step_P"))
 
 
+# torch's CPU sqrt is 4-6x slower on exact zeros than on other values (torch 2.13, AMD
+# EPYC: 25 M zeros 86 ms, 25 M uniform values 14 ms), and after a sparse exchange ~99% of
+# exp_avg_sq is zero (coordinates never sent): its sqrt took 157 ms of a 290 ms AdamW step.
+# Adding the smallest normal fp32 first keeps every input non-zero. The change to denom is
+# below 1e-18 (sqrt(2^-126) divided by a bias correction >= 0.2), far under eps's rounding.
+SQRT_OFFSET = torch.finfo(torch.float32).tiny
+
+
 def _broadcast(x_P: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
     return x_P.to(p.dtype).view((-1,) + (1,) * (p.dim() - 1))
 
@@ -128,7 +136,8 @@ class PopulationAdamW(_PopulationOptimizer):
                 p.mul_(1 - _broadcast(lr_P * wd_P, p))
             exp_avg.lerp_(grad, 1 - beta1)
             exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-            denom = (exp_avg_sq.sqrt() / _broadcast(bias2_sqrt_P, p)).add_(group["eps"])
+            # + SQRT_OFFSET: see its comment (a no-op on denom, a 2-6x faster sqrt).
+            denom = exp_avg_sq.add(SQRT_OFFSET).sqrt_().div_(_broadcast(bias2_sqrt_P, p)).add_(group["eps"])
             p.addcdiv_(exp_avg * _broadcast(-step_size_P, p), denom)
 
 
