@@ -54,9 +54,9 @@ class Communicator(ABC):
 
 # gloo's all-gather of one large buffer runs 1.6-1.9x slower than the ring model over a
 # shaped link (W = 2, 20 MB at 100 Mbit/s and 1 Gbit/s: its sends and receives barely
-# overlap), while its all-reduce of the same bytes comes within ~8%. Cut into 1 MiB pieces
+# overlap), while its all-reduce of the same bytes comes within 3-10%. Cut into 1 MiB pieces
 # issued at once, which gloo's worker threads run side by side, the all-gather comes within
-# ~8% too (docs/cluster.md, "The sparse all-gather").
+# 6-12% (docs/cluster.md, "The sparse all-gather").
 GLOO_GATHER_PIECE_BYTES = 1 << 20
 
 
