@@ -13,7 +13,6 @@ of the timed steps. What does not scale with tokens (exchange, clip, optimizer) 
 compression can gain on a link: see docs/cluster.md.
 """
 import argparse
-import contextlib
 import os
 import socket
 import statistics
@@ -25,67 +24,58 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from distrib.deepspeed_glue import exchange_gradients  # noqa: E402
+import trainers.loop  # noqa: E402
 from launch.cli import report_spec_error  # noqa: E402
 from launch.deepspeed_config import build_deepspeed_config  # noqa: E402
 from launch.errors import SpecError  # noqa: E402
 from launch.job import worker_plan  # noqa: E402
 from launch.spec import load_spec  # noqa: E402
 from trainers.loop import Worker, import_deepspeed  # noqa: E402
-from trainers.model import member_losses  # noqa: E402
-from trainers.population_optim import clip_grad_norm_per_member_  # noqa: E402
 
 PHASES = ("forward+backward", "exchange", "clip", "optimizer", "step")
 
 
-class NoReports:
-    def __getattr__(self, name):
-        return lambda *args, **kwargs: None
-
-
-class NoCheckpoints:
-    def save(self, step, write_files):
-        pass
-
-    @contextlib.contextmanager
-    def latest(self):
-        yield None
-
-
 def one_process_worker(spec) -> Worker:
+    """A Worker in this process; it never runs `run()`, so it needs no reporter or checkpoints."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import_deepspeed(use_gpu=False).init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-    return Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=0, world_size=1, reporter=NoReports(),
-                  checkpoints=NoCheckpoints())
+    return Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=0, world_size=1, reporter=None,
+                  checkpoints=None)
+
+
+def timed(seconds: list[float], fn):
+    """`fn`, appending each call's duration to `seconds`."""
+    def wrapper(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            seconds.append(time.perf_counter() - started)
+    return wrapper
 
 
 def measure(worker: Worker, steps: int, skip: int) -> dict[str, float]:
-    train = worker.plan.train
-    times = {phase: [] for phase in PHASES}
-    for step in range(steps):
-        marks = [time.perf_counter()]
-        batches = [worker.data.train_batch(rank=0, world_size=1, member=m, step=step,
-                                           batch_size=train.micro_batch_size) for m in range(worker.plan.members)]
-        inputs_PBT = torch.stack([b[0] for b in batches])
-        targets_PB = torch.stack([b[1] for b in batches])
-        worker.engine.backward(member_losses(worker.engine(inputs_PBT), targets_PB).sum())
-        marks.append(time.perf_counter())
-        exchange_gradients(worker.engine, worker.exchange, step=step,
-                           density_P=worker._hyperparams("density").tolist())
-        marks.append(time.perf_counter())
-        if train.grad_clip > 0:
-            clip_grad_norm_per_member_(worker.engine.module.parameters(), train.grad_clip)
-        marks.append(time.perf_counter())
-        worker.engine.step()
-        marks.append(time.perf_counter())
-        if step >= skip:
-            for phase, start, stop in zip(PHASES, marks, marks[1:]):
-                times[phase].append(stop - start)
-            times["step"].append(marks[-1] - marks[0])
-    return {phase: statistics.median(values) for phase, values in times.items()}
+    """Medians of `Worker._train_step` and of the calls it makes (instrumented in place: the
+    loop's own step runs); forward + backward is the rest of the step."""
+    calls = {"exchange": [], "clip": [], "optimizer": []}
+    trainers.loop.exchange_gradients = timed(calls["exchange"], trainers.loop.exchange_gradients)
+    trainers.loop.clip_grad_norm_per_member_ = timed(calls["clip"], trainers.loop.clip_grad_norm_per_member_)
+    worker.engine.step = timed(calls["optimizer"], worker.engine.step)
+    totals = []
+    for _ in range(steps):
+        started = time.perf_counter()
+        worker._train_step()
+        totals.append(time.perf_counter() - started)
+        worker.step += 1
+    for seconds in calls.values():  # grad_clip 0 skips the clip: count it as 0
+        seconds.extend([0.0] * (steps - len(seconds)))
+    times = {name: seconds[skip:] for name, seconds in calls.items()}
+    times["step"] = totals[skip:]
+    times["forward+backward"] = [total - sum(parts) for total, *parts in zip(times["step"], *(times[n] for n in calls))]
+    return {phase: statistics.median(times[phase]) for phase in PHASES}
 
 
 def main() -> int:
