@@ -212,6 +212,18 @@ def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, s
             "micro_batch": ds_config["train_micro_batch_size_per_gpu"]}
 
 
+def collective_of(method: str) -> str:
+    conf = METHODS[method]
+    return netmodel.collective_for(conf["compression.method"], conf.get("compression.randomk_mode", "shared"))
+
+
+def bytes_per_entry(method: str) -> int:
+    """Wire bytes of one sent coordinate: its value (fp32 unless fp16), plus an int32 index
+    for all-gather methods (shared random-k's receivers redraw the indices; dense has none)."""
+    value = 2 if METHODS[method].get("compression.value_dtype") == "fp16" else 4
+    return value + (4 if collective_of(method) == netmodel.ALL_GATHER else 0)
+
+
 def comm_model_s(record: dict, rate_bps: float) -> float:
     """launch/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
     conf = METHODS[record["method"]]
@@ -247,7 +259,6 @@ def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int =
     worker with CPU: 1) runs the exchange's sparse all-gather path (unpack, scatter-add,
     divide) on one step's top-k payloads of the benchmark model's gradient shapes, with
     W = 1 and W = 2 payloads in turn; c = (median at W=2 - median at W=1) / K."""
-    from compression import GradLayout
     from distrib.exchange import GradientExchange
     from launch.spec import load_spec
     from trainers.model import PopulationTransformer
@@ -286,13 +297,10 @@ def decompress_cost(path: Path, spec_path: str, *, redo: bool = False) -> float:
 
 def decompress_model_s(record: dict, seconds_per_entry: float) -> float:
     """netmodel.gathered_decompress_s for this configuration (0 for all-reduce methods)."""
-    conf = METHODS[record["method"]]
-    collective = netmodel.collective_for(conf["compression.method"], conf.get("compression.randomk_mode", "shared"))
-    if collective != netmodel.ALL_GATHER:
+    if collective_of(record["method"]) != netmodel.ALL_GATHER:
         return 0.0
-    entry_bytes = (2 if conf.get("compression.value_dtype") == "fp16" else 4) + 4  # value + int32 index
-    return netmodel.gathered_decompress_s(record["bytes_sent"] / entry_bytes, workers=record["workers"],
-                                          seconds_per_entry=seconds_per_entry)
+    return netmodel.gathered_decompress_s(record["bytes_sent"] / bytes_per_entry(record["method"]),
+                                          workers=record["workers"], seconds_per_entry=seconds_per_entry)
 
 
 def rate_name(bps: float) -> str:
@@ -353,7 +361,8 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
     print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
           f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; +sync: the "
-          f"error with W=1 compute plus sync_s(W) ({', '.join(f'W={w}: {s:.3f} s' for w, s in sorted(sync.items()) if w > 1)}); "
+          "error with W=1 compute plus sync_s(W) ("
+          + ", ".join(f"W={w}: {s:.3f} s" for w, s in sorted(sync.items()) if w > 1) + "); "
           f"dec s: netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; +dec: the "
           "error with that added too; other: CPU cores used outside the cluster during the job (nan: not recorded)")
 
@@ -390,9 +399,8 @@ dist.destroy_process_group()
 def collective_payloads(params: int, density: float) -> dict[str, tuple[str, int]]:
     """Bytes one worker contributes per step (approximately what bytes_sent records)."""
     k = round(density * params)
-    return {"dense": ("all-reduce", 4 * params), "topk-fp32": ("all-gather", 8 * k),
-            "topk-fp16": ("all-gather", 6 * k), "randomk-shared": ("all-reduce", 4 * k),
-            "randomk-indep": ("all-gather", 8 * k)}
+    return {method: (collective_of(method), bytes_per_entry(method) * (params if method == "dense" else k))
+            for method in METHODS}
 
 
 def measure_collectives(args) -> None:
