@@ -7,14 +7,16 @@ Each run is a real job (`mpiexec -n W python -m launch run ...` with the mpiexec
 launcher, so no Ray start-up per run); figures come from each run's summary.json.
 """
 import argparse
-import json
-import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from launch.runs.files import SUMMARY, read_json, run_dir_in  # noqa: E402
+
 LISTOPS_KINDS = ["softmax", "linear", "performer", "lara", "flash"]
 LM_KINDS = ["softmax", "linear", "performer", "flash"]
 
@@ -25,10 +27,10 @@ def run(spec: str, kind: str, args, storage: Path) -> dict:
                "--set", f"distributed.num_workers={args.workers}", "--set", f"train.steps={args.steps}",
                "--set", f"train.eval_interval={args.steps}", "--set", f"run.storage={storage}"]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    match = re.search(r"run directory: (\S+)", done.stdout)
-    if done.returncode != 0 or not match:
+    run_dir = run_dir_in(done.stdout)
+    if done.returncode != 0 or run_dir is None:
         return {"status": f"failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'})"}
-    return json.loads((Path(match.group(1)) / "summary.json").read_text())
+    return read_json(run_dir / SUMMARY)
 
 
 def main():

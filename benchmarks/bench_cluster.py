@@ -1,13 +1,13 @@
 """Compressed training measured on a real (namespace) cluster: step time and throughput
 of real sparsepop jobs, one DeepSpeed worker per node, gradients crossing links shaped to
-100 Mbit/s, 1 Gbit/s or 10 Gbit/s, compared with the network model of launch/netmodel.py.
+100 Mbit/s, 1 Gbit/s or 10 Gbit/s, compared with the network model of launch/study/netmodel.py.
 
     sudo .venv/bin/python benchmarks/bench_cluster.py                  # W=2, 1 Gbit/s, d=0.01: dense, topk-fp16, randomk-shared
     sudo .venv/bin/python benchmarks/bench_cluster.py --rates 100mbit 1gbit 10gbit \\
         --methods dense topk-fp32 topk-fp16 randomk-shared randomk-indep --densities 0.1 0.01 0.001
     .venv/bin/python benchmarks/bench_cluster.py --table               # print the table of what was measured
 
-How (launch/netns.py): one namespace cluster of W hosts per W; the links are reshaped in
+How (launch/netns/): one namespace cluster of W hosts per W; the links are reshaped in
 place between rates (`tc qdisc replace`), so Ray starts once. Every configuration is one
 `python -m launch run configs/netns_bench.yaml --set ...` driven from host 0, with
 `resources_per_worker: {CPU: 1, node_slot: 1}` (one worker per node; each run's Ray Train
@@ -16,7 +16,7 @@ worker-group line is checked for W distinct node IPs). The job's metrics.jsonl h
 optimizer) for every step; the step time is the median of its increments after the first
 `--skip` steps. Throughput = W · micro_batch · seq_len tokens per step time.
 
-Model: predicted step = compute + T_comm (launch/netmodel.py: ring all-reduce
+Model: predicted step = compute + T_comm (launch/study/netmodel.py: ring all-reduce
 2(W-1)/W·S/β + 2(W-1)α for dense and shared random-k, all-gather (W-1)·S/β + (W-1)α for
 top-k and independent random-k; S = the run's recorded bytes_sent per worker per step).
 Compute (compression's own cost included) comes three ways, all printed:
@@ -53,7 +53,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from distrib.communicators import Communicator  # noqa: E402
-from launch import netmodel  # noqa: E402
+from launch.runs.files import METRICS, read_jsonl, run_dir_in  # noqa: E402
+from launch.study import netmodel  # noqa: E402
 from launch.netns import Interrupted, cluster, parse_rate  # noqa: E402
 
 METHODS = {
@@ -63,7 +64,6 @@ METHODS = {
     "randomk-shared": {"compression.method": "randomk", "compression.randomk_mode": "shared"},
     "randomk-indep": {"compression.method": "randomk", "compression.randomk_mode": "independent"},
 }
-RUN_DIR = re.compile(r"run directory: (\S+)")
 WORKER_IP = re.compile(r"\(ip=([0-9.]+), pid=\d+\) world_rank=(\d+)")
 
 
@@ -185,13 +185,11 @@ def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, s
     output = done.stdout + done.stderr
     with log.open("a") as handle:
         handle.write(f"\n===== {method} d={density} W={workers}\n{output}")
-    match = RUN_DIR.search(output)
-    if done.returncode != 0 or not match:
+    run_dir = run_dir_in(output)
+    if done.returncode != 0 or run_dir is None:
         raise RuntimeError(f"{method} d={density} W={workers} failed ({done.returncode}); see {log}:\n"
                            + output[-3000:])
-    run_dir = Path(match.group(1))
-    rows = sorted((json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()),
-                  key=lambda row: row["step"])
+    rows = sorted(read_jsonl(run_dir / METRICS), key=lambda row: row["step"])
     rows = [row for row in rows if row["member"] == 0]
     times = [row["time_s"] for row in rows]
     increments = [b - a for a, b in zip([0.0] + times, times)]
@@ -225,7 +223,7 @@ def bytes_per_entry(method: str) -> int:
 
 
 def comm_model_s(record: dict, rate_bps: float) -> float:
-    """launch/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
+    """launch/study/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
     conf = METHODS[record["method"]]
     return netmodel.communication_s(conf["compression.method"], record["bytes_sent"], workers=record["workers"],
                                     bandwidth_gbps=rate_bps / 1e9,
@@ -260,7 +258,7 @@ def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int =
     divide) on one step's top-k payloads of the benchmark model's gradient shapes, with
     W = 1 and W = 2 payloads in turn; c = (median at W=2 - median at W=1) / K."""
     from distrib.exchange import GradientExchange
-    from launch.spec import load_spec
+    from launch.spec.schema import load_spec
     from trainers.model import PopulationTransformer
     from trainers.tasks import build_task_data
 
@@ -358,7 +356,7 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
               f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+6.0%} {dec:>6.3f} {err_dec:>+6.0%} "
               f"{compute_cal if cal else nan:>6.3f} "
               f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
-    print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/netmodel.py "
+    print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/study/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
           f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; +sync: the "
           "error with W=1 compute plus sync_s(W) ("
@@ -433,7 +431,7 @@ def measure_collectives(args) -> None:
                           f"{nbytes / 1e6:>8.2f} {measured[method]:>10.4f} {model:>8.4f} "
                           f"{measured[method] / model - 1:>+6.0%}", flush=True)
     print("measured: median of 3 timed calls (after one warm-up) of the collective alone, rank 0, over the shaped "
-          "links; model: launch/netmodel.py (alpha = its default)")
+          "links; model: launch/study/netmodel.py (alpha = its default)")
 
 
 def main() -> int:

@@ -34,8 +34,8 @@ def time_compress(worker, grads) -> float:
 
 
 def measure(spec, args, comm):
-    from launch.deepspeed_config import build_deepspeed_config
-    from launch.job import worker_plan
+    from launch.spec.deepspeed_config import build_deepspeed_config
+    from launch.backends.plan import worker_plan
     from trainers.loop import Worker
 
     worker = Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=comm.rank, world_size=comm.size,
@@ -73,8 +73,8 @@ def main():
     args = parser.parse_args()
     from mpi4py import MPI
 
-    from launch.mpi_job import init_torch_distributed
-    from launch.spec import load_spec, validate_tree
+    from launch.backends.mpi import init_torch_distributed
+    from launch.spec.schema import load_spec, validate_tree
     from trainers.loop import import_deepspeed
 
     comm = MPI.COMM_WORLD

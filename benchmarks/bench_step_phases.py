@@ -26,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import trainers.loop  # noqa: E402
 from launch.cli import report_spec_error  # noqa: E402
-from launch.deepspeed_config import build_deepspeed_config  # noqa: E402
-from launch.errors import SpecError  # noqa: E402
-from launch.job import worker_plan  # noqa: E402
-from launch.spec import load_spec  # noqa: E402
+from launch.spec.deepspeed_config import build_deepspeed_config  # noqa: E402
+from launch.spec.problems import SpecError  # noqa: E402
+from launch.backends.plan import worker_plan  # noqa: E402
+from launch.spec.schema import load_spec  # noqa: E402
 from trainers.loop import Worker, import_deepspeed  # noqa: E402
 
 PHASES = ("forward+backward", "exchange", "clip", "optimizer", "step")

@@ -9,19 +9,18 @@ dashboard at http://127.0.0.1:8265 stay available.
 import argparse
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from launch.cli import add_spec_args, report_spec_error
-from launch.errors import SpecError
-from launch.spec import load_spec
+from launch.runs.files import SUMMARY, run_dir_in
+from launch.spec.arguments import add_spec_args
+from launch.spec.problems import SpecError, report_spec_error
+from launch.spec.schema import load_spec
 
 DASHBOARD = ("127.0.0.1", 8265)
-RUN_DIR_LINE = re.compile(r"run directory: (\S+)")
 
 
 def dashboard_is_up() -> bool:
@@ -77,13 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as job:
         for line in job.stdout:
             sys.stdout.write(line)
-            match = RUN_DIR_LINE.search(line)
-            run_dir = Path(match.group(1)) if match else run_dir
+            run_dir = run_dir_in(line) or run_dir
     return report(run_dir, job.returncode)
 
 
 def report(run_dir: Path | None, returncode: int) -> int:
-    summary_path = run_dir / "summary.json" if run_dir else None
+    summary_path = run_dir / SUMMARY if run_dir else None
     if summary_path is None or not summary_path.exists():
         print(f"\nthe job ended (exit status {returncode}) without writing a summary", file=sys.stderr)
         return returncode or 1

@@ -14,7 +14,7 @@ pbt.bytes_penalty, each member's bytes sent count against it), and every worker 
 the winners' state (weights, optimizer moments and step counters, error-feedback
 residuals) onto the losers in place.
 
-What the launcher provides (see launch/workers.py):
+What the launcher provides (see launch/backends/ray_session.py):
   reporter      .log(rows), .log_events(json_lines), .rewind(step), .set_info(**info)
                 (used on rank 0 only)
   checkpoints   .save(step, write_files)  write_files(folder) writes this rank's files

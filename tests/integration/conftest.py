@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch.quickstart import ensure_auth_token
+from launch.runs.files import METRICS, read_jsonl, run_dir_in
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,13 +32,13 @@ def launch_env() -> dict:
 
 
 def run_dir_of(output: str) -> Path:
-    lines = [line for line in output.splitlines() if line.startswith("run directory: ")]
-    assert lines, output[-3000:]
-    return Path(lines[0].split(": ", 1)[1].strip())
+    run_dir = run_dir_in(output)
+    assert run_dir is not None, output[-3000:]
+    return run_dir
 
 
 def read_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return read_jsonl(run_dir / METRICS)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -55,7 +56,7 @@ def run_launch(tmp_path):
             args += ["--set", item]
         done = subprocess.run(args, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=timeout)
         output = done.stdout + done.stderr
-        return done, (run_dir_of(output) if "run directory: " in output else None)
+        return done, run_dir_in(output)
 
     return run
 

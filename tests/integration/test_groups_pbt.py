@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pbt.events import read_events, replay
+from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
 
@@ -29,7 +30,7 @@ def run_groups(tmp_path, *, kill_after_checkpoint=False):
             time.sleep(0.1)
             text = log.read_text()
             # Once both groups have a checkpoint, so that the killed one resumes from its own.
-            if "run directory: " in text and all(
+            if run_dir_in(text) and all(
                     latest_checkpoint_step(run_dir_of(text), f"checkpoints_g{g}") >= 20 for g in (0, 1)):
                 train_workers(psutil.Process(driver.pid))[0].kill()  # one group's only worker
                 break

@@ -1,4 +1,4 @@
-"""A real two-node Ray cluster in network namespaces (launch/netns.py): a tiny top-k job
+"""A real two-node Ray cluster in network namespaces (launch/netns/): a tiny top-k job
 runs across it with one DeepSpeed worker per node, and everything is torn down after.
 
 Needs root and iproute2; skipped otherwise. The namespaces share this filesystem, so the
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launch.netns import PREFIX, ns_names
-from tests.integration.conftest import REPO, run_dir_of
+from tests.integration.conftest import REPO, read_rows, run_dir_of
 
 
 def namespaces_unavailable() -> str | None:
@@ -59,7 +59,7 @@ def test_tiny_topk_job_spans_two_namespace_nodes(tmp_path):
     assert run_dir.parent == tmp_path / "runs"
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 10
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    rows = read_rows(run_dir)
     assert rows and all(0 < row["bytes_sent"] < row["dense_bytes"] for row in rows)  # top-k did the exchange
 
     # Both nodes hosted a worker: Ray's state API (actor -> node -> node IP) ...

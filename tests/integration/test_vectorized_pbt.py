@@ -11,6 +11,7 @@ import psutil
 import torch
 
 from pbt.events import read_events, replay
+from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
 
@@ -61,7 +62,7 @@ def ray_run(tmp_path, *overrides, kill_after_checkpoint=False):
         driver = subprocess.Popen(args, cwd=REPO, env=launch_env(), stdout=out, stderr=subprocess.STDOUT)
         while kill_after_checkpoint and driver.poll() is None:
             time.sleep(0.2)
-            if "run directory: " in log.read_text() and latest_checkpoint_step(run_dir_of(log.read_text())) >= 20:
+            if run_dir_in(log.read_text()) and latest_checkpoint_step(run_dir_of(log.read_text())) >= 20:
                 train_workers(psutil.Process(driver.pid))[0].kill()
                 break
         driver.wait(timeout=400)

@@ -8,6 +8,7 @@ import time
 
 import psutil
 
+from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 
 STEPS, CHECKPOINT_EVERY, LOG_EVERY = 400, 50, 5
@@ -46,7 +47,7 @@ def test_killed_worker_resumes_from_checkpoint(tmp_path):
         deadline = time.monotonic() + 240
         while killed_at is None and driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-            if "run directory: " not in log.read_text():
+            if run_dir_in(log.read_text()) is None:
                 continue
             run_dir = run_dir_of(log.read_text())
             if latest_checkpoint_step(run_dir) >= CHECKPOINT_EVERY:

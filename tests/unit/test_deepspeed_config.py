@@ -1,6 +1,6 @@
 """The DeepSpeed config is a pure function of the spec."""
-from launch.deepspeed_config import build_deepspeed_config
-from launch.spec import validate_tree
+from launch.spec.deepspeed_config import build_deepspeed_config
+from launch.spec.schema import validate_tree
 
 
 def test_batch_rule_and_owned_keys():

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from launch.deepspeed_config import build_deepspeed_config
-from launch.errors import SpecError
-from launch.spec import load_spec
+from launch.spec.deepspeed_config import build_deepspeed_config
+from launch.spec.problems import SpecError
+from launch.spec.schema import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 GPU_SPEC = REPO / "configs" / "cluster_gpu.yaml"
@@ -44,7 +44,7 @@ def test_gpu_spec_uses_nccl_and_deepspeeds_cuda_accelerator(spec, monkeypatch):
 
 
 def test_gpu_spec_deepspeed_config_and_worker_plan(spec):
-    from launch.job import worker_plan
+    from launch.backends.plan import worker_plan
 
     ds = build_deepspeed_config(spec)
     # train_batch_size = micro 16 × accum 1 × 8 workers; sparsepop owns the exchange (ZeRO 0),
@@ -58,7 +58,7 @@ def test_gpu_spec_deepspeed_config_and_worker_plan(spec):
 
 
 def test_a_gpu_sweep_trial_reserves_every_workers_gpu(spec):
-    from launch.sweep import expand_grid
+    from launch.study.sweep import expand_grid
 
     tree = spec.model_dump(mode="json")
     trial = expand_grid(tree, {"compression.density": [0.01]}).trials[0]
@@ -69,7 +69,7 @@ def test_check_resources_refuses_a_gpu_job_on_a_cluster_without_gpus(spec):
     """A real local Ray with 2 CPUs and no GPU (the only test here that starts one)."""
     import ray
 
-    from launch.job import check_resources
+    from launch.backends.ray_session import check_resources
 
     assert not ray.is_initialized()
     ray.init(address="local", num_cpus=2, num_gpus=0, include_dashboard=False, logging_level="ERROR")

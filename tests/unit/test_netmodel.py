@@ -1,9 +1,9 @@
-"""The network model (launch/netmodel.py) on cases computed by hand."""
+"""The network model (launch/study/netmodel.py) on cases computed by hand."""
 import math
 
 import pytest
 
-from launch.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
+from launch.study.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
                              communication_s, crossover_workers, gathered_decompress_s, project, projected_step_s,
                              ring_all_gather_s, ring_all_reduce_s, two_ring_all_reduces_s)
 

@@ -6,9 +6,9 @@ import asyncio
 import pytest
 import torch
 
-from launch.errors import SpecError
-from launch.groups import PopulationCoordinator
-from launch.spec import validate_tree
+from launch.spec.problems import SpecError
+from launch.backends.coordinator import PopulationCoordinator
+from launch.spec.schema import validate_tree
 from pbt.config import PBTConfig
 from pbt.controller import PBTController
 from pbt.events import Event

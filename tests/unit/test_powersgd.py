@@ -9,8 +9,8 @@ from compression.powersgd import (Factorization, compress_left, compress_right, 
                                   initial_right, orthogonalize)
 from distrib.communicators import MpiCommunicator
 from distrib.exchange import GradientExchange
-from launch.errors import SpecError
-from launch.spec import validate_tree
+from launch.spec.problems import SpecError
+from launch.spec.schema import validate_tree
 
 
 def one_round(matrix_Pnm: torch.Tensor, right_Pmr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""The run report (launch/report.py) on synthetic run directories: a 4-member PBT run with
+"""The run report (launch/runs/report.py) on synthetic run directories: a 4-member PBT run with
 two exploits, a plain one-member run, a failed run, and runs without metrics."""
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from launch.report import lineage, load_run, member_histories, varying_hyperparams, write_report
+from launch.runs.report import lineage, load_run, member_histories, varying_hyperparams, write_report
 from pbt.events import Event
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

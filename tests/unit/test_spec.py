@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launch.errors import SpecError
-from launch.spec import JobSpec, load_spec
+from launch.spec.problems import SpecError
+from launch.spec.schema import JobSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -25,7 +25,7 @@ def problems_of(tmp_path, text, overrides=()) -> list[str]:
 
 
 def test_every_shipped_config_validates():
-    from launch.sweep import expand_grid, load_sweep
+    from launch.study.sweep import expand_grid, load_sweep
 
     for path in sorted((REPO / "configs").glob("*.yaml")):
         if "sweep" in yaml.safe_load(path.read_text()):  # a sweep spec: every trial must validate

@@ -1,15 +1,15 @@
-"""Sweep grid expansion (launch/sweep.py), results.csv and the study report
-(launch/study_report.py) on synthetic trial data: nothing is trained here."""
+"""Sweep grid expansion (launch/study/sweep.py), results.csv and the study report
+(launch/study/report.py) on synthetic trial data: nothing is trained here."""
 import json
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from launch.errors import SpecError
-from launch.study_report import (DENSITY, PROJECTION, STEP_TIME, VAL_MB, VAL_STEP, load_study, projection_inputs,
+from launch.spec.problems import SpecError
+from launch.study.report import (DENSITY, PROJECTION, STEP_TIME, VAL_MB, VAL_STEP, load_study, projection_inputs,
                                  read_results, write_study_report)
-from launch.sweep import (_window_step_times, describe, expand_grid, load_sweep, main, result_row,
+from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, main, result_row,
                           write_results_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,8 +1,8 @@
 """Task specs build their data objects, with the causality each task implies."""
 import pytest
 
-from launch.errors import SpecError
-from launch.spec import validate_tree
+from launch.spec.problems import SpecError
+from launch.spec.schema import validate_tree
 from trainers.tasks import build_task_data
 
 

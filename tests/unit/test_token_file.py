@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from launch.errors import SpecError
-from launch.spec import validate_tree
+from launch.spec.problems import SpecError
+from launch.spec.schema import validate_tree
 from trainers.tasks import build_task_data
 
 

@@ -6,9 +6,9 @@ from ray.tune.schedulers import PopulationBasedTraining
 from ray.tune.search.sample import Float
 from ray.tune.search.variant_generator import generate_variants
 
-from launch.errors import SpecError
-from launch.spec import validate_tree
-from launch.tune_job import check_synch_fits, checkpoints_to_keep
+from launch.spec.problems import SpecError
+from launch.spec.schema import validate_tree
+from launch.backends.tune import check_synch_fits, checkpoints_to_keep
 from pbt.config import PBTConfig
 from pbt.tune_mapping import clip_to_ranges, param_space, scheduler_kwargs, tune_domain
 from pbt.tune_scheduler import EventLoggingPBT, build_scheduler

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import ray
 import torch
 
-from launch.workers import ActorReporter, RayTrainCheckpoints
+from launch.backends.ray_session import ActorReporter, RayTrainCheckpoints
 from pbt.controller import PBTController
 from pbt.groups import GroupLayout, plan_group_round
 from trainers.loop import Worker, copy_member_state_, replica_digest, say

@@ -13,7 +13,7 @@ values; the grid is every combination:
 uses that to add "top-k without error feedback" without a random-k twin).
 
 Expansion (`expand_grid`): every combination is applied to the base spec and validated by
-`launch.spec.validate_tree`, so a bad key or value is reported as `sweep.<key>: ...` and
+`launch.spec.schema.validate_tree`, so a bad key or value is reported as `sweep.<key>: ...` and
 nothing starts. Combinations that would run the same job are dropped, by this rule:
   - method `none` (dense all-reduce) ignores every other `compression.*` key
     (density, error_feedback, scope, randomk_mode, value_dtype, warmup_steps);
@@ -45,7 +45,7 @@ The study directory, `<run.storage>/<name>-sweep-<timestamp>/`:
   runs/<name>-<label>-<timestamp>/  each trial's run directory (as `launch run` writes)
   tune/              Ray Tune's experiment directory
   results.csv        one row per trial (see RESULT_COLUMNS)
-  report.md + PNGs   the study report (launch/study_report.py)
+  report.md + PNGs   the study report (launch/study/report.py)
 """
 from __future__ import annotations
 
@@ -67,11 +67,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from launch.errors import Problem, SpecError
-from launch.yaml_io import apply_overrides, parse_yaml
+from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
+from launch.spec.arguments import add_spec_args
+from launch.spec.problems import Problem, SpecError, report_spec_error
+from launch.spec.yaml_io import apply_overrides, parse_yaml
 
-if TYPE_CHECKING:  # launch.spec imports torch (via trainers/): loaded when a grid is expanded
-    from launch.spec import JobSpec
+if TYPE_CHECKING:  # launch.spec.schema imports torch (via trainers/): loaded when a grid is expanded
+    from launch.spec.schema import JobSpec
 
 # Keys a sweep may not vary: the sweep sets them for every trial.
 RESERVED_KEYS = {
@@ -162,7 +164,7 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
     """Every combination of the sweep's values applied to the base spec, validated, with
     duplicates dropped (module docstring). `sweep` is one grid (a mapping) or a list of
     grids, run as their union. Raises SpecError naming the sweep key."""
-    from launch.spec import validate_tree
+    from launch.spec.schema import validate_tree
 
     grids = sweep if isinstance(sweep, list) else [sweep]
     prefixes = [f"sweep[{i}]" if isinstance(sweep, list) else "sweep" for i in range(len(grids))]
@@ -342,7 +344,7 @@ def _unique_labels(trials: list[Trial]) -> list[Trial]:
 
 def _finalize(trial: Trial, base: JobSpec, study_runs: Path | None) -> Trial:
     """The trial's job: named `<name>-<label>`, writing under the study directory."""
-    from launch.spec import validate_tree
+    from launch.spec.schema import validate_tree
 
     tree = trial.spec.model_dump(mode="json")
     tree["name"] = _clean(f"{base.name}-{trial.label}")
@@ -373,8 +375,6 @@ def describe(grid: Grid) -> str:
 
 
 def study_dir_for(base: JobSpec) -> Path:
-    from launch.job import fresh_dir  # launch.job imports torch: only when a study runs
-
     return fresh_dir(base.storage_dir(), f"{base.name}-sweep")
 
 
@@ -403,31 +403,17 @@ def run_one_trial(config: dict) -> None:
         log.flush()
         rc = subprocess.run(cmd, cwd=t["cwd"], env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     elapsed = time.perf_counter() - started
-    run_dir = _run_dir_from_log(Path(t["log"]))
-    summary = _read_json(Path(run_dir) / "summary.json") if run_dir else {}
+    run_dir = run_dir_in(Path(t["log"]).read_text(errors="replace"))
+    summary = read_json(run_dir / SUMMARY) if run_dir else {}
     status = summary.get("status", "failed") if rc == 0 else "failed"
     val = summary.get("final_val_loss")
     print(f"[sweep] trial {t['index']}/{t['count']} {t['label']}: {status} in {elapsed:.0f} s"
           + (f", final val loss {val:.4f}" if isinstance(val, (int, float)) else "")
           + ("" if rc == 0 else f" (exit status {rc}; see {t['log']})"), flush=True)
-    outcome = {"label": t["label"], "returncode": rc, "status": status, "run_dir": run_dir or "",
+    outcome = {"label": t["label"], "returncode": rc, "status": status, "run_dir": str(run_dir or ""),
                "process_wall_s": round(elapsed, 2),
                "final_val_loss": val if isinstance(val, (int, float)) else float("nan")}
     tune.report(outcome)
-
-
-def _run_dir_from_log(log: Path) -> str | None:
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("run directory: "):
-            return line.split(": ", 1)[1].strip()
-    return None
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
 
 
 def check_trials_fit(trials: list[Trial]) -> None:
@@ -498,8 +484,8 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
     """One row of results.csv from the trial's spec, its outcome and its run directory."""
     spec, comp = trial.spec, trial.spec.compression
     run_dir = Path(outcome["run_dir"]) if outcome.get("run_dir") else None
-    summary = _read_json(run_dir / "summary.json") if run_dir else {}
-    rows = _read_rows(run_dir / "metrics.jsonl") if run_dir else []
+    summary = read_json(run_dir / SUMMARY) if run_dir else {}
+    rows = _step_rows(run_dir / METRICS) if run_dir else []
     last_step = rows[-1]["step"] if rows else None
     last = [r for r in rows if r["step"] == last_step]
     steps = summary.get("steps") or last_step or 0
@@ -550,31 +536,23 @@ def _window_step_times(rows: list[dict]) -> dict[str, float | None]:
     return {"step_time_median_s": round(statistics.median(windows), 6), "step_time_min_s": round(min(windows), 6)}
 
 
-def _read_rows(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row.get("step"), int) and "bytes_sent" in row:
-            rows.append(row)
-    return rows
+def _step_rows(path: Path) -> list[dict]:
+    """The metric rows of training steps (with their byte counts)."""
+    return [row for row in read_jsonl(path) if isinstance(row.get("step"), int) and "bytes_sent" in row]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> Path:
     extra = [k for r in rows for k in r if k not in RESULT_COLUMNS]
     columns = RESULT_COLUMNS + list(dict.fromkeys(extra))
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=columns)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
+
+    return write_atomic_with(path, write)
 
 
 # ---------------------------------------------------------------- the command
@@ -599,7 +577,7 @@ def run_study(spec_path: str, overrides: list[str] = (), *, dry_run: bool = Fals
     print(describe(grid), flush=True)
     if dry_run:
         return 0
-    from launch.job import connect_ray
+    from launch.backends.ray_session import connect_ray
 
     find_mpiexec()
     # Every trial's start and end line, even when they read alike (Ray folds repeated lines).
@@ -615,7 +593,7 @@ def run_study(spec_path: str, overrides: list[str] = (), *, dry_run: bool = Fals
     rows = [result_row(t, outcomes.get(t.label, {"status": "failed"}), log=study_dir / "trials" / f"{t.stem}.log")
             for t in grid.trials]
     write_results_csv(rows, study_dir / "results.csv")
-    from launch.study_report import write_study_report
+    from launch.study.report import write_study_report
 
     report = write_study_report(study_dir)
     failed = [r["trial"] for r in rows if r["status"] != "completed"]
@@ -635,10 +613,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Entry point of `python -m launch sweep` (a parsed namespace) and of
-    `python -m launch.sweep` (an argument list)."""
+    `python -m launch.study.sweep` (an argument list)."""
     if not isinstance(args, argparse.Namespace):
-        from launch.cli import add_spec_args
-
         parser = argparse.ArgumentParser(prog="python -m launch sweep", description=__doc__.split("\n\n")[0])
         add_spec_args(parser)
         add_arguments(parser)
@@ -646,8 +622,6 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     try:
         return run_study(args.spec, args.overrides, dry_run=args.dry_run, max_concurrent=args.max_concurrent)
     except SpecError as err:
-        from launch.cli import report_spec_error
-
         return report_spec_error(err, args.spec)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

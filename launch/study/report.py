@@ -1,21 +1,21 @@
 """The study report of a compression sweep: `report.md` and PNGs in the study directory.
 
 `write_study_report(study_dir)` reads `results.csv` (one row per trial, written by
-launch/sweep.py), each trial's `metrics.jsonl` and `summary.json` (in its run directory),
+launch/study/sweep.py), each trial's `metrics.jsonl` and `summary.json` (in its run directory),
 and `study.json` (the dropped duplicates), and writes, every file atomically:
 
 - `val_loss_vs_step.png`   validation loss over steps, one line per trial;
 - `val_loss_vs_mb.png`     validation loss over cumulative MB one worker sent: the tradeoff curve;
 - `final_loss_vs_density.png`  final validation loss against density, per method (dense at 1);
 - `step_time.png`          measured time per training step, per trial;
-- `projection.png`         projected step time on W workers at 1/10/100 Gbit/s (launch/netmodel.py);
+- `projection.png`         projected step time on W workers at 1/10/100 Gbit/s (launch/study/netmodel.py);
 - `report.md`              all of it with captions, the results table and the projection tables.
 
 Trials share one style in every plot: colour family by method (dense black, top-k blue,
 shared random-k orange, independent random-k green, PowerSGD purple; darker = sparser,
 i.e. lower density or lower rank), dashed without error feedback, marker by worker count.
 PowerSGD has a rank, not a density: where a plot needs a fraction sent, its point sits at
-the bytes it sent over the dense bytes, labelled with its rank. Re-run with `python -m launch.study_report STUDY_DIR`.
+the bytes it sent over the dense bytes, labelled with its rank. Re-run with `python -m launch report STUDY_DIR`.
 """
 from __future__ import annotations
 
@@ -24,14 +24,14 @@ import csv
 import dataclasses
 import json
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-from launch.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow, Projection,
+from launch.runs.files import METRICS, SUMMARY, read_json, read_jsonl, save_figure, write_atomic
+from launch.study.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow, Projection,
                              collective_for, project)
 
 VAL_STEP, VAL_MB, DENSITY, STEP_TIME, PROJECTION = (
@@ -103,20 +103,14 @@ def _run_dir(study_dir: Path, recorded) -> Path | None:
 
 
 def _curve(run_dir: Path | None, notes: list[str], label: str) -> tuple[list[int], list[float], list[float]]:
-    if run_dir is None or not (run_dir / "metrics.jsonl").exists():
+    if run_dir is None:
         return [], [], []
     by_step: dict[int, list[dict]] = {}
-    bad = 0
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            bad += 1
-            continue
+    read_notes: list[str] = []
+    for row in read_jsonl(run_dir / METRICS, read_notes):
         if isinstance(row.get("step"), int) and row.get("val_loss") is not None:
             by_step.setdefault(row["step"], []).append(row)
-    if bad:
-        notes.append(f"{label}: {bad} unreadable line(s) in metrics.jsonl were skipped.")
+    notes += [f"{label}: {note}" for note in read_notes]
     steps = sorted(by_step)
     # Several members: the best member's loss; bytes are what the worker sent for all of them.
     val = [min(r["val_loss"] for r in by_step[s]) for s in steps]
@@ -139,11 +133,8 @@ def load_study(study_dir: Path) -> Study:
         run_dir = _run_dir(study_dir, row.get("run_dir"))
         steps, val, mb = _curve(run_dir, notes, row["trial"])
         trials.append(TrialData(row, steps, val, mb))
-        if baseline is None and run_dir is not None and (run_dir / "summary.json").exists():
-            try:
-                baseline = json.loads((run_dir / "summary.json").read_text()).get("unigram_baseline")
-            except json.JSONDecodeError:
-                pass
+        if baseline is None and run_dir is not None:
+            baseline = read_json(run_dir / SUMMARY).get("unigram_baseline")
     return Study(name=info.get("name") or study_dir.name, trials=trials, dropped=info.get("dropped", []),
                  baseline=baseline, notes=notes)
 
@@ -192,12 +183,6 @@ def styles(trials: list[TrialData]) -> dict[str, dict]:
     return out
 
 
-def _save(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    os.replace(tmp, path)
-
-
 def _legend(ax, **kwargs) -> None:
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small", frameon=False,
               **kwargs)
@@ -234,7 +219,7 @@ def plot_val_vs_step(study: Study, style: dict, path: Path) -> str:
            ylabel="validation loss (nats/token)")
     ax.grid(alpha=0.3)
     _legend(ax)
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return ("Validation loss at every evaluation step, one line per trial (colour: method and density, darker = "
             "sparser; dashed: without error feedback; marker: worker count). The axis is fitted to the later "
             "evaluations; the first ones may run off the top.")
@@ -254,7 +239,7 @@ def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
            xlabel="cumulative MB sent by one worker (log scale)", ylabel="validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
     _legend(ax)
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return ("Validation loss against the megabytes one worker had put on the wire by that step (exact payloads: "
             "values in their wire dtype plus int32 indices where indices travel; dense warm-up steps included; a "
             "1-worker run counts what it would send). Further left at the same height is better: the same quality "
@@ -297,7 +282,7 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
     ax.grid(alpha=0.3, which="both")
     ax.margins(x=0.08, y=0.12)
     _legend(ax)
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return ("Final validation loss of each trial against its density, one line per method (and error-feedback "
             "setting); dense training is the point at density 1, with a dotted line across for comparison. "
             "PowerSGD has a rank instead (labelled r1, r2, ...): its points sit at the bytes it sent per step "
@@ -329,7 +314,7 @@ def plot_step_time(study: Study, style: dict, path: Path) -> str:
     ax.set_xlim(0, 1.35 * max(ms, default=1))
     ax.set(title=f"{study.name}: measured time per training step", xlabel="ms per step")
     ax.grid(alpha=0.3, axis="x")
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return ("Time per training step as measured on this machine (forward, backward, compression with error "
             "feedback, the exchange over local sockets, optimizer; evaluation and start-up excluded), grouped by "
             "method. Bars: the mean over the run (train_time_s / steps); black ticks: the fastest log interval, "
@@ -356,7 +341,7 @@ def plot_projection(projection: Projection, colors: dict[str, dict], path: Path)
     axes[0].set_ylabel("projected ms per step (log)")
     fig.suptitle("Projected step time: measured compute + modelled exchange", fontsize="medium")
     _legend(axes[-1])
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return ("Projected time per step at W workers and three link bandwidths: the measured compute time of each "
             "configuration plus the network model's time for its exact payload (ring all-reduce for dense and "
             "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), latency α = {projection.latency_s * 1e6:g} µs per "
@@ -469,7 +454,7 @@ def _projection_section(study: Study, inputs: list[ConfigInput], projection: Pro
     lat = projection.latency_s
     lines = [
         "## Projection to a cluster", "",
-        "A simple network model (`launch/netmodel.py`), for W workers on links of β Gbit/s "
+        "A simple network model (`launch/study/netmodel.py`), for W workers on links of β Gbit/s "
         f"(β·10⁹/8 bytes/s) with α = {lat * 1e6:g} µs per message, and S the exact bytes one worker sends per step:",
         "",
         "- ring all-reduce (dense; shared random-k, whose workers send values for the same coordinates): "
@@ -583,15 +568,11 @@ def write_study_report(study_dir: Path, *, latency_s: float = DEFAULT_LATENCY_S,
                   for d in study.dropped] + [""]
     if study.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in study.notes] + [""]
-    path = study_dir / "report.md"
-    tmp = path.with_name(f".report.md.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, path)
-    return path
+    return write_atomic(study_dir / "report.md", "\n".join(lines))
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.study_report",
+    parser = argparse.ArgumentParser(prog="python -m launch.study.report",
                                      description="(Re)write report.md and the plots of a sweep's study directory.")
     parser.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory (printed by `launch sweep`)")
     parser.add_argument("--latency-us", type=float, default=DEFAULT_LATENCY_S * 1e6,

@@ -14,7 +14,7 @@ is, and an exploit is a plain restart: the next round restores the checkpoint Tu
 donor's learning rate). Cost: every round starts a new worker group (seconds), so rounds
 should be long.
 
-Run directory (beside launch/job.py's files):
+Run directory (beside the files of launch/runs/files.py):
   tune/              Tune's experiment: member<NN>/ per trial (its checkpoints), pbt_global.txt,
                      pbt_policy_*.txt (Ray's own exploit logs)
   pbt_events.jsonl   every exploit as a pbt.events.Event; members are trial indices
@@ -25,7 +25,6 @@ Run directory (beside launch/job.py's files):
 import contextlib
 import math
 import shutil
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -34,11 +33,10 @@ import ray
 import ray.train
 from ray import tune
 
-from launch.job import (check_resources, connect_ray, finish_run, population_controller, prepare_run_dir,
-                        ray_trainer, start_recorder, worker_plan)
-from launch.errors import Problem, SpecError
-from launch.spec import JobSpec
-from launch.workers import ActorReporter, RayTrainCheckpoints
+from launch.backends.plan import population_controller, worker_plan
+from launch.backends.ray_session import ActorReporter, RayRun, RayTrainCheckpoints, ray_trainer, run_on_ray
+from launch.spec.problems import Problem, SpecError
+from launch.spec.schema import JobSpec
 from pbt.controller import PBTController
 from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, param_space, trial_hyperparams
 from pbt.tune_scheduler import build_scheduler
@@ -197,41 +195,35 @@ def _event_logger(recorder):
 
 def run_tune_job(spec: JobSpec) -> Path:
     """Run the population as Ray Tune trials to completion; returns the run directory."""
-    connect_ray()
-    check_resources(spec)
-    concurrent = concurrent_trials(spec)
-    check_synch_fits(spec, concurrent)
-    run_dir, ds_config = prepare_run_dir(spec)
-    recorder = start_recorder(run_dir)
-    initial = population_controller(spec).initial  # the vectorized backend's draw, for the same seed
-    recorder.set_info.remote(members=spec.population.size, initial_hyperparams=initial)
-    # The trial process only orchestrates: its workers hold the CPUs/GPUs. Tune refuses a trial
-    # that requests nothing, so it asks for (some of) the memory it really uses.
-    trainable = tune.with_resources(
-        tune.with_parameters(member_trial, spec=spec, ds_config=ds_config, recorder=recorder,
-                             rounds_dir=str(run_dir / "rounds")), {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
-    tuner = tune.Tuner(
-        trainable, param_space=param_space(initial),
-        tune_config=tune.TuneConfig(scheduler=build_scheduler(spec.population.pbt, on_event=_event_logger(recorder)),
-                                    max_concurrent_trials=concurrent, trial_name_creator=_trial_name,
-                                    trial_dirname_creator=_trial_name),
-        # Worker failures are retried inside each round (run.max_failures); a trial whose round
-        # still fails stops, and the run reports it. `stop` ends a trial at its last step before
-        # PBT sees that result (no exploit of a finished member, no paused trial to resume).
-        run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
-                                  stop={TIME_ATTR: spec.train.steps},
-                                  checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=checkpoints_to_keep(spec, concurrent)),
-                                  failure_config=tune.FailureConfig(max_failures=0)))
-    print(f"Ray Tune PBT: {spec.population.size} trials of {spec.distributed.num_workers} worker(s), "
-          f"{concurrent} at a time; Tune's experiment directory {run_dir / 'tune'}", flush=True)
-    started, error = time.perf_counter(), None
-    try:
-        failed = [f"{_member_name(r.config)}: {r.error}" for r in tuner.fit() if r.error is not None]
-        error = "; ".join(failed) or None
-    except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
-        error = f"{type(err).__name__}: {err}"
-    shutil.rmtree(run_dir / "rounds", ignore_errors=True)
-    rows, info = ray.get(recorder.snapshot.remote())
-    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
-    return run_dir
+    def fit(run: RayRun) -> str | None:
+        concurrent = concurrent_trials(spec)
+        initial = population_controller(spec).initial  # the vectorized backend's draw, for the same seed
+        run.recorder.set_info.remote(members=spec.population.size, initial_hyperparams=initial)
+        # The trial process only orchestrates: its workers hold the CPUs/GPUs. Tune refuses a trial
+        # that requests nothing, so it asks for (some of) the memory it really uses.
+        trainable = tune.with_resources(
+            tune.with_parameters(member_trial, spec=spec, ds_config=run.ds_config, recorder=run.recorder,
+                                 rounds_dir=str(run.run_dir / "rounds")), {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
+        tuner = tune.Tuner(
+            trainable, param_space=param_space(initial),
+            tune_config=tune.TuneConfig(scheduler=build_scheduler(spec.population.pbt,
+                                                                  on_event=_event_logger(run.recorder)),
+                                        max_concurrent_trials=concurrent, trial_name_creator=_trial_name,
+                                        trial_dirname_creator=_trial_name),
+            # Worker failures are retried inside each round (run.max_failures); a trial whose round
+            # still fails stops, and the run reports it. `stop` ends a trial at its last step before
+            # PBT sees that result (no exploit of a finished member, no paused trial to resume).
+            run_config=tune.RunConfig(name="tune", storage_path=str(run.run_dir), verbose=0,
+                                      stop={TIME_ATTR: spec.train.steps},
+                                      checkpoint_config=tune.CheckpointConfig(
+                                          num_to_keep=checkpoints_to_keep(spec, concurrent)),
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        print(f"Ray Tune PBT: {spec.population.size} trials of {spec.distributed.num_workers} worker(s), "
+              f"{concurrent} at a time; Tune's experiment directory {run.run_dir / 'tune'}", flush=True)
+        try:
+            failed = [f"{_member_name(r.config)}: {r.error}" for r in tuner.fit() if r.error is not None]
+        finally:
+            shutil.rmtree(run.run_dir / "rounds", ignore_errors=True)
+        return "; ".join(failed) or None
+
+    return run_on_ray(spec, fit, preflight=lambda: check_synch_fits(spec, concurrent_trials(spec)))

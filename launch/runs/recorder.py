@@ -1,23 +1,19 @@
-"""The run's recorder: the one writer of `metrics.jsonl`."""
+"""The run's recorder: the one writer of `metrics.jsonl`, `pbt_events.jsonl` and
+`restores.jsonl`. The Ray launchers run it as an actor on the driver's node
+(launch/backends/ray_session.py), so that rank 0 can log from any node of a cluster; the
+mpiexec launcher uses it directly on rank 0."""
 import json
-import os
 from pathlib import Path
 
-import ray
-
-
-def write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from launch.runs.files import EVENTS, METRICS, RESTORES, write_atomic
 
 
 class MetricsLog:
     """Owns `metrics.jsonl`: appends rows, and rewinds after a restart from a checkpoint."""
 
     def __init__(self, run_dir: str):
-        self.metrics_path = Path(run_dir) / "metrics.jsonl"
-        self.events_path = Path(run_dir) / "pbt_events.jsonl"
+        self.metrics_path = Path(run_dir) / METRICS
+        self.events_path = Path(run_dir) / EVENTS
         self.rows: list[dict] = []
         self.events: list[dict] = []
         self.info: dict = {}
@@ -48,7 +44,7 @@ class MetricsLog:
         """`restores.jsonl`: what a member held right after it resumed from a checkpoint
         (the tune backend's evidence that an exploit took the donor's weights and kept the
         new hyperparameters)."""
-        with (self.metrics_path.parent / "restores.jsonl").open("a") as handle:
+        with (self.metrics_path.parent / RESTORES).open("a") as handle:
             handle.writelines(json.dumps(record) + "\n" for record in records)
 
     def set_info(self, **info) -> None:
@@ -57,7 +53,3 @@ class MetricsLog:
     def snapshot(self) -> tuple[list[dict], dict]:
         return self.rows, self.info
 
-
-# The Ray launcher runs the log as an actor on the driver's node, so that rank 0 can log
-# from any node of a cluster; the mpiexec launcher uses MetricsLog directly on rank 0.
-RunRecorder = ray.remote(num_cpus=0)(MetricsLog)

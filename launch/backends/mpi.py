@@ -5,18 +5,25 @@ under an MPI launcher rather than Ray:
 
 Every rank runs this; ranks are discovered through MPI. Rank 0 owns the run directory
 (same files as the Ray launcher) and broadcasts its path; the worker loop is the same.
+Checkpoints are folders under `<run_dir>/checkpoints/` finished by a `latest.json` marker.
+Nothing here imports Ray (or matplotlib, until rank 0 writes the report at the end).
 """
+import contextlib
+import json
 import os
+import shutil
 import socket
 import time
 import traceback
+from pathlib import Path
 
-from launch.errors import Problem, SpecError
-from launch.spec import JobSpec
-
-
-def launched_by_mpiexec() -> bool:
-    return any(var in os.environ for var in ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK"))
+from launch.backends.plan import worker_plan
+from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.files import write_atomic
+from launch.runs.recorder import MetricsLog
+from launch.spec.problems import Problem, SpecError
+from launch.spec.schema import JobSpec
+from trainers.loop import Worker, import_deepspeed
 
 
 def init_torch_distributed(comm, backend: str) -> None:
@@ -41,7 +48,8 @@ def init_torch_distributed(comm, backend: str) -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
-def run_mpi_job(spec: JobSpec) -> None:
+def run_mpi_job(spec: JobSpec) -> Path | None:
+    """Run this rank's part of the job; rank 0 returns the run directory."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -49,11 +57,6 @@ def run_mpi_job(spec: JobSpec) -> None:
         raise SpecError([Problem("distributed.num_workers",
                                  f"{spec.distributed.num_workers} workers, but mpiexec started {comm.size} "
                                  f"rank(s); run `mpiexec -n {spec.distributed.num_workers} python -m launch run ...`")])
-    from launch.job import finish_run, prepare_run_dir, worker_plan
-    from launch.recorder import MetricsLog
-    from launch.workers import DirectoryCheckpoints
-    from trainers.loop import Worker, import_deepspeed
-
     import_deepspeed(spec.distributed.use_gpu)
     init_torch_distributed(comm, spec.distributed.comm_backend)
     run_dir, ds_config = prepare_run_dir(spec) if comm.rank == 0 else (None, None)
@@ -71,8 +74,36 @@ def run_mpi_job(spec: JobSpec) -> None:
     if comm.rank == 0:
         rows, info = metrics.snapshot()
         finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
-    elif error:
+        return run_dir
+    if error:
         # The others may be blocked in a collective with this rank: end the job, after a
         # grace period in which rank 0 (failing too, typically) writes its summary.
         time.sleep(5)
         comm.Abort(1)
+    return None
+
+
+class DirectoryCheckpoints:
+    """`<root>/step_00000100/` per checkpoint; `<root>/latest.json` names the newest
+    complete one (written by rank 0 after every rank has written its files), and only the
+    newest `keep` folders are kept."""
+
+    def __init__(self, root: Path, *, rank: int, barrier, keep: int):
+        self.root, self.rank, self.barrier, self.keep = root, rank, barrier, keep
+
+    def save(self, step: int, write_files) -> None:
+        folder = self.root / f"step_{step:08d}"
+        if self.rank == 0:
+            folder.mkdir(parents=True, exist_ok=True)
+        self.barrier()
+        write_files(folder)
+        self.barrier()
+        if self.rank == 0:
+            write_atomic(self.root / "latest.json", json.dumps({"step": step, "folder": folder.name}) + "\n")
+            for old in sorted(self.root.glob("step_*"))[:-self.keep]:
+                shutil.rmtree(old)
+
+    @contextlib.contextmanager
+    def latest(self):
+        # An mpiexec job is not restarted by a supervisor: it always starts fresh.
+        yield None

@@ -5,7 +5,8 @@ the keys the spec owns were checked for agreement when the spec was validated.
 """
 import copy
 
-from launch.spec import JobSpec, deepspeed_owned_keys
+from launch.spec.rules import deepspeed_owned_keys
+from launch.spec.schema import JobSpec
 
 
 def build_deepspeed_config(spec: JobSpec) -> dict:

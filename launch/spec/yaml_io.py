@@ -5,7 +5,7 @@ from typing import Any
 
 import yaml
 
-from launch.errors import Problem, SpecError
+from launch.spec.problems import Problem, SpecError
 
 
 class SpecLoader(yaml.SafeLoader):

@@ -13,13 +13,13 @@ It never raises on a run that failed early: missing files and few rows give a sh
 """
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
+from launch.runs.files import EVENTS, METRICS, SUMMARY, read_jsonl, save_figure, write_atomic
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -66,29 +66,13 @@ class Run:
 
 def load_run(run_dir: Path) -> Run:
     notes: list[str] = []
-    rows = _read_jsonl(run_dir / "metrics.jsonl", notes)
+    rows = read_jsonl(run_dir / METRICS, notes)
     rows = [row for row in rows if isinstance(row.get("member"), int) and isinstance(row.get("step"), int)]
-    events = _read_events(run_dir / "pbt_events.jsonl", notes)
-    summary = _read_summary(run_dir / "summary.json", notes)
+    events = _read_events(run_dir / EVENTS, notes)
+    summary = _read_summary(run_dir / SUMMARY, notes)
     members = sorted({row["member"] for row in rows} | {e.target for e in events} | {e.source for e in events})
     return Run(name=_read_name(run_dir, notes), summary=summary, rows=rows, events=events,
                members=members, notes=notes)
-
-
-def _read_jsonl(path: Path, notes: list[str]) -> list[dict]:
-    if not path.exists():
-        return []
-    rows, bad = [], 0
-    for line in path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            bad += 1  # e.g. a last line cut short by a crash
-    if bad:
-        notes.append(f"{bad} unreadable line(s) in `{path.name}` were skipped.")
-    return rows
 
 
 def _read_events(path: Path, notes: list[str]) -> list[Event]:
@@ -216,12 +200,6 @@ def _width(member: int, members: int, base: float, step: float = 0.6) -> float:
     return base + step * max(min(members, 6) - 1 - member, 0)
 
 
-def _save(fig: Figure, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
-    os.replace(tmp, path)
-
-
 def _legend(ax, handles=None) -> None:
     """Outside the axes, on the right, so it never covers data."""
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
@@ -249,7 +227,7 @@ def plot_losses(run: Run, path: Path) -> str:
     ax.set_ylabel(f"{kind} loss (nats/token)")
     ax.grid(alpha=0.3)
     _legend(ax, _loss_legend_handles(ax, has_val, marked))
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     return _loss_caption(run, has_val, marked, baseline)
 
 
@@ -366,7 +344,7 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
     axes[0].set_title(f"{run.name}: hyperparameters per member (lineage)")
     axes[-1].set_xlabel("step")
     _legend(axes[0], _hp_legend_handles(axes[0], bool(run.events)))
-    _save(fig, path)
+    save_figure(fig, path, dpi=DPI)
     caption = ("Each member's hyperparameters over steps (one panel per hyperparameter that differs between "
                "members or changes; constant ones are listed under the table). Members that share a value are drawn "
                "a hair apart, as parallel lines, so none hides another.")
@@ -609,7 +587,7 @@ def _lineage_note(run: Run) -> str:
 def _write_empty(run_dir: Path, run: Run) -> Path:
     for name in (VAL_PLOT, HP_PLOT):
         _remove(run_dir / name)
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS
     why = "is missing" if not path.exists() else "has no metric rows"
     lines = header(run) + ["", f"**No metrics: `metrics.jsonl` {why}**, so there is nothing to plot. "
                            "The run stopped (or is still starting) before its first logged step."]
@@ -621,11 +599,7 @@ def _notes(run: Run) -> list[str]:
 
 
 def _write_md(run_dir: Path, lines: list[str]) -> Path:
-    path = run_dir / "report.md"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines).rstrip() + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(run_dir / "report.md", "\n".join(lines).rstrip() + "\n")
 
 
 def _remove(path: Path) -> None:

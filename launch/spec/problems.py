@@ -3,6 +3,7 @@
 All problems are collected and reported together, so a user fixes a spec in one pass.
 """
 import difflib
+import sys
 from dataclasses import dataclass
 
 
@@ -26,3 +27,12 @@ class SpecError(Exception):
 def did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def report_spec_error(err: SpecError, spec_path: str) -> int:
+    """Print every problem of a spec; returns the exit status for bad input (2)."""
+    count = len(err.problems)
+    print(f"error: {spec_path}: {count} problem{'s' if count > 1 else ''}; nothing was started", file=sys.stderr)
+    for problem in err.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2

@@ -1,6 +1,6 @@
 """A simple, documented network model: what one training step would cost on a cluster.
 
-Pure functions; no Ray, no torch. Used by the compression study (launch/study_report.py)
+Pure functions; no Ray, no torch. Used by the compression study (launch/study/report.py)
 to project measured runs onto W workers at a given link bandwidth.
 
 Symbols (every formula below uses them):

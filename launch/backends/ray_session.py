@@ -1,0 +1,204 @@
+"""What every Ray flavour of a job shares: joining or starting Ray, checking that the
+cluster can hold the job, the run's recorder actor, a TorchTrainer for one worker group,
+the worker's reporter and checkpoint store, and `run_on_ray`, one start-up and one
+wind-down around a flavour's own fit."""
+import contextlib
+import os
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import ray
+
+from launch.backends.ray_private import last_recorded_cluster
+from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.recorder import MetricsLog
+from launch.spec.problems import Problem, SpecError
+from launch.spec.schema import JobSpec
+
+# The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
+# log from any node of a cluster.
+RunRecorder = ray.remote(num_cpus=0)(MetricsLog)
+
+
+@dataclass(frozen=True)
+class RayRun:
+    """A started run: what a flavour's fit needs."""
+
+    spec: JobSpec
+    run_dir: Path
+    ds_config: dict
+    recorder: object  # a RunRecorder actor handle
+
+
+def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
+               preflight: Callable[[], None] = lambda: None) -> Path:
+    """Join Ray, check the cluster (and the flavour's `preflight`) before anything is
+    written, create the run directory and its recorder, run `fit` (it returns the error
+    that ended training, or None), and write the summary and report whatever happened.
+    Returns the run directory; raises SpecError on input the cluster cannot satisfy."""
+    connect_ray()
+    check_resources(spec)
+    preflight()
+    run_dir, ds_config = prepare_run_dir(spec)
+    run = RayRun(spec, run_dir, ds_config, start_recorder(run_dir))
+    started = time.perf_counter()
+    try:
+        error = fit(run)
+    except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
+        error = f"{type(err).__name__}: {err}"
+    rows, info = ray.get(run.recorder.snapshot.remote())
+    rows = sorted(rows, key=lambda row: (row["step"], row["member"]))  # groups' and trials' rows interleave
+    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    return run_dir
+
+
+def connect_ray() -> None:
+    """Join the cluster this process belongs to (RAY_ADDRESS, set under `ray job submit`,
+    or a head started with `ray start` on this machine, if it answers); otherwise start a
+    local instance.
+    RAY_ADDRESS=local always starts a fresh local instance (the tests use it)."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS", "auto")
+    if address == "auto" and not last_cluster_answers():
+        address = "local"
+    if address != "local":
+        try:
+            ray.init(address=address, logging_level="WARNING")
+            return
+        except ConnectionError:
+            if address != "auto":
+                raise
+    # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
+    ray.init(address="local", dashboard_host="127.0.0.1", logging_level="WARNING")
+
+
+def last_cluster_answers(timeout_s: float = 2.0) -> bool:
+    """Whether the cluster `address="auto"` would join is up. A head that died without
+    `ray stop` leaves its address in Ray's temp dir, and `ray.init("auto")` then retries
+    that dead address for minutes instead of failing."""
+    address = last_recorded_cluster()
+    if address is None:
+        return False
+    host, port = address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return True
+    except OSError:
+        print(f"note: the last Ray cluster on this machine ({address}) does not answer; "
+              "starting a local Ray instance for this job", file=sys.stderr)
+        return False
+
+
+def check_resources(spec: JobSpec) -> None:
+    """Fail fast instead of leaving a job waiting forever for workers that cannot fit."""
+    cluster = ray.cluster_resources()
+    # Several groups train at once, each with its own num_workers workers.
+    groups = spec.population.groups
+    workers = spec.distributed.num_workers * groups
+    count = f"{groups} groups × {spec.distributed.num_workers} workers" if groups > 1 else f"{workers} workers"
+    problems = []
+    for resource, amount in spec.distributed.worker_resources().items():
+        need, have = workers * amount, cluster.get(resource, 0.0)
+        if need > have:
+            problems.append(Problem(
+                "distributed.num_workers",
+                f"{count} × {amount:g} {resource} = {need:g} {resource}, but the Ray cluster has "
+                f"{have:g} {resource}; lower distributed.num_workers / resources_per_worker"
+                + (" / population.groups" if groups > 1 else "") + " or add nodes"))
+    if problems:
+        raise SpecError(problems)
+
+
+def on_this_node():
+    """A scheduling strategy that keeps an actor or task on the driver's node (beside the
+    run directory it writes)."""
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
+
+
+def start_recorder(run_dir: Path):
+    """The run's RunRecorder actor, pinned to this node (it writes the run directory), so
+    that rank 0 may log from any node."""
+    return RunRecorder.options(scheduling_strategy=on_this_node()).remote(str(run_dir))
+
+
+def ray_trainer(spec: JobSpec, train_loop, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):
+    """A TorchTrainer of distributed.num_workers workers keeping its checkpoints in run_dir/name."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    return TorchTrainer(
+        train_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend=spec.distributed.comm_backend),
+        scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
+                                     resources_per_worker=spec.distributed.worker_resources()),
+        run_config=RunConfig(name=name, storage_path=str(run_dir),
+                             failure_config=FailureConfig(max_failures=spec.run.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=spec.run.keep_checkpoints)),
+    )
+
+
+def fit_error(trainer) -> str | None:
+    """Run a TorchTrainer to its end; the error that ended it, or None."""
+    try:
+        trainer.fit()
+    except Exception as err:  # noqa: BLE001 - reported in the summary, never lost
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+# ---------------------------------------------------------------- inside a Ray Train worker
+
+
+class ActorReporter:
+    """Fire-and-forget calls to the RunRecorder actor (Ray keeps their order)."""
+
+    def __init__(self, recorder):
+        self.recorder = recorder
+
+    def log(self, rows):
+        self.recorder.log.remote(rows)
+
+    def log_events(self, lines):
+        self.recorder.log_events.remote(lines)
+
+    def rewind(self, step):
+        self.recorder.rewind.remote(step)
+
+    def set_info(self, **info):
+        self.recorder.set_info.remote(**info)
+
+
+class RayTrainCheckpoints:
+    """Checkpoints through `ray.train.report`; Ray Train restores the latest one into a
+    restarted worker group."""
+
+    def save(self, step: int, write_files) -> None:
+        import ray.train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            write_files(Path(tmp))
+            ray.train.report(self.metrics(step), checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def metrics(self, step: int) -> dict:
+        """What Ray Train records beside the checkpoint (its Result.metrics)."""
+        return {"step": step}
+
+    @contextlib.contextmanager
+    def latest(self):
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as folder:
+            yield folder

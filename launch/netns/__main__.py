@@ -1,0 +1,5 @@
+import sys
+
+from launch.netns.cli import main
+
+sys.exit(main())

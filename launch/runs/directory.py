@@ -1,0 +1,47 @@
+"""A run directory's life: created with the resolved spec and DeepSpeed config before
+training starts, closed with `summary.json` and the report whatever happened (results are
+never lost). Every launcher calls these two."""
+import json
+import sys
+from pathlib import Path
+
+from launch.runs.files import DS_CONFIG, SPEC, SUMMARY, announce_run_dir, fresh_dir, write_atomic
+from launch.runs.summary import summarize
+from launch.spec.schema import JobSpec
+from launch.spec.deepspeed_config import build_deepspeed_config
+
+
+def prepare_run_dir(spec: JobSpec) -> tuple[Path, dict]:
+    """Create the run directory with spec.yaml and ds_config.json; returns (dir, DeepSpeed config)."""
+    run_dir = fresh_dir(spec.storage_dir(), spec.name)
+    announce_run_dir(run_dir)
+    ds_config = build_deepspeed_config(spec)
+    write_atomic(run_dir / SPEC, spec.to_yaml())
+    write_atomic(run_dir / DS_CONFIG, json.dumps(ds_config, indent=2) + "\n")
+    return run_dir, ds_config
+
+
+def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: float, error: str | None) -> None:
+    """Write summary.json and the report, print the summary, and exit non-zero if training failed."""
+    from launch.runs.report import write_report  # matplotlib: only once training is over
+
+    summary = summarize(rows, info, wall_time_s=wall_time_s, status="failed" if error else "completed")
+    if error:
+        summary["error"] = error
+    write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    write_report(run_dir)
+    print_summary(summary, run_dir)
+    if error:
+        print(f"error: training failed: {error}", file=sys.stderr)
+        raise SystemExit(1)
+
+
+def print_summary(summary: dict, run_dir: Path) -> None:
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    print(f"\n== {summary['status']}: {summary['steps']} steps in {summary['wall_time_s']:.1f} s wall, "
+          f"{summary['train_time_s']:.1f} s training ({summary['tokens_per_s'] or 0:,.0f} tokens/s)")
+    print(f"   validation loss: final {fmt(summary['final_val_loss'])}, best {fmt(summary['best_val_loss'])}"
+          + (f"; unigram baseline {fmt(summary['unigram_baseline'])} (nats/token)"
+             if summary["unigram_baseline"] is not None else "")
+          + (f"; accuracy {summary['final_val_accuracy']:.3f}" if summary["final_val_accuracy"] is not None else ""))
+    announce_run_dir(run_dir, indent="   ")

@@ -1,0 +1,120 @@
+"""Rules that span spec sections, one function per owner of the rule; each returns the
+problems it finds (all are reported together)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from compression import COMPRESSORS
+from launch.spec.problems import Problem
+from pbt.tune_mapping import tune_backend_problems
+from trainers.attention import BLOCKS, KERNELS
+from trainers.config import TokenFileTask
+from trainers.tasks.lm import token_file_problem
+
+if TYPE_CHECKING:
+    from launch.spec.schema import JobSpec
+
+
+def cross_section_problems(spec: JobSpec) -> list[Problem]:
+    return (deepspeed_problems(spec) + task_problems(spec) + model_problems(spec) + population_problems(spec)
+            + launcher_problems(spec))
+
+
+def deepspeed_owned_keys(spec: JobSpec) -> dict[str, object]:
+    """DeepSpeed keys the spec owns; a pass-through value must agree with the spec."""
+    return {
+        "train_micro_batch_size_per_gpu": spec.train.micro_batch_size,
+        "gradient_accumulation_steps": spec.train.grad_accum_steps,
+        # DeepSpeed's clip takes one norm over every member; train.grad_clip is applied
+        # per member by the worker instead.
+        "gradient_clipping": 0.0,
+    }
+
+
+def deepspeed_problems(spec: JobSpec) -> list[Problem]:
+    """`distributed.deepspeed` (passed through to DeepSpeed) against the rest of the spec."""
+    problems: list[Problem] = []
+    ds = spec.distributed.deepspeed
+    micro, accum, world = spec.train.micro_batch_size, spec.train.grad_accum_steps, spec.distributed.num_workers
+    if "train_batch_size" in ds and ds["train_batch_size"] != micro * accum * world:
+        problems.append(Problem(
+            "distributed.deepspeed.train_batch_size",
+            f"{ds['train_batch_size']} breaks DeepSpeed's rule train_batch_size = micro_batch × grad_accum × "
+            f"world_size = {micro} × {accum} × {world} = {micro * accum * world}; remove it (it is derived) or "
+            "change train.micro_batch_size, train.grad_accum_steps or distributed.num_workers"))
+    for key, value in deepspeed_owned_keys(spec).items():
+        if key in ds and ds[key] != value:
+            problems.append(Problem(f"distributed.deepspeed.{key}",
+                                    f"{ds[key]!r} conflicts with the spec's value {value!r}; set it through "
+                                    "the train section (train.micro_batch_size, train.grad_accum_steps, "
+                                    "train.grad_clip) and remove it here"))
+    for key in ("optimizer", "scheduler"):
+        if key in ds:
+            problems.append(Problem(f"distributed.deepspeed.{key}",
+                                    f"the {key} is built from the train section (train.optimizer, train.lr, "
+                                    "train.lr_schedule, ...) so each member can have its own; remove it here"))
+    stage = (ds.get("zero_optimization") or {}).get("stage", 0)
+    if stage != 0:
+        problems.append(Problem("distributed.deepspeed.zero_optimization.stage",
+                                f"stage {stage} is not supported: ZeRO reduces gradients into its own partitioned "
+                                "buffers (stage 1 at the step, stages 2/3 inside backward hooks), which sparsepop's "
+                                "gradient exchange replaces; use stage 0"))
+    for key in ("fp16", "bf16"):
+        if (ds.get(key) or {}).get("enabled"):
+            problems.append(Problem(f"distributed.deepspeed.{key}.enabled",
+                                    "mixed-precision optimizers keep gradients outside param.grad (and fp16 "
+                                    "rescales them every step), where sparsepop's gradient exchange and its "
+                                    "error-feedback residuals cannot follow; remove it (training runs in fp32)"))
+    return problems
+
+
+def task_problems(spec: JobSpec) -> list[Problem]:
+    """The task's files, read before anything starts."""
+    if isinstance(spec.task, TokenFileTask):
+        problem = token_file_problem(spec.task.path, spec.task.dtype, spec.task.vocab_size)
+        if problem:
+            return [Problem("task.path", problem)]
+    return []
+
+
+def model_problems(spec: JobSpec) -> list[Problem]:
+    """The attention kind against the task."""
+    kind = spec.model.attention.kind
+    if spec.task.causal and not {**KERNELS, **BLOCKS}[kind].supports_causal:
+        return [Problem("model.attention.kind",
+                        f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
+                        "predicts the next token, which needs causal attention; use softmax, linear, "
+                        "performer or flash, or a bidirectional task such as listops")]
+    return []
+
+
+def population_problems(spec: JobSpec) -> list[Problem]:
+    """PBT's mutations against the compression method, and the Tune backend's own rules."""
+    problems: list[Problem] = []
+    pbt, method = spec.population.pbt, spec.compression.method
+    # A method outside the registry (with an exchange of its own) has no density either.
+    takes_density = getattr(COMPRESSORS.get(method), "per_member_density", False)
+    if pbt and "density" in pbt.hyperparam_mutations and not takes_density:
+        with_density = " or ".join(n for n, c in sorted(COMPRESSORS.items()) if c.per_member_density)
+        problems.append(Problem("population.pbt.hyperparam_mutations.density",
+                                f"compression.method {method!r} sends no density-sized subset of the gradient, so "
+                                f"there is no density to mutate; set compression.method to one of {with_density}, "
+                                "or remove the density mutation"))
+    problems += [Problem(path, message)
+                 for path, message in tune_backend_problems(spec.population, launcher=spec.distributed.launcher)]
+    return problems
+
+
+def launcher_problems(spec: JobSpec) -> list[Problem]:
+    """What each launcher can start."""
+    problems: list[Problem] = []
+    if spec.distributed.backend == "mpi" and spec.distributed.launcher == "ray":
+        problems.append(Problem("distributed.backend",
+                                "'mpi' needs ranks started by an MPI launcher (Ray 2.60 ships no MPI runtime); set "
+                                "distributed.launcher: mpi and run `mpiexec -n W python -m launch run SPEC`, or use "
+                                "backend: torch under Ray"))
+    if spec.population.groups > 1 and spec.distributed.launcher == "mpi":
+        problems.append(Problem("population.groups",
+                                "several groups are several Ray Train worker groups meeting at a Ray actor; "
+                                "use distributed.launcher: ray, or groups: 1 under mpiexec"))
+    return problems
