@@ -13,7 +13,7 @@ from launch.study.sweep import (_window_step_times, describe, expand_grid, load_
                           write_results_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BASE = {"name": "study", "task": {"kind": "stdlib_code", "seq_len": 64},
         "model": {"d_model": 32, "n_layers": 1, "n_heads": 2}, "train": {"steps": 100, "micro_batch_size": 4}}
 GRID = {"compression.method": ["none", "topk", "randomk"], "compression.density": [0.1, 0.01],

@@ -13,7 +13,7 @@ from pbt.config import PBTConfig
 from pbt.controller import PBTController
 from pbt.events import Event
 from pbt.groups import GroupLayout, group_controller_state, plan_group_round
-from tests.unit.test_member_copy import member_state, trained_group
+from tests.unit.trainers.test_member_copy import member_state, trained_group
 from trainers.member_state import export_residual, export_shared, import_residual_, import_shared_
 
 

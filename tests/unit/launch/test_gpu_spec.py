@@ -12,7 +12,7 @@ from launch.spec.deepspeed_config import build_deepspeed_config
 from launch.spec.problems import SpecError
 from launch.spec.schema import load_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 GPU_SPEC = REPO / "configs" / "cluster_gpu.yaml"
 
 

@@ -9,7 +9,7 @@ import yaml
 from launch.spec.problems import SpecError
 from launch.spec.schema import JobSpec, load_spec
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def write(tmp_path: Path, text: str) -> Path:
