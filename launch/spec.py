@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
 
-from compression import COMPRESSORS
+from compression import METHODS
 from compression.config import CompressionConfig
 from distrib.config import DistributedConfig
 from launch.errors import Problem, SpecError, did_you_mean
@@ -189,10 +189,8 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
                                 "performer or flash, or a bidirectional task such as listops"))
     pbt = spec.population.pbt
     method = spec.compression.method
-    # A method outside the registry (with an exchange of its own) has no density either.
-    takes_density = getattr(COMPRESSORS.get(method), "per_member_density", False)
-    if pbt and "density" in pbt.hyperparam_mutations and not takes_density:
-        with_density = " or ".join(n for n, c in sorted(COMPRESSORS.items()) if c.per_member_density)
+    if pbt and "density" in pbt.hyperparam_mutations and "density" not in METHODS[method].reads:
+        with_density = " or ".join(sorted(n for n, m in METHODS.items() if "density" in m.reads))
         problems.append(Problem("population.pbt.hyperparam_mutations.density",
                                 f"compression.method {method!r} sends no density-sized subset of the gradient, so "
                                 f"there is no density to mutate; set compression.method to one of {with_density}, "
