@@ -227,8 +227,10 @@ def bytes_per_entry(method: str) -> int:
 
 def comm_model_s(record: dict, rate_bps: float) -> float:
     """launch/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
-    return netmodel.FORMULAS[collective_of(record["method"])](record["bytes_sent"], workers=record["workers"],
-                                                               bandwidth_gbps=rate_bps / 1e9)
+    conf = METHODS[record["method"]]
+    return netmodel.communication_s(conf["compression.method"], record["bytes_sent"], workers=record["workers"],
+                                    bandwidth_gbps=rate_bps / 1e9,
+                                    randomk_mode=conf.get("compression.randomk_mode", "shared"))
 
 
 class ReplicatedCommunicator(Communicator):

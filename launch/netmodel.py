@@ -1,8 +1,7 @@
 """A simple, documented network model: what one training step would cost on a cluster.
 
 Pure functions; no Ray, no torch. Used by the compression study (launch/study_report.py)
-to project measured runs onto W workers at a given link bandwidth. Which collective a
-compression method uses is its entry's in compression/methods.py.
+to project measured runs onto W workers at a given link bandwidth.
 
 Symbols (every formula below uses them):
   W    workers (ranks), one per node, each on its own link of bandwidth β

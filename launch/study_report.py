@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
-
 from compression import METHODS
 
 from launch.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow, Projection,

@@ -14,9 +14,9 @@ uses that to add "top-k without error feedback" without a random-k twin).
 
 Expansion (`expand_grid`): every combination is applied to the base spec and validated by
 `launch.spec.validate_tree`, so a bad key or value is reported as `sweep.<key>: ...` and
-nothing starts. Combinations that would run the same job are dropped, by this rule (a
-method ignores the `compression.*` keys its entry in compression/methods.py does not read):
-  - method `none` (dense all-reduce) ignores every other `compression.*` key
+nothing starts. Combinations that would run the same job are dropped, by this rule:
+  - a method ignores the `compression.*` keys its entry in compression/methods.py does not
+    read: method `none` (dense all-reduce) ignores every other `compression.*` key
     (density, error_feedback, scope, randomk_mode, value_dtype, warmup_steps);
   - method `topk` ignores `compression.randomk_mode`;
   - method `powersgd` ignores `compression.density` and `compression.randomk_mode`, the
@@ -67,8 +67,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
-
 from compression import METHODS, CompressionConfig
+
 from launch.errors import Problem, SpecError
 from launch.yaml_io import apply_overrides, parse_yaml
 
