@@ -66,7 +66,8 @@ def flat_positions(idx_K: torch.Tensor, shape_PN: tuple[int, int], k_P: Sequence
     """
     P, n = shape_PN
     row_start_P = torch.arange(P, device=idx_K.device) * n
-    # One count for all (the usual case) needs no tensor of counts.
+    # One count for all (the usual case) needs no tensor of counts (whose total a GPU would
+    # have to read back before it could size the output).
     repeats = k_P[0] if len(set(k_P)) == 1 else torch.tensor(k_P, dtype=torch.long, device=idx_K.device)
     return idx_K.long() + row_start_P.repeat_interleave(repeats)
 
