@@ -211,6 +211,7 @@ def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, s
 
 
 def collective_of(method: str) -> str:
+    """Its compression method's collective, from the registry (compression/methods.py)."""
     conf = METHODS[method]
     return netmodel.collective_for(conf["compression.method"], conf.get("compression.randomk_mode", "shared"))
 
@@ -271,7 +272,7 @@ def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int =
     exchanges = {w: GradientExchange(config=spec.compression, communicator=ReplicatedCommunicator(w)) for w in (1, 2)}
     payloads = exchanges[1].exchange(grads, step=0).payloads
     acc_dtypes = {bucket: torch.float32 for bucket in payloads}
-    entries = sum(p.idx_Pk.numel() for p in payloads.values())
+    entries = sum(p.idx_K.numel() for p in payloads.values())
     times = {1: [], 2: []}
     for _ in range(reps):  # interleaved, so drifting machine speed hits both alike
         for workers, exchange in exchanges.items():
@@ -423,10 +424,7 @@ def measure_collectives(args) -> None:
                     proc.wait(timeout=60)
                 measured = json.loads(out.strip().splitlines()[-1])
                 for method, (collective, nbytes) in payloads.items():
-                    model = netmodel.communication_s(METHODS[method]["compression.method"], nbytes, workers=workers,
-                                                     bandwidth_gbps=parse_rate(rate) / 1e9,
-                                                     randomk_mode=METHODS[method].get("compression.randomk_mode",
-                                                                                      "shared"))
+                    model = netmodel.FORMULAS[collective](nbytes, workers=workers, bandwidth_gbps=parse_rate(rate) / 1e9)
                     print(f"{workers:>2} {rate_name(parse_rate(rate)):>11} {method:<15} {collective:<10} "
                           f"{nbytes / 1e6:>8.2f} {measured[method]:>10.4f} {model:>8.4f} "
                           f"{measured[method] / model - 1:>+6.0%}", flush=True)

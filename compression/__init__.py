@@ -1,48 +1,28 @@
 """Gradient compression: pure tensor functions, error-feedback memory, byte accounting.
 
-Imports nothing else of sparsepop. See `compressors.py` for the shape legend.
+Imports nothing else of sparsepop. See `compressors.py` for the shape legend and
+`methods.py` for the registry of compression methods.
+
+Names load on first use: the registry and the config come without torch, for the
+launcher's study tools (launch/sweep.py, launch/netmodel.py, the study report).
 """
 
-from .accounting import ByteReport, byte_report
-from .compressors import (
-    COMPRESSORS,
-    Compressor,
-    NoCompressor,
-    Payload,
-    RandomKCompressor,
-    TopKCompressor,
-    build_compressor,
-    decompress,
-    dense_compressor,
-    derive_seed,
-    flat_positions,
-    get_compressor_class,
-    member_counts,
-    num_selected,
-)
-from .config import CompressionConfig
-from .error_feedback import ErrorFeedback
-from .layout import GLOBAL_ID, GradLayout
+from importlib import import_module
 
-__all__ = [
-    "COMPRESSORS",
-    "GLOBAL_ID",
-    "ByteReport",
-    "CompressionConfig",
-    "Compressor",
-    "ErrorFeedback",
-    "GradLayout",
-    "NoCompressor",
-    "Payload",
-    "RandomKCompressor",
-    "TopKCompressor",
-    "build_compressor",
-    "byte_report",
-    "decompress",
-    "dense_compressor",
-    "derive_seed",
-    "flat_positions",
-    "get_compressor_class",
-    "member_counts",
-    "num_selected",
-]
+_MODULE_OF = {
+    **dict.fromkeys(["ByteReport", "byte_report"], "accounting"),
+    **dict.fromkeys(["COMPRESSORS", "Compressor", "NoCompressor", "Payload", "RandomKCompressor", "TopKCompressor",
+                     "build_compressor", "decompress", "dense_compressor", "derive_seed", "flat_positions",
+                     "get_compressor_class", "member_counts", "num_selected"], "compressors"),
+    "CompressionConfig": "config",
+    "ErrorFeedback": "error_feedback",
+    **dict.fromkeys(["GLOBAL_ID", "GradLayout"], "layout"),
+    **dict.fromkeys(["METHODS", "Collective", "Method"], "methods"),
+}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f".{_MODULE_OF[name]}", __name__), name)

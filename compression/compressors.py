@@ -7,12 +7,13 @@ Shape legend (every tensor name ends with its shape):
   P  members in the group (leading axis of every weight; P = 1 for a plain model)
   N  coordinates per member in this tensor (the flattened trailing dims)
   k  coordinates sent per member: k = max(1, round(density * N)), at most N
-  K  all coordinates of a payload whose members send different k: sum of k_P
+  K  all coordinates of a payload: sum of k_P (members may send different k)
 
 Every compressor selects *per member*: row p of `grad_PN` gets its own k entries, so
 members never compete for the budget. Members may have densities of their own (PBT
-mutates `density`): then row p sends k_P[p] entries and the payload holds the rows
-concatenated (`[K]` instead of `[P, k]`), so nothing is padded and bytes stay exact.
+mutates `density`): then row p sends k_P[p] entries. A payload holds its rows
+concatenated (`[K]`), whether the k are equal or not, so nothing is padded and bytes stay
+exact.
 
 Randomness never touches the global RNG: random-k draws from a private
 `torch.Generator` seeded from (seed, step, tensor id[, rank]), as PyTorch's PowerSGD hook
@@ -26,12 +27,15 @@ import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING
 
 import torch
 
-from .config import CompressionConfig
+from .methods import METHODS
 from .selection import topk_indices
+
+if TYPE_CHECKING:
+    from .config import CompressionConfig
 
 WIRE_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,
@@ -39,12 +43,6 @@ WIRE_DTYPES: dict[str, torch.dtype] = {
     "bf16": torch.bfloat16,
 }
 INDEX_DTYPE = torch.int32  # indices on the wire; 4 bytes each (N < 2**31 per member)
-
-# How a payload must cross the wire; the exchange picks the collective from this.
-#   dense:        values_PN, all-reduce (sum) then divide by world size
-#   sparse:       (values_Pk, idx_Pk), all-gather, scatter-add, divide by world size
-#   values_only:  values_Pk, all-reduce; indices are identical on every worker
-Wire = Literal["dense", "sparse", "values_only"]
 
 
 def num_selected(n: int, density: float) -> int:
@@ -68,7 +66,8 @@ def flat_positions(idx_K: torch.Tensor, shape_PN: tuple[int, int], k_P: Sequence
     """
     P, n = shape_PN
     row_start_P = torch.arange(P, device=idx_K.device) * n
-    # One count for all (the usual case) needs no tensor of counts.
+    # One count for all (the usual case) needs no tensor of counts (whose total a GPU would
+    # have to read back before it could size the output).
     repeats = k_P[0] if len(set(k_P)) == 1 else torch.tensor(k_P, dtype=torch.long, device=idx_K.device)
     return idx_K.long() + row_start_P.repeat_interleave(repeats)
 
@@ -85,37 +84,28 @@ def derive_seed(*parts: object) -> int:
 
 @dataclass(frozen=True)
 class Payload:
-    """What one worker contributes for one tensor at one step.
+    """What one worker contributes for one tensor at one step: its members' rows concatenated.
 
-    `idx_Pk` is always present for sparse payloads so the sender can decompress its own
-    payload (error feedback needs what was sent); `indices_on_wire` says whether it is
-    transmitted (False for shared random-k, whose receivers redraw the same indices).
+    Row p holds k_P[p] entries (all N of a dense payload), so `values_K` and `idx_K` are
+    `[K]`, K = sum(k_P), for equal and different k alike. Every worker knows every k_P,
+    so an entry's member follows from its position and only its column travels.
 
-    When members send different k (`k_P` set), `values_Pk` and `idx_Pk` are `[K]`: the
-    P rows concatenated, row p of length k_P[p]. Otherwise they are `[P, k]`.
+    `idx_K` is None for a dense payload, and present for every sparse one so the sender can
+    decompress its own payload (error feedback needs what was sent); `indices_on_wire` says
+    whether it is transmitted (False for shared random-k, whose receivers redraw the indices).
     """
 
-    values_Pk: torch.Tensor  # wire dtype; [P, N] for a dense payload; [K] when k_P is set
-    idx_Pk: torch.Tensor | None  # int32, None for a dense payload; [K] when k_P is set
+    values_K: torch.Tensor  # wire dtype
+    idx_K: torch.Tensor | None  # int32 column indices; None for a dense payload
     shape_PN: tuple[int, int]
-    wire: Wire
-    indices_on_wire: bool
-    k_P: tuple[int, ...] | None = None  # per-member counts, only when they differ
-
-    @property
-    def counts_P(self) -> tuple[int, ...]:
-        """Coordinates each member sends (N each for a dense payload)."""
-        if self.k_P is not None:
-            return self.k_P
-        return (self.values_Pk.shape[1],) * self.shape_PN[0]
+    k_P: tuple[int, ...]  # coordinates each member sends
+    indices_on_wire: bool = False
 
     @property
     def nbytes_P(self) -> tuple[int, ...]:
         """Exact bytes on the wire per member: values in their dtype (+ int32 indices if sent)."""
-        per_coordinate = self.values_Pk.element_size()
-        if self.indices_on_wire and self.idx_Pk is not None:
-            per_coordinate += self.idx_Pk.element_size()
-        return tuple(k * per_coordinate for k in self.counts_P)
+        per_coordinate = self.values_K.element_size() + (self.idx_K.element_size() if self.indices_on_wire else 0)
+        return tuple(k * per_coordinate for k in self.k_P)
 
     @property
     def nbytes(self) -> int:
@@ -123,25 +113,25 @@ class Payload:
 
     def flat_idx(self) -> torch.Tensor:
         """`[K]` int64 positions of the sent coordinates in the flattened `[P * N]` tensor."""
-        return flat_positions(self.idx_Pk.reshape(-1), self.shape_PN, self.counts_P)
+        return flat_positions(self.idx_K, self.shape_PN, self.k_P)
 
     @property
     def dense_nbytes(self) -> int:
         """Bytes of the same tensor sent dense in fp32 (the baseline of every ratio)."""
         return self.shape_PN[0] * self.shape_PN[1] * 4
 
-    def with_values(self, values_Pk: torch.Tensor) -> Payload:
+    def with_values(self, values_K: torch.Tensor) -> Payload:
         """The same selection carrying other values (e.g. the all-reduced sum)."""
-        return replace(self, values_Pk=values_Pk)
+        return replace(self, values_K=values_K)
 
 
 def decompress(payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Dense `[P, N]` tensor in `dtype`: the payload's values at their indices, zeros elsewhere."""
-    values_Pk = payload.values_Pk.to(dtype)
-    if payload.idx_Pk is None:
-        return values_Pk.reshape(payload.shape_PN)
-    out_PN = torch.zeros(payload.shape_PN, dtype=dtype, device=values_Pk.device)
-    out_PN.view(-1).scatter_(0, payload.flat_idx(), values_Pk.reshape(-1))
+    values_K = payload.values_K.to(dtype)
+    if payload.idx_K is None:
+        return values_K.reshape(payload.shape_PN)
+    out_PN = torch.zeros(payload.shape_PN, dtype=dtype, device=values_K.device)
+    out_PN.view(-1).scatter_(0, payload.flat_idx(), values_K)
     return out_PN
 
 
@@ -160,15 +150,11 @@ def _to_wire(values: torch.Tensor, wire_dtype: torch.dtype) -> torch.Tensor:
 
 
 class Compressor(ABC):
-    """`compress(grad_PN, step=, tensor_id=) -> Payload`; `decompress(payload) -> [P, N]`.
+    """`compress(grad_PN, step=, tensor_id=, density_P=) -> Payload`; `decompress(payload) -> [P, N]`.
 
-    Compressors with `per_member_density` also take `density_P=` (one density per
-    member, overriding `density`), so PBT can give every member its own.
+    `density_P` (one density per member, overriding `density`) lets PBT give every member
+    its own; the dense compressor sends everything whatever it says.
     """
-
-    name: ClassVar[str]
-    wire: ClassVar[Wire]
-    per_member_density: ClassVar[bool] = False
 
     def __init__(self, *, density: float = 1.0, value_dtype: str = "fp32") -> None:
         self.density = density
@@ -180,7 +166,8 @@ class Compressor(ABC):
         return cls(density=config.density, value_dtype=config.value_dtype)
 
     @abstractmethod
-    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str) -> Payload: ...
+    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
+                 density_P: Sequence[float] | None = None) -> Payload: ...
 
     def decompress(self, payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return decompress(payload, dtype)
@@ -194,16 +181,11 @@ class Compressor(ABC):
             raise ValueError(f"got {len(density_P)} member densities for a gradient of {P} members")
         return member_counts(n, density_P)
 
-    def _sparse(self, grad_PN: torch.Tensor, idx: torch.Tensor, k_P: tuple[int, ...], *, on_wire: bool) -> Payload:
-        """The payload of `idx` (`[P, k]`, or `[K]` rows concatenated when k_P differ)."""
-        ragged = len(set(k_P)) > 1
+    def _sparse(self, grad_PN: torch.Tensor, idx_K: torch.Tensor, k_P: tuple[int, ...], *, on_wire: bool) -> Payload:
+        """The payload of the column indices `idx_K` (rows concatenated, row p of k_P[p])."""
         shape_PN = tuple(grad_PN.shape)
-        if ragged:
-            values = grad_PN.reshape(-1)[flat_positions(idx, shape_PN, k_P)]
-        else:
-            values = grad_PN.gather(1, idx)
-        return Payload(_to_wire(values, self.wire_dtype), idx.to(INDEX_DTYPE), shape_PN, self.wire, on_wire,
-                       k_P if ragged else None)
+        values_K = grad_PN.reshape(-1)[flat_positions(idx_K, shape_PN, k_P)]
+        return Payload(_to_wire(values_K, self.wire_dtype), idx_K.to(INDEX_DTYPE), shape_PN, k_P, on_wire)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(density={self.density}, value_dtype={self.value_dtype!r})"
@@ -212,12 +194,10 @@ class Compressor(ABC):
 class NoCompressor(Compressor):
     """Dense: every coordinate, values cast to the wire dtype."""
 
-    name = "none"
-    wire = "dense"
-
-    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str) -> Payload:
-        values_PN = _to_wire(grad_PN, self.wire_dtype)
-        return Payload(values_PN, None, tuple(grad_PN.shape), self.wire, False)
+    def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
+                 density_P: Sequence[float] | None = None) -> Payload:
+        P, n = grad_PN.shape
+        return Payload(_to_wire(grad_PN, self.wire_dtype).reshape(-1), None, (P, n), (n,) * P)
 
 
 class TopKCompressor(Compressor):
@@ -228,23 +208,16 @@ class TopKCompressor(Compressor):
     private generator seeded by (step, tensor id), so runs are reproducible.
     """
 
-    name = "topk"
-    wire = "sparse"
-    per_member_density = True
-
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
         gen = torch.Generator(device="cpu").manual_seed(derive_seed("topk", step, tensor_id))
         abs_PN = grad_PN.abs()
-        distinct = sorted(set(k_P))
-        if len(distinct) <= 1:  # one k for all: one batched topk, as without densities
-            idx_Pk = topk_indices(abs_PN, distinct[0] if distinct else 0, gen)  # unsorted: a scatter does not care
-            return self._sparse(grad_PN, idx_Pk, k_P, on_wire=True)
         rows: list[torch.Tensor | None] = [None] * len(k_P)
-        for k in distinct:  # members that share a k share one batched topk
+        for k in sorted(set(k_P)):  # members that share a k share one batched topk
             members = [p for p, k_p in enumerate(k_P) if k_p == k]
-            for p, idx_k in zip(members, topk_indices(abs_PN[members], k, gen)):
+            shared_PN = abs_PN if len(members) == len(k_P) else abs_PN[members]  # all of them: no copy
+            for p, idx_k in zip(members, topk_indices(shared_PN, k, gen)):  # unsorted: a scatter does not care
                 rows[p] = idx_k
         return self._sparse(grad_PN, torch.cat(rows), k_P, on_wire=True)
 
@@ -257,9 +230,6 @@ class RandomKCompressor(Compressor):
     independent: seed = f(seed, step, tensor_id, rank). Indices travel with the values.
     Members draw different indices (each row is its own draw from the generator).
     """
-
-    name = "randomk"
-    per_member_density = True
 
     def __init__(
         self,
@@ -285,29 +255,23 @@ class RandomKCompressor(Compressor):
             rank=rank,
         )
 
-    @property
-    def wire(self) -> Wire:  # type: ignore[override]
-        return "values_only" if self.mode == "shared" else "sparse"
-
     def generator(self, *, step: int, tensor_id: str) -> torch.Generator:
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
         return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
 
     def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str,
                 k_P: Sequence[int] | None = None) -> torch.Tensor:
-        """int64 indices, sorted per row, for this (step, tensor[, rank]): `[P, k]`, or the
-        rows concatenated (`[K]`) when the per-member counts `k_P` differ."""
-        n = shape_PN[1]
+        """int64 column indices, sorted per row, for this (step, tensor[, rank]): `[K]`, the
+        rows concatenated, row p of k_P[p] (default: every member at `density`)."""
         k_P = self.counts(shape_PN, None) if k_P is None else k_P
         gen = self.generator(step=step, tensor_id=tensor_id)
-        rows = [_sample_without_replacement(n, k, gen) for k in k_P]
-        return torch.cat(rows) if len(set(k_P)) > 1 else torch.stack(rows)
+        return torch.cat([_sample_without_replacement(shape_PN[1], k, gen) for k in k_P])
 
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        idx = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
-        return self._sparse(grad_PN, idx.to(grad_PN.device), k_P, on_wire=self.mode == "independent")
+        idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
+        return self._sparse(grad_PN, idx_K.to(grad_PN.device), k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
         return (
@@ -333,9 +297,7 @@ def _sample_without_replacement(n: int, k: int, gen: torch.Generator) -> torch.T
     return picked[keep].sort().values
 
 
-COMPRESSORS: dict[str, type[Compressor]] = {
-    cls.name: cls for cls in (NoCompressor, TopKCompressor, RandomKCompressor)
-}
+COMPRESSORS: dict[str, type[Compressor]] = {n: globals()[m.compressor] for n, m in METHODS.items() if m.compressor}
 
 
 def get_compressor_class(name: str) -> type[Compressor]:

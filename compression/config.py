@@ -13,7 +13,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-Method = Literal["none", "topk", "randomk", "powersgd"]
+from .methods import METHODS
+
+MethodName = Literal[tuple(METHODS)]  # "none", "topk", "randomk", "powersgd": the registry's names
 Scope = Literal["global", "layerwise"]
 RandomKMode = Literal["shared", "independent"]
 ValueDtype = Literal["fp32", "fp16", "bf16"]
@@ -24,7 +26,7 @@ class CompressionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    method: Method = Field(
+    method: MethodName = Field(
         "none",
         description="none: dense all-reduce; topk: k largest magnitudes per member "
         "(sparse all-gather); randomk: k random coordinates per member; powersgd: rank-r "

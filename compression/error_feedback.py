@@ -80,8 +80,8 @@ class ErrorFeedback:
         payload = compress(acc_PN)
         if not self.enabled:
             return payload
-        if payload.idx_Pk is None:
-            if payload.values_Pk.dtype == acc_PN.dtype:
+        if payload.idx_K is None:
+            if payload.values_K.dtype == acc_PN.dtype:
                 # Lossless (dense, same dtype): the residual would be all zeros; keep none
                 # rather than a model-sized buffer of zeros (dense training, warm-up).
                 self._residual.pop(tensor_id, None)
@@ -90,11 +90,10 @@ class ErrorFeedback:
         else:
             # Sparse: residual = acc - decompress(payload), computed in place in acc's
             # buffer: only the sent entries change (bit-identical to the dense formula,
-            # without a dense zeros + scatter + subtract per step). Flat positions serve
-            # members with equal and with different k alike.
+            # without a dense zeros + scatter + subtract per step).
             pos_K = payload.flat_idx()
             acc_N = acc_PN.view(-1)
-            sent_K = payload.values_Pk.reshape(-1).to(acc_PN.dtype)
+            sent_K = payload.values_K.to(acc_PN.dtype)
             acc_N.scatter_(0, pos_K, acc_N.gather(0, pos_K) - sent_K)
             self._residual[tensor_id] = acc_PN
         return payload

@@ -10,16 +10,15 @@ Shape legend:
 One step, on every worker (`GradientExchange.exchange`):
   1. bucket the `name -> [P, ...]` gradients into `[P, N]` tensors, sorted by name;
   2. per bucket: acc = residual + grad; payload = compress(acc); residual = acc - sent;
-  3. move all payloads with ONE collective, chosen by the wire pattern:
-       dense        (method none, or warm-up): concat values -> [T], all-reduce sum
-       values_only  (shared random-k):        concat values -> [K], all-reduce sum;
-                                               indices are identical on every worker
-       powersgd     (distrib/powersgd_exchange.py): TWO all-reduces, of the P factors
-                    (with the dense 1-D tensors) and then of the Q factors
-       sparse       (top-k, independent random-k): concat values and int32 indices ->
-                                               [K] each, packed into one byte buffer,
-                                               all-gather -> [W, K] each,
-                                               scatter-add worker by worker
+  3. move all payloads with ONE collective, the method's (compression/methods.py);
+     dense steps (method none, warm-up) all-reduce:
+       all-reduce      (dense: concat values -> [T]; shared random-k: concat values ->
+                       [K], the indices are identical on every worker): sum
+       all-gather      (top-k, independent random-k): concat values and int32 indices
+                       -> [K] each, packed into one byte buffer, all-gather -> [W, K]
+                       each, scatter-add worker by worker
+       2 all-reduces   (PowerSGD, distrib/powersgd_exchange.py): of the P factors (with
+                       the dense 1-D tensors) and then of the Q factors
   4. divide by W: the average of what the workers sent, dense again, per parameter.
 
 Per-member densities (`exchange(..., density_P=)`, PBT mutating `density`): member p
@@ -28,8 +27,8 @@ concatenated, bucket after bucket, without padding, so the buffer holds exactly 
 entries and every byte counted in `bytes_sent` is a byte on the wire. All workers know
 every member's density (hyperparameters are identical on every worker), hence every k,
 so their buffers have the same shape and the row of each received entry is implied by
-its position: an index travels as its column only, as before. With one density for all
-members the payloads are `[P, k]`, as they always were.
+its position: an index travels as its column only. One density for all members is the
+same layout with equal k.
 
 Every worker computes bit-identical averages: sums run in the same order everywhere
 (the all-reduce result is the same on all ranks; the scatter-add goes over workers in
@@ -69,7 +68,9 @@ from typing import Mapping
 import torch
 
 from compression import (
+    METHODS,
     ByteReport,
+    Collective,
     CompressionConfig,
     Compressor,
     ErrorFeedback,
@@ -111,15 +112,16 @@ class GradientExchange:
         self.config = config
         self.comm = communicator
         self.seed = seed
-        # PowerSGD is no Payload compressor (its two all-reduces interleave with compute):
-        # it has its own wire pattern, self.powersgd, and only the dense warm-up compressor.
+        self.collective = METHODS[config.method].collective(config.randomk_mode)  # of compressed steps
+        # Two all-reduces (PowerSGD) interleave with compute: no Payload compressor but an
+        # exchange of its own, self.powersgd, and only the dense warm-up compressor.
+        two = self.collective is Collective.TWO_ALL_REDUCES
         self.compressor: Compressor | None = (
-            None if config.method == "powersgd" else build_compressor(config, seed=seed, rank=communicator.rank))
+            None if two else build_compressor(config, seed=seed, rank=communicator.rank))
         self._warmup_compressor = dense_compressor()
         self.error_feedback = ErrorFeedback(enabled=config.error_feedback)
         self.powersgd = (PowerSGDExchange(config=config, communicator=communicator,
-                                          error_feedback=self.error_feedback, seed=seed)
-                         if config.method == "powersgd" else None)
+                                          error_feedback=self.error_feedback, seed=seed) if two else None)
         self._layout: GradLayout | None = None
 
     # -- the step -----------------------------------------------------------------------
@@ -139,31 +141,30 @@ class GradientExchange:
         `config.density`; ignored by dense steps (method none, warm-up).
         """
         layout = self._layout_for(grads)
-        if self.powersgd is not None and not self.config.is_dense(step):
+        dense = self.config.is_dense(step)
+        collective = Collective.ALL_REDUCE if dense else self.collective
+        if collective is Collective.TWO_ALL_REDUCES:
             averaged, report = self.powersgd.exchange(layout, grads, step=step)
             return ExchangeResult(layout.unflatten(averaged), report, {})
         compressor = self.compressor_for(step)
         # Dense steps send everything whatever the densities (the spec refuses density
         # mutations for methods without a density).
-        takes_densities = density_P is not None and compressor.per_member_density
-        densities = {"density_P": [float(d) for d in density_P]} if takes_densities else {}
+        densities = None if density_P is None else [float(d) for d in density_P]
         payloads: dict[str, Payload] = {}
         acc_dtypes: dict[str, torch.dtype] = {}
         for bucket_id, grad_PN in layout.flatten(grads):
-            compress = partial(compressor.compress, step=step, tensor_id=bucket_id, **densities)
+            compress = partial(compressor.compress, step=step, tensor_id=bucket_id, density_P=densities)
             payloads[bucket_id] = self.error_feedback.step(bucket_id, grad_PN, compress)
             acc_dtypes[bucket_id] = torch.promote_types(grad_PN.dtype, torch.float32)
 
         if not payloads:
             averaged: dict[str, torch.Tensor] = {}
-        elif compressor.wire == "sparse":
+        elif collective is Collective.ALL_GATHER:
             averaged = self._sparse_all_gather(payloads, acc_dtypes)
-        else:  # "dense" and "values_only": the values can simply be summed
+        else:  # an all-reduce: the values can simply be summed
             averaged = self._values_all_reduce(payloads, acc_dtypes)
 
-        report = byte_report(
-            payloads.values(), members=layout.P, dense_step=compressor.wire == "dense"
-        )
+        report = byte_report(payloads.values(), members=layout.P, dense_step=dense)
         return ExchangeResult(layout.unflatten(averaged), report, payloads)
 
     def exchange_(self, grads: Mapping[str, torch.Tensor], *, step: int,
@@ -174,27 +175,26 @@ class GradientExchange:
             grads[name].copy_(avg)
         return result.bytes
 
-    # -- the three wire patterns --------------------------------------------------------
+    # -- the collectives (PowerSGD's two all-reduces: powersgd_exchange.py) ---------------
 
     def _values_all_reduce(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
-        """dense / values_only: one all-reduce of all values, flattened and concatenated."""
+        """all-reduce: one all-reduce of all values, concatenated (dense, or shared indices)."""
         ids = list(payloads)
-        values_K = torch.cat([payloads[i].values_Pk.reshape(-1) for i in ids])
+        values_K = torch.cat([payloads[i].values_K for i in ids])
         self.comm.all_reduce_sum_(values_K)
         out, start = {}, 0
         for i in ids:
             p = payloads[i]
-            n = p.values_Pk.numel()
-            summed = p.with_values(values_K[start : start + n].view(p.values_Pk.shape))
-            out[i] = decompress(summed, acc_dtypes[i]).div_(self.comm.world_size)
+            n = p.values_K.numel()
+            out[i] = decompress(p.with_values(values_K[start : start + n]), acc_dtypes[i]).div_(self.comm.world_size)
             start += n
         return out
 
     def _sparse_all_gather(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
-        """sparse: ONE all-gather of values and column indices packed as bytes, then scatter-add."""
+        """all-gather: ONE all-gather of values and column indices packed as bytes, then scatter-add."""
         ids = list(payloads)
-        values_K = torch.cat([payloads[i].values_Pk.reshape(-1) for i in ids])
-        idx_K = torch.cat([payloads[i].idx_Pk.reshape(-1) for i in ids])
+        values_K = torch.cat([payloads[i].values_K for i in ids])
+        idx_K = torch.cat([payloads[i].idx_K for i in ids])
         # Pack both into one byte buffer so a step costs one collective, not two.
         packed_B = torch.cat([values_K.view(torch.uint8), idx_K.view(torch.uint8)])
         packed_WB = self.comm.all_gather(packed_B)
@@ -206,10 +206,10 @@ class GradientExchange:
         out, start = {}, 0
         for i in ids:
             p = payloads[i]
-            sl = slice(start, start + p.idx_Pk.numel())
+            sl = slice(start, start + p.idx_K.numel())
             # Every worker's payload has this worker's layout (same k_P), so the row of
             # each entry follows from its position.
-            pos_WK = flat_positions(idx_WK[:, sl], p.shape_PN, p.counts_P)
+            pos_WK = flat_positions(idx_WK[:, sl], p.shape_PN, p.k_P)
             dense_PN = torch.zeros(p.shape_PN, dtype=acc_dtypes[i], device=values_K.device)
             flat_dense = dense_PN.view(-1)  # [P * N]
             for w in range(W):  # rank order: the same float sums on every worker

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from compression import COMPRESSORS
+from compression import METHODS
 from launch.spec.problems import Problem
 from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import BLOCKS, KERNELS
@@ -92,10 +92,8 @@ def population_problems(spec: JobSpec) -> list[Problem]:
     """PBT's mutations against the compression method, and the Tune backend's own rules."""
     problems: list[Problem] = []
     pbt, method = spec.population.pbt, spec.compression.method
-    # A method outside the registry (with an exchange of its own) has no density either.
-    takes_density = getattr(COMPRESSORS.get(method), "per_member_density", False)
-    if pbt and "density" in pbt.hyperparam_mutations and not takes_density:
-        with_density = " or ".join(n for n, c in sorted(COMPRESSORS.items()) if c.per_member_density)
+    if pbt and "density" in pbt.hyperparam_mutations and "density" not in METHODS[method].reads:
+        with_density = " or ".join(sorted(n for n, m in METHODS.items() if "density" in m.reads))
         problems.append(Problem("population.pbt.hyperparam_mutations.density",
                                 f"compression.method {method!r} sends no density-sized subset of the gradient, so "
                                 f"there is no density to mutate; set compression.method to one of {with_density}, "

@@ -54,11 +54,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from compression import METHODS, Collective
+
 DEFAULT_LATENCY_S = 10e-6
 DEFAULT_WORKERS = (2, 8, 32, 128)
 DEFAULT_BANDWIDTHS_GBPS = (1.0, 10.0, 100.0)
 
-ALL_REDUCE, ALL_GATHER, TWO_ALL_REDUCES = "all-reduce", "all-gather", "2 all-reduces"
+ALL_REDUCE, ALL_GATHER, TWO_ALL_REDUCES = Collective.ALL_REDUCE, Collective.ALL_GATHER, Collective.TWO_ALL_REDUCES
 
 
 def bytes_per_second(bandwidth_gbps: float) -> float:
@@ -117,17 +119,11 @@ def gathered_decompress_s(entries: float, *, workers: int, seconds_per_entry: fl
 FORMULAS = {ALL_REDUCE: ring_all_reduce_s, ALL_GATHER: ring_all_gather_s, TWO_ALL_REDUCES: two_ring_all_reduces_s}
 
 
-def collective_for(method: str, randomk_mode: str = "shared") -> str:
-    """The collective sparsepop uses for a compression method (distrib/exchange.py)."""
-    if method == "none":
-        return ALL_REDUCE
-    if method == "topk":
-        return ALL_GATHER
-    if method == "randomk":
-        return ALL_REDUCE if randomk_mode == "shared" else ALL_GATHER
-    if method == "powersgd":
-        return TWO_ALL_REDUCES
-    raise ValueError(f"unknown compression method {method!r}; expected none, topk, randomk or powersgd")
+def collective_for(method: str, randomk_mode: str = "shared") -> Collective:
+    """The collective sparsepop uses for a compression method (compression/methods.py)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown compression method {method!r}; expected {', '.join(METHODS)}")
+    return METHODS[method].collective(randomk_mode)
 
 
 def communication_s(method: str, payload_bytes: float, *, workers: int, bandwidth_gbps: float,

@@ -30,9 +30,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
+from compression import METHODS
 from launch.runs.files import METRICS, SUMMARY, read_json, read_jsonl, save_figure, write_atomic
-from launch.study.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow, Projection,
-                             collective_for, project)
+from launch.study.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow,
+                                   Projection, collective_for, project)
 
 VAL_STEP, VAL_MB, DENSITY, STEP_TIME, PROJECTION = (
     "val_loss_vs_step.png", "val_loss_vs_mb.png", "final_loss_vs_density.png", "step_time.png", "projection.png")
@@ -148,16 +149,21 @@ def _family(row: dict) -> tuple[str, str]:
     return (row["method"], "")
 
 
+def _by_rank(row: dict) -> bool:
+    """Whether the method's size is a rank, not a density (PowerSGD's)."""
+    return "rank" in METHODS[row["method"]].reads
+
+
 def _level(row: dict) -> float:
     """How much a configuration sends, for shading and ordering: its density, or for
     PowerSGD its rank (higher = more sent, lighter)."""
-    return row["rank"] if row["method"] == "powersgd" else row["density"]
+    return row["rank"] if _by_rank(row) else row["density"]
 
 
 def _fraction_sent(row: dict) -> float | None:
     """The x of the final-loss plot: the density, or for PowerSGD (no density) the bytes
     one worker sent per step over the dense fp32 bytes."""
-    if row["method"] != "powersgd":
+    if not _by_rank(row):
         return row["density"]
     sent, dense = row.get("payload_bytes_per_step"), row.get("dense_bytes_per_step")
     return sent / dense if sent and dense else None
@@ -260,18 +266,17 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
         members.sort(key=lambda t: _fraction_sent(t.row))
         method, mode, ef, workers, dtype = key
         first = style[members[0].label]
+        name = METHODS[method].label + (f" {mode}" if mode else "")
         if method == "none":
-            name = "dense"
             ax.axhline(members[0].row["final_val_loss"], color="black", linestyle=":", linewidth=1.0, alpha=0.7)
         else:
-            name = {"topk": "top-k", "randomk": f"random-k {mode}", "powersgd": "PowerSGD"}.get(method, method)
             name += "" if ef is None else (" + EF" if ef else ", no EF")
             name += "" if dtype in (None, "fp32") else f", {dtype}"
         name += f", W={workers}" if many_workers else ""
         xs, ys = [_fraction_sent(t.row) for t in members], [t.row["final_val_loss"] for t in members]
         ax.plot(xs, ys, label=name, color=first["color"], linestyle=first["linestyle"], marker=first["marker"],
                 markersize=6, linewidth=1.6)
-        if method == "powersgd":
+        if _by_rank(members[0].row):
             for t, x, y in zip(members, xs, ys):
                 ax.annotate(f"r{t.row['rank']}", (x, y), xytext=(4, 4), textcoords="offset points",
                             fontsize="small", color=first["color"])
@@ -292,7 +297,7 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
 
 def plot_step_time(study: Study, style: dict, path: Path) -> str:
     timed = [t for t in study.trials if t.row.get("step_time_s")]
-    order = {"none": 0, "topk": 1, "randomk": 2, "powersgd": 3}
+    order = {m: i for i, m in enumerate(METHODS)}
     timed.sort(key=lambda t: (order.get(t.row["method"], 9), t.row.get("randomk_mode") or "",
                               -_level(t.row), t.row["workers"], t.label))
     fig = Figure(figsize=(FIGSIZE[0], max(2.5, 0.9 + 0.32 * len(timed))), dpi=DPI, layout="constrained")
@@ -446,7 +451,7 @@ def _results_table(study: Study) -> list[str]:
 
 
 def _density_or_rank(row: dict) -> str:
-    return f"(rank {row['rank']})" if row["method"] == "powersgd" else _fmt(row.get("density"), "g")
+    return f"(rank {row['rank']})" if _by_rank(row) else _fmt(row.get("density"), "g")
 
 
 def _projection_section(study: Study, inputs: list[ConfigInput], projection: Projection, caption: str) -> list[str]:

@@ -15,7 +15,8 @@ uses that to add "top-k without error feedback" without a random-k twin).
 Expansion (`expand_grid`): every combination is applied to the base spec and validated by
 `launch.spec.schema.validate_tree`, so a bad key or value is reported as `sweep.<key>: ...` and
 nothing starts. Combinations that would run the same job are dropped, by this rule:
-  - method `none` (dense all-reduce) ignores every other `compression.*` key
+  - a method ignores the `compression.*` keys its entry in compression/methods.py does not
+    read: method `none` (dense all-reduce) ignores every other `compression.*` key
     (density, error_feedback, scope, randomk_mode, value_dtype, warmup_steps);
   - method `topk` ignores `compression.randomk_mode`;
   - method `powersgd` ignores `compression.density` and `compression.randomk_mode`, the
@@ -67,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from compression import METHODS, CompressionConfig
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import Problem, SpecError, report_spec_error
@@ -82,16 +84,7 @@ RESERVED_KEYS = {
     "distributed.launcher": "every trial runs under mpiexec (launcher: mpi)",
     "sweep": "a sweep cannot sweep itself",
 }
-# What a compression method ignores (the duplicate rule of the module docstring).
-COMPRESSION_KEYS = ("density", "error_feedback", "scope", "randomk_mode", "value_dtype", "warmup_steps", "rank",
-                    "min_compression_rate")
-RANK_KEY = "compression.rank"  # the spec refuses it for methods other than powersgd
-IGNORED_BY_METHOD = {
-    "none": tuple(f"compression.{k}" for k in COMPRESSION_KEYS),
-    "topk": ("compression.randomk_mode", RANK_KEY, "compression.min_compression_rate"),
-    "randomk": (RANK_KEY, "compression.min_compression_rate"),
-    "powersgd": ("compression.density", "compression.randomk_mode"),
-}
+RANK_KEY = "compression.rank"  # the spec refuses it for methods that do not read it (all but powersgd)
 WORKERS_KEY = "distributed.num_workers"
 
 RESULT_COLUMNS = [
@@ -180,7 +173,8 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
             overrides = dict(zip(grid, values))
             tree = copy.deepcopy(base_tree)
             method = overrides.get("compression.method", _get_dotted(base_tree, "compression.method"))
-            applied = {k: v for k, v in overrides.items() if method == "powersgd" or k != RANK_KEY}
+            reads_rank = method in METHODS and "rank" in METHODS[method].reads
+            applied = {k: v for k, v in overrides.items() if reads_rank or k != RANK_KEY}
             bad = [p for k, v in applied.items() if (p := _set_dotted(tree, k, v, where))]
             problems += bad  # and validate the rest, so every problem is reported in one pass
             if isinstance(tree.setdefault("distributed", {}), dict):
@@ -192,7 +186,7 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
                 continue
             if bad:
                 continue
-            ignored = IGNORED_BY_METHOD[spec.compression.method]
+            ignored = ignored_by(spec.compression.method)
             identity = _identity(spec, ignored)
             if identity in seen:
                 first = seen[identity]
@@ -252,6 +246,11 @@ def _name_the_key(problem: Problem, overrides: dict[str, Any], where: str = "swe
             return Problem(f"{where}.{key}", message)
     combo = ", ".join(f"{k}={v}" for k, v in overrides.items())
     return Problem(problem.path, f"{problem.message} (in the combination {combo})")
+
+
+def ignored_by(method: str) -> tuple[str, ...]:
+    """The compression.* keys `method` does not read (the duplicate rule of the module docstring)."""
+    return tuple(f"compression.{k}" for k in CompressionConfig.model_fields if k not in ("method", *METHODS[method].reads))
 
 
 def _identity(spec: JobSpec, ignored: tuple[str, ...]) -> str:
@@ -491,14 +490,14 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
     steps = summary.get("steps") or last_step or 0
     train_time = rows[-1].get("time_s") if rows else summary.get("train_time_s")
     sent = summary.get("bytes_sent_per_worker")
-    dense = comp.method == "none"
+    dense, reads = comp.method == "none", METHODS[comp.method].reads
     row = {
         "trial": trial.label, "config": trial.config,
         "status": outcome.get("status") or summary.get("status") or "failed",
         "method": comp.method,
-        "randomk_mode": comp.randomk_mode if comp.method == "randomk" else "",
+        "randomk_mode": comp.randomk_mode if "randomk_mode" in reads else "",
         # dense sends every coordinate; PowerSGD sends rank-r factors, no density
-        "density": 1.0 if dense else None if comp.method == "powersgd" else comp.density,
+        "density": 1.0 if dense else comp.density if "density" in reads else None,
         "rank": comp.rank,
         "error_feedback": "" if dense else comp.error_feedback,
         "workers": spec.distributed.num_workers,

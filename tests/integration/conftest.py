@@ -1,5 +1,4 @@
 """Helpers for tests that start real Ray clusters, DeepSpeed workers and mpiexec."""
-import json
 import os
 import socket
 import subprocess

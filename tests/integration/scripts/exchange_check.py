@@ -4,8 +4,7 @@ Given the `rank{R}.pt` files that exchange_worker.py wrote, recompute every expe
 average from the saved payloads with plain tensor ops and compare:
   dense / values_only: sum of every worker's values, / W, at the (shared) indices
   sparse:              scatter-add of every worker's (values, indices), / W
-member by member (a payload whose members have their own densities holds its rows
-concatenated, row m of length k_P[m]), and check the rest of the contract: all ranks
+member by member (a payload holds its rows concatenated, row m of length k_P[m]), and check the rest of the contract: all ranks
 got identical results; each member sent exactly its own k per bucket; the per-rank
 error-feedback invariant sum(grads) == sum(sent) + residual; warm-up sends exact fp32;
 shared random-k indices agree across ranks and change across steps; independent ones
@@ -36,7 +35,7 @@ def load_ranks(outdir: Path, world_size: int) -> list[dict]:
 
 def _rows(t: torch.Tensor, p: dict) -> list[torch.Tensor]:
     """A sparse payload's values or indices, one tensor per member."""
-    return list(t.split(p["k_P"])) if t.dim() == 1 else list(t.unbind(0))
+    return list(t.split(p["k_P"]))
 
 
 def _decompress(p: dict, dtype=torch.float32) -> torch.Tensor:

@@ -78,12 +78,12 @@ def run_cases(comm) -> dict:
                 "result": res.grads,
                 "payloads": {
                     bid: {
-                        "values": p.values_Pk,
-                        "idx": p.idx_Pk,
+                        "values": p.values_K,
+                        "idx": p.idx_K,
                         "shape": list(p.shape_PN),
-                        "wire": p.wire,
+                        "wire": "dense" if p.idx_K is None else "sparse" if p.indices_on_wire else "values_only",
                         "on_wire": p.indices_on_wire,
-                        "k_P": list(p.counts_P),
+                        "k_P": list(p.k_P),
                         "nbytes_P": list(p.nbytes_P),
                     }
                     for bid, p in res.payloads.items()

@@ -1,6 +1,7 @@
 """Compressors: selection, seeding, payload sizes, round trips, global RNG untouched.
 
-Shape legend: P members, N coordinates per member, k selected per member.
+Shape legend: P members, N coordinates per member, k selected per member, K = P k (a
+payload's rows concatenated).
 """
 
 from __future__ import annotations
@@ -9,15 +10,15 @@ import pytest
 import torch
 
 from compression import (
-    CompressionConfig,
-    NoCompressor,
-    RandomKCompressor,
-    TopKCompressor,
-    build_compressor,
-    byte_report,
-    decompress,
-    num_selected,
-)
+                         CompressionConfig,
+                         NoCompressor,
+                         RandomKCompressor,
+                         TopKCompressor,
+                         build_compressor,
+                         byte_report,
+                         decompress,
+                         num_selected,
+                         )
 from compression.selection import topk_indices
 
 
@@ -36,12 +37,13 @@ def test_topk_picks_exactly_the_k_largest_magnitudes_per_member():
     grad_PN = randn(3, 500)
     payload = TopKCompressor(density=0.02).compress(grad_PN, step=0, tensor_id="w")
     k = 10
-    assert payload.idx_Pk.shape == (3, k) and payload.idx_Pk.dtype == torch.int32
+    assert payload.idx_K.shape == (3 * k,) and payload.k_P == (k,) * 3 and payload.idx_K.dtype == torch.int32
+    idx_Pk, values_Pk = payload.idx_K.view(3, k), payload.values_K.view(3, k)
     for p in range(3):
         want = set(grad_PN[p].abs().topk(k).indices.tolist())
-        assert set(payload.idx_Pk[p].tolist()) == want
+        assert set(idx_Pk[p].tolist()) == want
         # values are the signed entries at those indices
-        torch.testing.assert_close(payload.values_Pk[p], grad_PN[p, payload.idx_Pk[p].long()])
+        torch.testing.assert_close(values_Pk[p], grad_PN[p, idx_Pk[p].long()])
 
 
 def test_topk_threshold_path_matches_torch_topk_on_large_rows():
@@ -61,14 +63,15 @@ def test_randomk_shared_same_indices_across_workers_for_same_seed_step_tensor():
     w1 = RandomKCompressor(density=0.05, mode="shared", seed=11, rank=1)
     a = w0.compress(grad_PN, step=4, tensor_id="layer.w")
     b = w1.compress(randn(2, 1000, seed=1), step=4, tensor_id="layer.w")
-    assert torch.equal(a.idx_Pk, b.idx_Pk)
-    assert not a.indices_on_wire and a.wire == "values_only"
+    assert torch.equal(a.idx_K, b.idx_K)
+    assert not a.indices_on_wire  # shared: values only (all-reduced: test_compression_methods.py)
     # ... and different across steps, tensors, seeds, and members
-    assert not torch.equal(a.idx_Pk, w0.compress(grad_PN, step=5, tensor_id="layer.w").idx_Pk)
-    assert not torch.equal(a.idx_Pk, w0.compress(grad_PN, step=4, tensor_id="layer.b").idx_Pk)
+    assert not torch.equal(a.idx_K, w0.compress(grad_PN, step=5, tensor_id="layer.w").idx_K)
+    assert not torch.equal(a.idx_K, w0.compress(grad_PN, step=4, tensor_id="layer.b").idx_K)
     other_seed = RandomKCompressor(density=0.05, mode="shared", seed=12)
-    assert not torch.equal(a.idx_Pk, other_seed.compress(grad_PN, step=4, tensor_id="layer.w").idx_Pk)
-    assert not torch.equal(a.idx_Pk[0], a.idx_Pk[1])
+    assert not torch.equal(a.idx_K, other_seed.compress(grad_PN, step=4, tensor_id="layer.w").idx_K)
+    row0, row1 = a.idx_K.split(a.k_P)
+    assert not torch.equal(row0, row1)
 
 
 def test_randomk_independent_differs_across_ranks_but_is_reproducible():
@@ -76,20 +79,20 @@ def test_randomk_independent_differs_across_ranks_but_is_reproducible():
     idx = {
         r: RandomKCompressor(density=0.05, mode="independent", seed=11, rank=r)
         .compress(grad_PN, step=4, tensor_id="w")
-        .idx_Pk
+        .idx_K
         for r in (0, 1)
     }
     assert not torch.equal(idx[0], idx[1])
     again = RandomKCompressor(density=0.05, mode="independent", seed=11, rank=1)
-    assert torch.equal(idx[1], again.compress(grad_PN, step=4, tensor_id="w").idx_Pk)
+    assert torch.equal(idx[1], again.compress(grad_PN, step=4, tensor_id="w").idx_K)
 
 
 @pytest.mark.parametrize("n,density", [(1000, 0.01), (1000, 0.3), (50, 0.9), (100_000, 0.001)])
 def test_randomk_indices_are_distinct_and_in_range(n, density):
-    idx_Pk = RandomKCompressor(density=density).indices((4, n), step=0, tensor_id="t")
+    idx_K = RandomKCompressor(density=density).indices((4, n), step=0, tensor_id="t")
     k = num_selected(n, density)
-    assert idx_Pk.shape == (4, k)
-    for row in idx_Pk:
+    assert idx_K.shape == (4 * k,)
+    for row in idx_K.split(k):
         assert row.unique().numel() == k and 0 <= row.min() and row.max() < n
 
 
@@ -97,7 +100,7 @@ def test_randomk_is_roughly_uniform():
     counts_N = torch.zeros(20)
     rk = RandomKCompressor(density=0.1)
     for step in range(2000):
-        counts_N += torch.bincount(rk.indices((1, 20), step=step, tensor_id="u")[0], minlength=20)
+        counts_N += torch.bincount(rk.indices((1, 20), step=step, tensor_id="u"), minlength=20)  # P = 1: K = k
     # each coordinate expected 2000 * 2/20 = 200 times
     assert counts_N.min() > 150 and counts_N.max() < 250
 
@@ -125,7 +128,7 @@ def test_payload_nbytes_exact(value_dtype, value_bytes):
     x_PN = randn(P, n)
     topk = TopKCompressor(density=0.01, value_dtype=value_dtype).compress(x_PN, step=0, tensor_id="a")
     assert topk.nbytes == P * k * (value_bytes + 4)
-    assert topk.values_Pk.dtype == {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[value_dtype]
+    assert topk.values_K.dtype == {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[value_dtype]
     shared = RandomKCompressor(density=0.01, value_dtype=value_dtype).compress(x_PN, step=0, tensor_id="a")
     assert shared.nbytes == P * k * value_bytes  # no indices on the wire
     indep = RandomKCompressor(density=0.01, value_dtype=value_dtype, mode="independent")
@@ -160,8 +163,8 @@ def test_byte_report_ratios_at_one_percent(method, mode, value_dtype, ratio):
 def test_wire_cast_clamps_instead_of_overflowing():
     x_PN = torch.tensor([[1e6, -1e6, 1.0]])
     payload = NoCompressor(value_dtype="fp16").compress(x_PN, step=0, tensor_id="x")
-    assert torch.isfinite(payload.values_Pk).all()
-    assert payload.values_Pk[0, 0] == torch.finfo(torch.float16).max
+    assert torch.isfinite(payload.values_K).all()
+    assert payload.values_K[0] == torch.finfo(torch.float16).max
 
 
 def test_decompress_places_values_and_zeros():

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from pydantic import ValidationError
 
 from compression import (
-    COMPRESSORS,
-    CompressionConfig,
-    NoCompressor,
-    RandomKCompressor,
-    TopKCompressor,
-    build_compressor,
-    get_compressor_class,
-)
+                         COMPRESSORS,
+                         CompressionConfig,
+                         NoCompressor,
+                         RandomKCompressor,
+                         TopKCompressor,
+                         build_compressor,
+                         get_compressor_class,
+                         )
 
 
 def test_defaults():
@@ -72,6 +73,10 @@ def test_build_compressor_from_config():
         rank=3,
     )
     assert isinstance(rk, RandomKCompressor)
-    assert (rk.mode, rk.seed, rk.rank, rk.value_dtype, rk.wire) == ("independent", 5, 3, "bf16", "sparse")
+    assert (rk.mode, rk.seed, rk.rank, rk.value_dtype) == ("independent", 5, 3, "bf16")
+    # independent indices travel (all-gathered), shared ones do not (all-reduced values):
+    # the collectives are the registry's, checked in test_compression_methods.py
+    x_PN = torch.ones(2, 10)
+    assert rk.compress(x_PN, step=0, tensor_id="x").indices_on_wire
     shared = build_compressor(CompressionConfig(method="randomk"))
-    assert shared.wire == "values_only"
+    assert not shared.compress(x_PN, step=0, tensor_id="x").indices_on_wire

@@ -1,5 +1,5 @@
 """Per-member densities (PBT mutating `density`): each member sends its own k, with exact
-bytes, through the same single collective; one density for all keeps the `[P, k]` path.
+bytes, through the same single collective; one density for all is the same layout.
 
 The exchange runs on a one-rank MPI communicator (mpi4py's COMM_WORLD under pytest):
 its average is this worker's own payload, so every expected value is a plain per-row
@@ -46,7 +46,7 @@ def test_topk_member_rows_send_their_own_k():
     payload = TopKCompressor(density=0.5).compress(grad_PN, step=0, tensor_id="w", density_P=DENSITIES)
     k_P = tuple(num_selected(1000, d) for d in DENSITIES)
     assert payload.k_P == k_P == (10, 200, 50, 200)
-    assert payload.idx_Pk.shape == payload.values_Pk.shape == (sum(k_P),)  # rows concatenated, no padding
+    assert payload.idx_K.shape == payload.values_K.shape == (sum(k_P),)  # rows concatenated, no padding
     assert payload.nbytes_P == tuple(8 * k for k in k_P)  # fp32 value + int32 index per coordinate
     assert torch.equal(decompress(payload), top_rows(grad_PN, k_P))
 
@@ -66,10 +66,10 @@ def test_randomk_member_rows_send_their_own_k(mode):
     k_P = tuple(num_selected(500, d) for d in DENSITIES)
     assert payloads[0].k_P == k_P and payloads[0].indices_on_wire == (mode == "independent")
     assert payloads[0].nbytes_P == tuple((8 if mode == "independent" else 4) * k for k in k_P)
-    rows = payloads[0].idx_Pk.long().split(k_P)
+    rows = payloads[0].idx_K.long().split(k_P)
     for p, row in enumerate(rows):
         assert row.unique().numel() == k_P[p] and torch.equal(decompress(payloads[0])[p, row], grad_PN[p, row])
-    assert torch.equal(payloads[0].idx_Pk, payloads[1].idx_Pk) == (mode == "shared")
+    assert torch.equal(payloads[0].idx_K, payloads[1].idx_K) == (mode == "shared")
 
 
 def test_one_density_for_all_takes_the_path_of_no_densities():
@@ -78,7 +78,7 @@ def test_one_density_for_all_takes_the_path_of_no_densities():
         for step in range(3):
             a = plain.exchange(grads(step), step=step)
             b = given.exchange(grads(step), step=step, density_P=[0.2] * 4)
-            assert all(p.k_P is None and p.idx_Pk.shape[0] == 4 for p in b.payloads.values())  # [P, k]
+            assert all(len(set(p.k_P)) == 1 and p.idx_K.numel() == 4 * p.k_P[0] for p in b.payloads.values())
             assert all(torch.equal(a.grads[n], b.grads[n]) for n in SHAPES), config
             assert a.bytes == b.bytes
         assert all(torch.equal(x, y) for x, y in zip(plain.state_dict().values(), given.state_dict().values()))
@@ -96,7 +96,7 @@ def test_exchange_averages_each_member_at_its_density_with_exact_bytes():
     assert result.bytes.bytes_sent_P == tuple(8 * sum(num_selected(n, d) for n in n_B) for d in DENSITIES)
     assert result.bytes.dense_bytes == 4 * sum(n_B)
     assert result.bytes.ratio_P[0] < result.bytes.ratio_P[2] < result.bytes.ratio_P[1] == result.bytes.ratio_P[3]
-    assert result.payloads["c.scale"].k_P is None  # N = 1: every member sends its one coordinate
+    assert result.payloads["c.scale"].k_P == (1,) * 4  # N = 1: every member sends its one coordinate
 
 
 def test_error_feedback_keeps_exactly_what_each_member_did_not_send():

@@ -4,8 +4,8 @@ import math
 import pytest
 
 from launch.study.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
-                             communication_s, crossover_workers, gathered_decompress_s, project, projected_step_s,
-                             ring_all_gather_s, ring_all_reduce_s, two_ring_all_reduces_s)
+                                   communication_s, crossover_workers, gathered_decompress_s, project, projected_step_s,
+                                   ring_all_gather_s, ring_all_reduce_s, two_ring_all_reduces_s)
 
 
 def test_bandwidth_unit_is_decimal_gigabits():

@@ -10,7 +10,7 @@ from launch.spec.problems import SpecError
 from launch.study.report import (DENSITY, PROJECTION, STEP_TIME, VAL_MB, VAL_STEP, load_study, projection_inputs,
                                  read_results, write_study_report)
 from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, main, result_row,
-                          write_results_csv)
+                                write_results_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[3]
