@@ -4,7 +4,7 @@ Imports nothing else of sparsepop. See `compressors.py` for the shape legend and
 `methods.py` for the registry of compression methods.
 
 Names load on first use: the registry and the config come without torch, for the
-launcher's study tools (launch/sweep.py, launch/netmodel.py, the study report).
+launcher's study tools (launch/study/: the sweep, the network model, the study report).
 """
 
 from importlib import import_module
@@ -13,7 +13,7 @@ _MODULE_OF = {
     **dict.fromkeys(["ByteReport", "byte_report"], "accounting"),
     **dict.fromkeys(["COMPRESSORS", "Compressor", "NoCompressor", "Payload", "RandomKCompressor", "TopKCompressor",
                      "build_compressor", "decompress", "dense_compressor", "derive_seed", "flat_positions",
-                     "get_compressor_class", "member_counts", "num_selected"], "compressors"),
+                     "get_compressor_class", "member_counts", "num_selected", "seeded_generator"], "compressors"),
     "CompressionConfig": "config",
     "ErrorFeedback": "error_feedback",
     **dict.fromkeys(["GLOBAL_ID", "GradLayout"], "layout"),

@@ -82,6 +82,12 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
+def seeded_generator(*parts: object) -> torch.Generator:
+    """A CPU generator whose stream depends only on `parts` (hashed, so nearby keys such as
+    (layer 1, draw 0) and (layer 0, draw 1) give unrelated streams); never the global RNG."""
+    return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
+
+
 @dataclass(frozen=True)
 class Payload:
     """What one worker contributes for one tensor at one step: its members' rows concatenated.
@@ -211,7 +217,7 @@ class TopKCompressor(Compressor):
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        gen = torch.Generator(device="cpu").manual_seed(derive_seed("topk", step, tensor_id))
+        gen = seeded_generator("topk", step, tensor_id)
         abs_PN = grad_PN.abs()
         rows: list[torch.Tensor | None] = [None] * len(k_P)
         for k in sorted(set(k_P)):  # members that share a k share one batched topk
@@ -257,7 +263,7 @@ class RandomKCompressor(Compressor):
 
     def generator(self, *, step: int, tensor_id: str) -> torch.Generator:
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
-        return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
+        return seeded_generator(*parts)
 
     def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str,
                 k_P: Sequence[int] | None = None) -> torch.Tensor:

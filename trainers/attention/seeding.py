@@ -5,17 +5,10 @@ private CPU torch.Generator seeded by a key such as (seed, layer, count), never 
 global RNG: a per-rank or global-RNG draw would give each worker a different model (or
 shift the dropout stream of everything after it), silently breaking data parallelism.
 """
-import hashlib
-
 import torch
 from torch import nn
 
-
-def seeded_generator(*key: int) -> torch.Generator:
-    """A CPU generator whose stream depends only on `key` (hashed, so nearby keys such as
-    layer 1 / draw 0 and layer 0 / draw 1 give unrelated streams)."""
-    digest = hashlib.blake2b(repr(key).encode(), digest_size=8).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+from compression import seeded_generator  # noqa: F401 - the one recipe, shared with the compressors
 
 
 class TrainingCalls(nn.Module):
