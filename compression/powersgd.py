@@ -3,7 +3,7 @@
 Shape legend:
   P  members in the group (a batch axis here: every member compresses its own matrices)
   n  rows, m  columns of one member's gradient seen as a matrix (`shape[0]` x the rest,
-     as torch's powerSGD_hook views it), r  the approximation rank, min(n, m, rank)
+     as torch's powerSGD_hook views it), r  the approximation rank, min(n, m, compression.rank)
   left_Pnr   the paper's (and torch's) P factor;  right_Pmr  its Q factor
 
 One step for one matrix M_Pnm on every worker, as in torch's powerSGD_hook (the
@@ -35,10 +35,10 @@ class Factorization:
 
     n: int
     m: int
-    rank: int  # r: one member sends n r values (P) and m r values (Q)
+    approx_rank: int  # r: one member sends n r values (P) and m r values (Q)
 
 
-def factorization(shape: tuple[int, ...], *, rank: int, min_compression_rate: float) -> Factorization | None:
+def factorization(shape: tuple[int, ...], *, approx_rank: int, min_compression_rate: float) -> Factorization | None:
     """The factors for one member's gradient of `shape`, or None when it is sent dense.
 
     1-D shapes are always dense. (Torch views a vector as a [d, 1] matrix; under any
@@ -47,7 +47,7 @@ def factorization(shape: tuple[int, ...], *, rank: int, min_compression_rate: fl
     if len(shape) < 2:
         return None
     n, m = shape[0], math.prod(shape[1:])
-    r = min(n, m, rank)
+    r = min(n, m, approx_rank)
     if r < 1 or not (n + m) * r * min_compression_rate < n * m:
         return None
     return Factorization(n, m, r)

@@ -6,7 +6,7 @@ and our gradients are population-batched [P, ...] and exchanged at the accumulat
 boundary), so its steps run here, per member, on the layerwise buckets of `GradLayout`.
 
 Shape legend (as compression/powersgd.py):
-  W  workers   P  members   n, m  one member's gradient as a matrix   r  rank
+  W  workers   P  members   n, m  one member's gradient as a matrix   r  approximation rank
   X  values per member in an all-reduce buffer (everything packed, in bucket order)
 
 One step, on every worker:
@@ -72,7 +72,8 @@ class PowerSGDExchange:
                  error_feedback: ErrorFeedback, seed: int = 0) -> None:
         if config.method != "powersgd" or config.rank is None:
             raise ValueError(f"PowerSGDExchange needs method powersgd with a rank, got {config!r}")
-        self.rank, self.min_compression_rate = config.rank, config.min_compression_rate
+        # compression.rank: PowerSGD's approximation rank (not a worker's rank)
+        self.approx_rank, self.min_compression_rate = config.rank, config.min_compression_rate
         self.comm, self.error_feedback, self.seed = communicator, error_feedback, seed
         self._right: dict[str, torch.Tensor] = {}  # bucket id -> last step's averaged Q, [P, m, r]
 
@@ -110,7 +111,7 @@ class PowerSGDExchange:
         matrices, dense = [], []
         for bucket, (bucket_id, grad_PN) in zip(layout.buckets, layout.flatten(grads)):
             shape = bucket.entries[0].shape[1:]  # layerwise: one parameter per bucket
-            f = factorization(shape, rank=self.rank, min_compression_rate=self.min_compression_rate)
+            f = factorization(shape, approx_rank=self.approx_rank, min_compression_rate=self.min_compression_rate)
             if f is None:
                 dense.append((bucket_id, grad_PN.to(torch.promote_types(grad_PN.dtype, torch.float32))))
                 continue
@@ -122,7 +123,7 @@ class PowerSGDExchange:
 
     def _warm_right(self, x: _Matrix, *, step: int) -> torch.Tensor:
         """Last step's Q for this matrix, or a fresh one seeded alike on every worker."""
-        shape = (x.acc_PN.shape[0], x.f.m, x.f.rank)
+        shape = (x.acc_PN.shape[0], x.f.m, x.f.approx_rank)
         right_Pmr = self._right.get(x.id)
         if right_Pmr is not None and tuple(right_Pmr.shape) == shape:
             return right_Pmr.to(device=x.acc_PN.device, dtype=x.acc_PN.dtype)

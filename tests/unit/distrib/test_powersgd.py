@@ -69,11 +69,11 @@ def test_initial_right_is_seeded_and_private():
 
 def test_which_shapes_are_factorized():
     # torch's rule: factorize when (n + m) r * min_compression_rate < n m.
-    assert factorization((32, 64), rank=2, min_compression_rate=2) == Factorization(32, 64, 2)
-    assert factorization((32, 4, 16), rank=4, min_compression_rate=2) == Factorization(32, 64, 4)
-    assert factorization((64,), rank=1, min_compression_rate=2) is None  # 1-D: dense
-    assert factorization((4, 4), rank=2, min_compression_rate=2) is None  # 8*2*2 = 32 >= 16
-    assert factorization((4, 4), rank=9, min_compression_rate=0.1) == Factorization(4, 4, 4)  # r <= min(n, m)
+    assert factorization((32, 64), approx_rank=2, min_compression_rate=2) == Factorization(32, 64, 2)
+    assert factorization((32, 4, 16), approx_rank=4, min_compression_rate=2) == Factorization(32, 64, 4)
+    assert factorization((64,), approx_rank=1, min_compression_rate=2) is None  # 1-D: dense
+    assert factorization((4, 4), approx_rank=2, min_compression_rate=2) is None  # 8*2*2 = 32 >= 16
+    assert factorization((4, 4), approx_rank=9, min_compression_rate=0.1) == Factorization(4, 4, 4)  # r <= min(n, m)
 
 
 # ---------------------------------------------------------------- the spec
