@@ -22,6 +22,7 @@ from launch.report import write_report
 from launch.spec import JobSpec
 from launch.summary import summarize
 from pbt.controller import PBTController
+from pbt.hyperparams import HyperparamStore
 from trainers.loop import WorkerPlan
 
 
@@ -110,15 +111,18 @@ def make_run_dir(spec: JobSpec) -> Path:
     return fresh_dir(spec.storage_dir(), spec.name)
 
 
-def population_controller(spec: JobSpec, members: int | None = None) -> PBTController:
-    """Members' hyperparameters: the spec's values, and PBT's draws for those it mutates.
-    `members`: default population.size (one group); the whole population's count for the
-    coordinator of several groups."""
+def population_controller(spec: JobSpec, members: int | None = None) -> HyperparamStore:
+    """Members' hyperparameters: the spec's values, and PBT's draws for those it mutates
+    (then the store is the PBTController that decides). `members`: default
+    population.size (one group); the whole population's count for the coordinator of
+    several groups."""
     defaults = {"lr": spec.train.lr, "weight_decay": spec.train.weight_decay,
                 "warmup": spec.train.warmup_steps / spec.train.steps, "dropout": spec.model.dropout,
                 "density": spec.compression.density}
-    return PBTController(spec.population.pbt, members=members or spec.population.size, seed=spec.seed,
-                         defaults=defaults)
+    members = members or spec.population.size
+    if spec.population.pbt is None:
+        return HyperparamStore(members, defaults)
+    return PBTController(spec.population.pbt, members=members, seed=spec.seed, defaults=defaults)
 
 
 def worker_plan(spec: JobSpec, ds_config: dict) -> WorkerPlan:
