@@ -40,8 +40,8 @@ from launch.errors import Problem, SpecError
 from launch.spec import JobSpec
 from launch.workers import ActorReporter, RayTrainCheckpoints
 from pbt.controller import PBTController
-from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, param_space, trial_hyperparams
-from pbt.tune_scheduler import build_scheduler
+from pbt.ray.tune_scheduler import build_scheduler, param_space
+from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, trial_hyperparams
 from trainers.loop import Worker, WorkerPlan, replica_digest, say
 
 TRIAL_MEMORY_BYTES = 256 * 2**20  # a trial's own process: Ray, torch, a TorchTrainer's driver
