@@ -5,7 +5,7 @@ Same run directory as one group, except the checkpoints: `checkpoints_g{g}/` per
 Group g trains its members with seed `seed + g` (initial weights, data order, dropout), so
 the groups' members differ as members of one group do (group 0 starts from the weights a
 one-group run with the same seed would). The global controller draws the G·P members'
-initial hyperparameters; each group's controller holds its slice.
+initial hyperparameters; each group's HyperparamStore holds its slice.
 """
 import time
 from dataclasses import replace
@@ -14,11 +14,14 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from launch.groups import CoordinatorActor, GroupLink, group_train_worker
+from launch.groups import CoordinatorActor, GroupLink, GroupRounds, group_train_worker
 from launch.job import (check_resources, connect_ray, finish_run, population_controller, prepare_run_dir,
                         ray_trainer, start_recorder, worker_plan)
 from launch.spec import JobSpec
 from pbt.groups import GroupLayout, group_controller_state
+from pbt.hyperparams import HyperparamStore
+from trainers.loop import WorkerPlan
+from trainers.rounds import NO_ROUNDS
 
 
 @ray.remote(num_cpus=0)
@@ -33,13 +36,13 @@ def fit_group(spec: JobSpec, loop_config: dict, run_dir: str, group: int) -> str
     return None
 
 
-def group_plan(spec: JobSpec, ds_config: dict, global_state: dict, layout: GroupLayout, group: int):
-    """Group `group`'s WorkerPlan: its own seed and a controller holding its members' slice
-    of the global hyperparameters (it never decides: the coordinator does)."""
-    plan = worker_plan(spec, ds_config)
-    controller = population_controller(spec)
-    controller.load_state_dict(group_controller_state(global_state, layout, group))
-    return replace(plan, seed=spec.seed + group, population=controller)
+def group_plan(spec: JobSpec, ds_config: dict, link: GroupLink, global_state: dict) -> WorkerPlan:
+    """Group `link.group`'s WorkerPlan: its own seed, a store holding its members' slice of
+    the global hyperparameters, and rounds decided by the coordinator."""
+    store = HyperparamStore.from_state_dict(group_controller_state(global_state, link.layout, link.group))
+    pbt = spec.population.pbt
+    return replace(worker_plan(spec, ds_config), seed=spec.seed + link.group, population=store,
+                   rounds=GroupRounds(link, pbt, store) if pbt else NO_ROUNDS)
 
 
 def wait_for_groups(fits: dict, coordinator) -> list[str]:
@@ -72,7 +75,7 @@ def run_group_job(spec: JobSpec) -> Path:
     fits = {}
     for group in range(layout.groups):
         link = GroupLink(coordinator, layout, group, initial=global_state["initial"])
-        config = {"plan": group_plan(spec, ds_config, global_state, layout, group), "recorder": recorder, "link": link}
+        config = {"plan": group_plan(spec, ds_config, link, global_state), "recorder": recorder, "link": link}
         fits[fit_group.options(scheduling_strategy=here).remote(spec, config, str(run_dir), group)] = group
     started = time.perf_counter()
     errors = wait_for_groups(fits, coordinator)

@@ -24,6 +24,7 @@ from launch.summary import summarize
 from pbt.controller import PBTController
 from pbt.hyperparams import HyperparamStore
 from trainers.loop import WorkerPlan
+from trainers.rounds import NO_ROUNDS, LocalRounds
 
 
 def connect_ray() -> None:
@@ -127,10 +128,12 @@ def population_controller(spec: JobSpec, members: int | None = None) -> Hyperpar
 
 def worker_plan(spec: JobSpec, ds_config: dict) -> WorkerPlan:
     pbt = spec.population.pbt
+    population = population_controller(spec)
     return WorkerPlan(seed=spec.seed, task=spec.task, model=spec.model, train=spec.train,
                       compression=spec.compression, members=spec.population.size, deepspeed_config=ds_config,
                       backend=spec.distributed.backend, checkpoint_interval=spec.run.checkpoint_interval,
-                      use_gpu=spec.distributed.use_gpu, population=population_controller(spec),
+                      use_gpu=spec.distributed.use_gpu, population=population,
+                      rounds=LocalRounds(population) if pbt else NO_ROUNDS,
                       pbt_metric=pbt.metric if pbt else "val_loss")
 
 
