@@ -1,5 +1,6 @@
-"""Ray's private names this project relies on still exist, with the parameters we call them
-with: a Ray upgrade that changes them fails here, not in the middle of a run."""
+"""Ray's private PBT names pbt/ray/private_api.py relies on still exist, with the parameters
+it overrides them with: a Ray upgrade that changes them fails here, not in the middle of a
+run."""
 import inspect
 
 from ray.tune.experiment import Trial
@@ -24,9 +25,3 @@ def test_pbt_private_attributes_exist():
 
     assert hasattr(_PBTTrialState(Trial("member_trial", config={}, stub=True)), "last_result")
 
-
-def test_bootstrap_address_resolution_keeps_its_parameters():
-    """launch/job.py `last_cluster_answers` resolves `address="auto"` as ray.init does."""
-    from ray._private.services import canonicalize_bootstrap_address
-
-    assert tuple(inspect.signature(canonicalize_bootstrap_address).parameters)[:1] == ("addr",)
