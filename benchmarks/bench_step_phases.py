@@ -6,13 +6,14 @@ one worker), per-member gradient clipping, and the optimizer step.
     .venv/bin/python benchmarks/bench_step_phases.py --set task.seq_len=32 \\
         --set compression.method=topk --set compression.value_dtype=fp16
 
-It runs the worker loop's own pieces (trainers/loop.py: the DeepSpeed engine, the exchange,
-the clip, `engine.step()`) in this process with torch.distributed of world size 1 over
+It runs the worker loop's own step (trainers/loop.py `Worker.train_step`: the DeepSpeed
+engine, the exchange, the clip, `engine.step()`, timed through its `time_phase` hook) in this process with torch.distributed of world size 1 over
 loopback, one thread (a Ray worker with CPU: 1 gets OMP_NUM_THREADS=1). Figures are medians
 of the timed steps. What does not scale with tokens (exchange, clip, optimizer) bounds what
 compression can gain on a link: see docs/cluster.md.
 """
 import argparse
+import contextlib
 import os
 import socket
 import statistics
@@ -24,7 +25,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import trainers.loop  # noqa: E402
 from launch.cli import report_spec_error  # noqa: E402
 from launch.spec.deepspeed_config import build_deepspeed_config  # noqa: E402
 from launch.spec.problems import SpecError  # noqa: E402
@@ -35,7 +35,7 @@ from trainers.loop import Worker, import_deepspeed  # noqa: E402
 PHASES = ("forward+backward", "exchange", "clip", "optimizer", "step")
 
 
-def one_process_worker(spec) -> Worker:
+def one_process_worker(spec, time_phase) -> Worker:
     """A Worker in this process; it never runs `run()`, so it needs no reporter or checkpoints."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -43,33 +43,26 @@ def one_process_worker(spec) -> Worker:
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     import_deepspeed(use_gpu=False).init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
     return Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=0, world_size=1, reporter=None,
-                  checkpoints=None)
+                  checkpoints=None, time_phase=time_phase)
 
 
-def timed(seconds: list[float], fn):
-    """`fn`, appending each call's duration to `seconds`."""
-    def wrapper(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            seconds.append(time.perf_counter() - started)
-    return wrapper
-
-
-def measure(worker: Worker, steps: int, skip: int) -> dict[str, float]:
-    """Medians of `Worker._train_step` and of the calls it makes (instrumented in place: the
-    loop's own step runs); forward + backward is the rest of the step."""
+def measure(spec, steps: int, skip: int) -> dict[str, float]:
+    """Medians of `Worker.train_step` and of the phases it times; forward + backward is the
+    rest of the step."""
     calls = {"exchange": [], "clip": [], "optimizer": []}
-    trainers.loop.exchange_gradients = timed(calls["exchange"], trainers.loop.exchange_gradients)
-    trainers.loop.clip_grad_norm_per_member_ = timed(calls["clip"], trainers.loop.clip_grad_norm_per_member_)
-    worker.engine.step = timed(calls["optimizer"], worker.engine.step)
+
+    @contextlib.contextmanager
+    def time_phase(phase: str):
+        started = time.perf_counter()
+        yield
+        calls[phase].append(time.perf_counter() - started)
+
+    worker = one_process_worker(spec, time_phase)
     totals = []
     for _ in range(steps):
         started = time.perf_counter()
-        worker._train_step()
+        worker.train_step()
         totals.append(time.perf_counter() - started)
-        worker.step += 1
     for seconds in calls.values():  # grad_clip 0 skips the clip: count it as 0
         seconds.extend([0.0] * (steps - len(seconds)))
     times = {name: seconds[skip:] for name, seconds in calls.items()}
@@ -91,7 +84,7 @@ def main() -> int:
                                      "train.grad_accum_steps=1", *args.set])
     except SpecError as err:
         return report_spec_error(err, args.spec)
-    seconds = measure(one_process_worker(spec), args.steps, args.skip)
+    seconds = measure(spec, args.steps, args.skip)
     comp = spec.compression
     print(f"{spec.name}: seq_len {spec.task.seq_len}, micro-batch {spec.train.micro_batch_size}, "
           f"{spec.population.size} member(s), compression {comp.method} (density {comp.density}, "

@@ -101,6 +101,10 @@ class PBTConfig(BaseModel):
         False, description="population.backend tune only: Ray Tune's synchronous PBT (every trial waits at each "
         "perturbation step for the others) instead of its asynchronous default")
 
+    def is_perturbation_step(self, step: int) -> bool:
+        """A round after every `perturbation_interval` completed steps, from `burn_in` on."""
+        return step > 0 and step >= self.burn_in and step % self.perturbation_interval == 0
+
     @field_validator("quantile_fraction")
     @classmethod
     def _quantile(cls, v: float) -> float:

@@ -65,7 +65,7 @@ def plan_group_round(events: Sequence[Event], layout: GroupLayout, group: int) -
 
 
 def group_controller_state(state: Mapping, layout: GroupLayout, group: int) -> dict:
-    """The slice of a global PBTController.state_dict() that a group's own controller (P
+    """The slice of a global PBTController.state_dict() that a group's HyperparamStore (P
     members) loads: its members' initial and current hyperparameters and exploit steps."""
     if state["members"] != layout.population:
         raise ValueError(f"controller state is for {state['members']} members, the layout has {layout.population}")

@@ -1,4 +1,7 @@
-"""The spec's `population.pbt` as Ray Tune's `PopulationBasedTraining` (`population.backend: tune`).
+"""How the spec's `population.pbt` maps onto Ray Tune's `PopulationBasedTraining`
+(`population.backend: tune`), in its Ray-free parts: the backend's spec rules (checked at
+validation, without importing Ray), the trial config's keys, the explore clip. Ray's side:
+pbt/ray/.
 
 Each Tune trial is one member: its config holds `member` (the trial's index, fixed for
 its life) and every hyperparameter of pbt.config.DOMAINS (the mutated ones and the
@@ -10,14 +13,13 @@ Where Ray's PBT and ours differ, the mapping makes Ray's behave like the spec sa
   - a range value perturbed by a factor is clipped to its range (Ray leaves it outside);
   - a choice is a plain list (Ray's categorical form: explore moves to a neighbour),
     not `tune.choice`, which Ray would multiply by a factor.
-(pbt/tune_scheduler.py keeps the target's `member`, which Ray copies from the donor.)
+(pbt/ray/private_api.py keeps the target's `member`, which Ray copies from the donor.)
 Ray draws its explore decisions from Python's global `random`, so unlike the vectorized
 backend a Tune run's exploits are not reproducible from the seed.
 """
-import functools
 from collections.abc import Mapping
 
-from pbt.config import Mutation, PBTConfig, PopulationConfig
+from pbt.config import Mutation, PopulationConfig
 
 MEMBER_KEY = "member"
 TIME_ATTR = "step"  # what the trials report, and what perturbation_interval counts
@@ -56,17 +58,6 @@ def tune_backend_problems(population: PopulationConfig, *, launcher: str) -> lis
     return problems
 
 
-def tune_domain(mutation: Mutation):
-    """Ray Tune's form of one mutation: tune.loguniform / tune.uniform for ranges, a plain
-    list for a choice."""
-    from ray import tune
-
-    if mutation.kind == "choice":
-        return list(mutation.values)
-    low, high = mutation.values
-    return tune.loguniform(low, high) if mutation.kind == "loguniform" else tune.uniform(low, high)
-
-
 def clip_to_ranges(config: dict, mutations: Mapping[str, Mutation]) -> dict:
     """Ray's custom_explore_fn: a perturbed range value goes back into its range."""
     for name, mutation in mutations.items():
@@ -74,36 +65,6 @@ def clip_to_ranges(config: dict, mutations: Mapping[str, Mutation]) -> dict:
             low, high = mutation.values
             config[name] = min(max(config[name], low), high)
     return config
-
-
-def scheduler_kwargs(pbt: PBTConfig) -> dict:
-    """Keyword arguments of `PopulationBasedTraining` for the spec's pbt section."""
-    mutations = dict(pbt.hyperparam_mutations)
-    return {
-        "time_attr": TIME_ATTR,
-        "metric": pbt.metric,
-        "mode": pbt.mode,
-        "perturbation_interval": pbt.perturbation_interval,
-        "burn_in_period": pbt.burn_in,
-        "hyperparam_mutations": {name: tune_domain(m) for name, m in mutations.items()},
-        "quantile_fraction": pbt.quantile_fraction,
-        "resample_probability": pbt.resample_probability,
-        "perturbation_factors": tuple(pbt.perturbation_factors),
-        "custom_explore_fn": functools.partial(clip_to_ranges, mutations=mutations),
-        "synch": pbt.synch,
-    }
-
-
-def param_space(initial: Mapping[str, list[float]]) -> dict:
-    """One trial per member: `member` is a grid over 0..P-1 and each hyperparameter is
-    that member's initial value (initial: name -> [P], as PBTController.initial)."""
-    from ray import tune
-
-    members = len(next(iter(initial.values())))
-    space = {MEMBER_KEY: tune.grid_search(list(range(members)))}
-    for name, values in initial.items():
-        space[name] = tune.sample_from(lambda config, values=tuple(values): values[config[MEMBER_KEY]])
-    return space
 
 
 def trial_hyperparams(config: Mapping) -> dict[str, float]:

@@ -7,22 +7,22 @@ DeepSpeed steps the optimizer. Rank 0 reports metric rows and prints progress; e
 worker writes its part of each checkpoint.
 
 Members' hyperparameters ([P] tensors: lr, weight_decay, warmup fraction, dropout,
-compression density) come from the plan's population controller
-(pbt.controller.PBTController, built by the launcher); every `perturbation_interval`
-steps it decides exploit/explore from scores that are identical on all workers (with
-pbt.bytes_penalty, each member's bytes sent count against it), and every worker copies
-the winners' state (weights, optimizer moments and step counters, error-feedback
-residuals) onto the losers in place.
+compression density) come from the plan's `population`. After every step the plan's
+`rounds` decide and apply PBT's exploit/explore from scores that are identical on all
+workers (with pbt.bytes_penalty, each member's bytes sent count against it): every worker
+copies the winners' state (weights, optimizer moments and step counters, error-feedback
+residuals) onto the losers in place (`Worker.copy_member`) and takes the new
+hyperparameters (`Worker.apply_hyperparams`).
 
-What the launcher provides (see launch/backends/ray_session.py):
-  reporter      .log(rows), .log_events(json_lines), .rewind(step), .set_info(**info)
-                (used on rank 0 only)
-  checkpoints   .save(step, write_files)  write_files(folder) writes this rank's files
-                .latest()  a context manager giving the newest checkpoint folder or None
+What the launcher provides, as the protocols of trainers/contracts.py: the plan's
+`population` (HyperparamSource) and `rounds` (PerturbationRounds, trainers/rounds.py for
+one group), a `reporter` (rank 0 only) and a `checkpoints` store.
 """
 import os
 import sys
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,8 @@ from distrib.deepspeed_glue import build_communicator, exchange_gradients, take_
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, load
-from trainers.config import ModelConfig, TrainConfig
+from trainers.config import ModelConfig, TaskConfig, TrainConfig
+from trainers.contracts import CheckpointStore, HyperparamSource, PerturbationRounds, Reporter
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
 from trainers.population_optim import clip_grad_norm_per_member_, member_learning_rates
@@ -52,7 +53,7 @@ class WorkerPlan:
     """Everything a worker needs, and nothing else: the spec sections trainers/ uses."""
 
     seed: int
-    task: object  # one of trainers.config.TaskConfig
+    task: TaskConfig
     model: ModelConfig
     train: TrainConfig
     compression: CompressionConfig
@@ -61,15 +62,9 @@ class WorkerPlan:
     backend: str  # distributed.backend: torch | mpi
     checkpoint_interval: int
     use_gpu: bool
-    population: object  # pbt.controller.PBTController: members' hyperparameters and PBT decisions
+    population: HyperparamSource  # members' hyperparameters
+    rounds: PerturbationRounds  # how PBT rounds are decided and applied
     pbt_metric: str = "val_loss"  # population.pbt.metric: the score PBT compares
-    # Ray Tune PBT (population.backend: tune) runs a member in rounds of this many steps: a run
-    # stops, with a checkpoint, at the next multiple after the step it resumed from (Tune
-    # decides between rounds). None: one run to train.steps.
-    round_steps: int | None = None
-    # False under Ray Tune PBT: after an exploit the restored checkpoint is the donor's, and
-    # the hyperparameters are the trial's new ones (the controller's), not the donor's.
-    hyperparams_from_checkpoint: bool = True
 
 
 def import_deepspeed(use_gpu: bool):
@@ -100,11 +95,22 @@ def replica_digest(model: torch.nn.Module) -> torch.Tensor:
     return sum(p.detach().double().reshape(members, -1).abs().sum(1) for p in params)
 
 
+def untimed(phase: str) -> AbstractContextManager:
+    return nullcontext()
+
+
 class Worker:
-    def __init__(self, plan: WorkerPlan, *, rank: int, world_size: int, reporter, checkpoints):
+    """`time_phase(name)`: a context manager around each of a step's "exchange", "clip"
+    and "optimizer" phases (benchmarks time them with it). A Worker that never `run()`s
+    (benchmarks) needs no reporter or checkpoints."""
+
+    def __init__(self, plan: WorkerPlan, *, rank: int, world_size: int, reporter: Reporter | None,
+                 checkpoints: CheckpointStore | None,
+                 time_phase: Callable[[str], AbstractContextManager] = untimed):
         self.plan, self.rank, self.world_size = plan, rank, world_size
         self.reporter = reporter if rank == 0 else None
         self.checkpoints = checkpoints
+        self.time_phase = time_phase
         deepspeed = import_deepspeed(plan.use_gpu)
         if not plan.use_gpu:
             keep_freed_memory_for_reuse()
@@ -149,21 +155,19 @@ class Worker:
         tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
                            * self.plan.task.seq_len)
         window_start, window_losses = time.perf_counter(), []
-        stop = train.steps
-        if self.plan.round_steps is not None:
-            stop = min(stop, (self.step // self.plan.round_steps + 1) * self.plan.round_steps)
+        rounds = self.plan.rounds
+        stop = rounds.begin(self)
         while self.step < stop:
-            lr_P = self._apply_hyperparams()
+            lr_P = self._set_step_rates()
             step_started = time.perf_counter()
-            loss_P, bytes_report = self._train_step()
+            loss_P, bytes_report = self.train_step()
             self.train_time_s += time.perf_counter() - step_started
-            self.step += 1
             # Every step, so that a diverged member is seen (and replaced) at once, with the
             # same numbers on every worker.
             loss_P = self._mean_across_workers(loss_P)
             window_losses.append(loss_P)
             done = self.step == stop
-            round_due = self.population.is_perturbation_step(self.step)
+            round_due = rounds.is_round(self.step)
             evaluate = (self.step % train.eval_interval == 0 or done
                         or (round_due and self.plan.pbt_metric == "val_loss"))
             val_loss_P, val_accuracy_P = self._evaluate() if evaluate else (None, None)
@@ -174,13 +178,14 @@ class Worker:
                           self.step * tokens_per_step, bytes_report, tokens_per_s)
                 window_start, window_losses = time.perf_counter(), []
             use_val = self.plan.pbt_metric == "val_loss" and val_loss_P is not None
-            self._exploit_explore(val_loss_P if use_val else loss_P, bytes_report)
+            rounds.after_step(self, val_loss_P if use_val else loss_P, bytes_report)
             if self.step % self.plan.checkpoint_interval == 0 or done:
                 self.checkpoints.save(self.step, self._write_checkpoint_files)
 
-    def _train_step(self):
-        """One optimizer step (grad_accum_steps micro-steps); returns the mean loss per
-        member on this worker and the exchange's byte report."""
+    def train_step(self):
+        """One optimizer step (grad_accum_steps micro-steps) at the optimizer's current
+        hyperparameters; advances `step`. Returns the mean loss per member on this worker
+        and the exchange's byte report."""
         train, members = self.plan.train, self.plan.members
         losses, report = [], None
         for micro in range(train.grad_accum_steps):
@@ -194,16 +199,20 @@ class Worker:
             loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
             self.engine.backward(loss_P.sum())
             if self.engine.is_gradient_accumulation_boundary():
-                # Each member sends its own density (PBT's, copied on exploit like the rest).
-                report = exchange_gradients(self.engine, self.exchange, step=self.step,
-                                            density_P=self._hyperparams("density").tolist())
+                with self.time_phase("exchange"):
+                    # Each member sends its own density (PBT's, copied on exploit like the rest).
+                    report = exchange_gradients(self.engine, self.exchange, step=self.step,
+                                                density_P=self._hyperparams("density").tolist())
                 self.bytes_sent_total += torch.tensor(report.bytes_sent_P, dtype=torch.float64)
                 self.dense_bytes_total += report.dense_bytes
                 if train.grad_clip > 0:
-                    # Per member: one member's large gradient must not shrink the others'.
-                    clip_grad_norm_per_member_(self.engine.module.parameters(), train.grad_clip)
-            self.engine.step()
+                    with self.time_phase("clip"):
+                        # Per member: one member's large gradient must not shrink the others'.
+                        clip_grad_norm_per_member_(self.engine.module.parameters(), train.grad_clip)
+            with self.time_phase("optimizer"):
+                self.engine.step()
             losses.append(loss_P.detach())
+        self.step += 1
         return torch.stack(losses).mean(0).cpu(), report
 
     @torch.no_grad()
@@ -227,9 +236,15 @@ class Worker:
     def _hyperparams(self, name: str) -> torch.Tensor:
         return self.population.hyperparams_tensor(name, dtype=torch.float64)
 
-    def _apply_hyperparams(self) -> torch.Tensor:
+    def apply_hyperparams(self) -> None:
+        """The population's hyperparameters changed (a round, a restore): give them to the
+        model (dropout) and the optimizer."""
+        self.engine.module.set_dropout(self._hyperparams("dropout"))
+        self._set_step_rates()
+
+    def _set_step_rates(self) -> torch.Tensor:
         """Give the optimizer this step's learning rate (schedule applied) and weight decay
-        of every member, from the controller; returns lr_P."""
+        of every member; returns lr_P."""
         train = self.plan.train
         lr_P = member_learning_rates(self._hyperparams("lr"), self._hyperparams("warmup"), step=self.step,
                                      total_steps=train.steps, schedule=train.lr_schedule,
@@ -238,21 +253,9 @@ class Worker:
         return lr_P
 
     @torch.no_grad()
-    def _exploit_explore(self, scores_P: torch.Tensor, bytes_report) -> None:
-        """Apply the population controller's decisions (identical on every worker: the
-        scores are all-reduced and its random numbers are seeded by (seed, step))."""
-        events = self.population.decide(self.step, scores_P.tolist(), bytes_ratio_P=list(bytes_report.ratio_P))
-        for event in events:
-            copy_member_state_(self.engine.module, self.optimizer, self.exchange,
-                               target=event.target, source=event.source)
-        if not events:
-            return
-        self.engine.module.set_dropout(self._hyperparams("dropout"))
-        if self.reporter is not None:
-            self.reporter.log_events([event.to_json() for event in events])
-            for event in events:
-                say(f"[pbt] step {self.step}: member {event.target} <- member {event.source} ({event.reason}); "
-                    + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+    def copy_member(self, *, target: int, source: int) -> None:
+        """Member `target` becomes member `source` (copy_member_state_)."""
+        copy_member_state_(self.engine.module, self.optimizer, self.exchange, target=target, source=source)
 
     def _mean_across_workers(self, value_P: torch.Tensor) -> torch.Tensor:
         value_P = value_P.to(torch.float32).clone()
@@ -306,8 +309,7 @@ class Worker:
             state = load(Path(folder) / "model.pt")
             worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
         self.engine.module.load_state_dict(state["model"])  # includes each member's dropout rate
-        if self.plan.hyperparams_from_checkpoint:
-            self.population.load_state_dict(state["population"])
+        self.population.load_state_dict(state["population"])
         self.optimizer.load_state_dict(worker_state["optimizer"])  # includes each member's learning rate
         torch.set_rng_state(worker_state["rng"])
         self.exchange.load_state_dict(worker_state["exchange"])
@@ -316,8 +318,7 @@ class Worker:
         self.step = int(state["step"])
         self.train_time_s = float(state["train_time_s"])
         # The model's dropout rates and the optimizer's learning rates and weight decays came
-        # with the checkpoint: the controller's rule (they differ after a Tune PBT exploit).
-        self.engine.module.set_dropout(self._hyperparams("dropout"))
-        self._apply_hyperparams()
+        # with the checkpoint: the population's rule (they differ after a Tune PBT exploit).
+        self.apply_hyperparams()
         if self.rank == 0:
             say(f"[restore] resuming from the checkpoint at step {self.step}")

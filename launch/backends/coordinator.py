@@ -23,6 +23,7 @@ A round (every perturbation_interval steps), on every worker of every group:
      so the replicas stay bit-identical.
   4. the targets take the events' new hyperparameters; rank 0 logs the events with the
      source's and the target's weight digests.
+Steps 1-4 are the group's `GroupRounds`, the rounds of its workers' plan.
 Exports never wait and imports only wait for exports, so no cycle can form. Every wait is
 bounded by population.round_timeout_s, and the driver tells the coordinator when a group
 has failed for good, so the other groups stop at once with that group's error.
@@ -34,9 +35,11 @@ import ray
 import torch
 
 from launch.backends.ray_session import ActorReporter, RayTrainCheckpoints
+from pbt.config import PBTConfig
 from pbt.controller import PBTController
 from pbt.groups import GroupLayout, plan_group_round
-from trainers.loop import Worker, copy_member_state_, replica_digest, say
+from pbt.hyperparams import HyperparamStore
+from trainers.loop import Worker, replica_digest, say
 from trainers.member_state import export_residual, export_shared, import_residual_, import_shared_
 
 
@@ -183,58 +186,64 @@ class GroupCheckpoints(RayTrainCheckpoints):
             self.link.coordinator.checkpoint.remote(self.link.group, step)
 
 
-class GroupWorker(Worker):
-    """A worker of one group: rounds are global (see the module docstring). A member whose
-    loss turns non-finite between rounds waits for the next round, where it ranks worst and
-    is always replaced: only the coordinator sees every group's scores."""
+class GroupRounds:
+    """The rounds of one group (trainers.contracts.PerturbationRounds; see the module
+    docstring). A member whose loss turns non-finite between rounds waits for the next
+    round, where it ranks worst and is always replaced: only the coordinator sees every
+    group's scores. `store` is also the group's plan's `population`."""
 
-    def __init__(self, plan, *, link: GroupLink, **kwargs):
-        super().__init__(plan, **kwargs)
-        self.link = link
+    def __init__(self, link: GroupLink, schedule: PBTConfig, store: HyperparamStore):
+        self.link, self.schedule, self.store = link, schedule, store
+
+    def begin(self, worker: Worker) -> int:
+        return worker.plan.train.steps
+
+    def is_round(self, step: int) -> bool:
+        return self.schedule.is_perturbation_step(step)
 
     @torch.no_grad()
-    def _exploit_explore(self, scores_P, bytes_report) -> None:
-        if not self.population.is_perturbation_step(self.step):
+    def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
+        if not self.is_round(worker.step):
             return
-        link, model = self.link, self.engine.module
+        link, model = self.link, worker.engine.module
         events, digests = ray.get(link.coordinator.decide.remote(
-            self.step, link.group, scores_P.tolist(), list(bytes_report.ratio_P),
+            worker.step, link.group, scores_P.tolist(), list(bytes_report.ratio_P),
             replica_digest(model).tolist()))
         round_ = plan_group_round(events, link.layout, link.group)
         for member in round_.exports:
-            self._export(member)
+            self._export(worker, member)
         for target, source in round_.local_copies:
-            copy_member_state_(model, self.optimizer, self.exchange, target=target, source=source)
+            worker.copy_member(target=target, source=source)
         for target, source in round_.imports:
-            self._import(target, source)
+            self._import(worker, target, source)
         if not round_.events:
             return
         for event in round_.events:
-            self.population.adopt(event, member=link.layout.locate(event.target)[1])
-        model.set_dropout(self._hyperparams("dropout"))
-        if self.reporter is not None:
-            self._log_events(round_.events, digests, replica_digest(model).tolist())
+            self.store.adopt(event, member=link.layout.locate(event.target)[1])
+        worker.apply_hyperparams()
+        if worker.reporter is not None:
+            self._log_events(worker, round_.events, digests, replica_digest(model).tolist())
 
-    def _export(self, member: int) -> None:
-        shared = export_shared(self.engine.module, self.optimizer, member) if self.rank == 0 else None
-        ray.get(self.link.coordinator.offer.remote(self.step, self.link.layout.global_id(self.link.group, member),
-                                                   self.rank, shared, export_residual(self.exchange, member)))
+    def _export(self, worker: Worker, member: int) -> None:
+        shared = export_shared(worker.engine.module, worker.optimizer, member) if worker.rank == 0 else None
+        ray.get(self.link.coordinator.offer.remote(worker.step, self.link.layout.global_id(self.link.group, member),
+                                                   worker.rank, shared, export_residual(worker.exchange, member)))
 
-    def _import(self, target: int, source: int) -> None:
-        shared, residual = ray.get(self.link.coordinator.collect.remote(self.step, source, self.rank))
-        import_shared_(self.engine.module, self.optimizer, target, ray.get(shared))
-        import_residual_(self.exchange, target, ray.get(residual))
+    def _import(self, worker: Worker, target: int, source: int) -> None:
+        shared, residual = ray.get(self.link.coordinator.collect.remote(worker.step, source, worker.rank))
+        import_shared_(worker.engine.module, worker.optimizer, target, ray.get(shared))
+        import_residual_(worker.exchange, target, ray.get(residual))
 
-    def _log_events(self, events, digests_before: list[float], digest_after_P: list[float]) -> None:
+    def _log_events(self, worker: Worker, events, digests_before: list[float], digest_after_P: list[float]) -> None:
         layout, logged = self.link.layout, []
         for event in events:
             target = layout.locate(event.target)[1]
             logged.append(replace(event, digests={"source": digests_before[event.source],
                                                   "target": digest_after_P[target]}))
-            say(f"[pbt] step {self.step}: member {event.target} <- member {event.source} "
+            say(f"[pbt] step {worker.step}: member {event.target} <- member {event.source} "
                 f"(group {layout.locate(event.source)[0]} -> {self.link.group}, {event.reason}); "
                 + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
-        self.reporter.log_events([event.to_json() for event in logged])
+        worker.reporter.log_events([event.to_json() for event in logged])
 
 
 def group_train_worker(config: dict) -> None:
@@ -244,6 +253,5 @@ def group_train_worker(config: dict) -> None:
 
     context, link = ray.train.get_context(), config["link"]
     rank = context.get_world_rank()
-    GroupWorker(config["plan"], link=link, rank=rank, world_size=context.get_world_size(),
-                reporter=GroupReporter(config["recorder"], link),
-                checkpoints=GroupCheckpoints(link, rank)).run()
+    Worker(config["plan"], rank=rank, world_size=context.get_world_size(),
+           reporter=GroupReporter(config["recorder"], link), checkpoints=GroupCheckpoints(link, rank)).run()

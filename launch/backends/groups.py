@@ -5,18 +5,21 @@ Same run directory as one group, except the checkpoints: `checkpoints_g{g}/` per
 Group g trains its members with seed `seed + g` (initial weights, data order, dropout), so
 the groups' members differ as members of one group do (group 0 starts from the weights a
 one-group run with the same seed would). The global controller draws the G·P members'
-initial hyperparameters; each group's controller holds its slice.
+initial hyperparameters; each group's HyperparamStore holds its slice.
 """
 from dataclasses import replace
 from pathlib import Path
 
 import ray
 
-from launch.backends.coordinator import CoordinatorActor, GroupLink, group_train_worker
+from launch.backends.coordinator import CoordinatorActor, GroupLink, GroupRounds, group_train_worker
 from launch.backends.plan import population_controller, worker_plan
 from launch.backends.ray_session import RayRun, fit_error, on_this_node, ray_trainer, run_on_ray
 from launch.spec.schema import JobSpec
 from pbt.groups import GroupLayout, group_controller_state
+from pbt.hyperparams import HyperparamStore
+from trainers.loop import WorkerPlan
+from trainers.rounds import NO_ROUNDS
 
 
 @ray.remote(num_cpus=0)
@@ -27,13 +30,13 @@ def fit_group(spec: JobSpec, loop_config: dict, run_dir: str, group: int) -> str
                                  name=f"checkpoints_g{group}"))
 
 
-def group_plan(spec: JobSpec, ds_config: dict, global_state: dict, layout: GroupLayout, group: int):
-    """Group `group`'s WorkerPlan: its own seed and a controller holding its members' slice
-    of the global hyperparameters (it never decides: the coordinator does)."""
-    plan = worker_plan(spec, ds_config)
-    controller = population_controller(spec)
-    controller.load_state_dict(group_controller_state(global_state, layout, group))
-    return replace(plan, seed=spec.seed + group, population=controller)
+def group_plan(spec: JobSpec, ds_config: dict, link: GroupLink, global_state: dict) -> WorkerPlan:
+    """Group `link.group`'s WorkerPlan: its own seed, a store holding its members' slice of
+    the global hyperparameters, and rounds decided by the coordinator."""
+    store = HyperparamStore.from_state_dict(group_controller_state(global_state, link.layout, link.group))
+    pbt = spec.population.pbt
+    return replace(worker_plan(spec, ds_config), seed=spec.seed + link.group, population=store,
+                   rounds=GroupRounds(link, pbt, store) if pbt else NO_ROUNDS)
 
 
 def wait_for_groups(fits: dict, coordinator) -> list[str]:
@@ -63,7 +66,7 @@ def run_group_job(spec: JobSpec) -> Path:
         fits = {}
         for group in range(layout.groups):
             link = GroupLink(coordinator, layout, group, initial=global_state["initial"])
-            config = {"plan": group_plan(spec, run.ds_config, global_state, layout, group),
+            config = {"plan": group_plan(spec, run.ds_config, link, global_state),
                       "recorder": run.recorder, "link": link}
             fits[fit_group.options(scheduling_strategy=here).remote(spec, config, str(run.run_dir), group)] = group
         errors = wait_for_groups(fits, coordinator)

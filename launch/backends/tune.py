@@ -9,9 +9,8 @@ longer a Tune trainable, and its `TuneReportCallback` forwards a checkpoint's *p
 metric, not a Tune checkpoint, so PBT could neither clone a donor nor restart a trial from
 one. With rounds, Tune's decision point is exactly a checkpoint, synchronous PBT works as
 is, and an exploit is a plain restart: the next round restores the checkpoint Tune gives
-(the donor's), then applies the trial's new hyperparameters (WorkerPlan
-.hyperparams_from_checkpoint=False: the restored optimizer state must not bring back the
-donor's learning rate). Cost: every round starts a new worker group (seconds), so rounds
+(the donor's), then applies the trial's new hyperparameters (`TrialHyperparams`: the
+restored optimizer state must not bring back the donor's learning rate). Cost: every round starts a new worker group (seconds), so rounds
 should be long.
 
 Run directory (beside the files of launch/runs/files.py):
@@ -37,9 +36,9 @@ from launch.backends.plan import population_controller, worker_plan
 from launch.backends.ray_session import ActorReporter, RayRun, RayTrainCheckpoints, ray_trainer, run_on_ray
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
-from pbt.controller import PBTController
-from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, param_space, trial_hyperparams
-from pbt.tune_scheduler import build_scheduler
+from pbt.hyperparams import HyperparamStore
+from pbt.ray.tune_scheduler import build_scheduler, param_space
+from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, trial_hyperparams
 from trainers.loop import Worker, WorkerPlan, replica_digest, say
 
 TRIAL_MEMORY_BYTES = 256 * 2**20  # a trial's own process: Ray, torch, a TorchTrainer's driver
@@ -68,17 +67,50 @@ class TrialReporter(ActorReporter):
         super().set_info(**{k: v for k, v in info.items() if k not in ("members", "initial_hyperparams")})
 
 
+class TrialRounds:
+    """A member's rounds (trainers.contracts.PerturbationRounds): Tune decides exploits
+    between runs, so a run stops at the end of its round of `round_steps`, and the loop only
+    keeps the score the round's checkpoint carries to Tune. Rank 0 logs what a restore
+    brought in."""
+
+    def __init__(self, round_steps: int):
+        self.round_steps = round_steps
+        self.score = math.nan
+
+    def begin(self, worker: Worker) -> int:
+        # Checkpoints are taken after a step, so step 0 means nothing was restored.
+        if worker.step > 0 and worker.reporter is not None:  # a TrialReporter
+            worker.reporter.log_restores([{
+                "step": worker.step, "weights_digest": float(replica_digest(worker.engine.module)[0]),
+                "hyperparams": worker.population.member_hyperparams(0),
+                "lr": float(worker.optimizer.param_groups[0]["lr_P"][0])}])
+        return min(worker.plan.train.steps, (worker.step // self.round_steps + 1) * self.round_steps)
+
+    def is_round(self, step: int) -> bool:
+        return step % self.round_steps == 0
+
+    def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
+        self.score = float(scores_P[0])
+
+
+class TrialHyperparams(HyperparamStore):
+    """The hyperparameters Tune gave the trial. They rule over a restored checkpoint's,
+    which after an exploit are the donor's."""
+
+    def load_state_dict(self, state) -> None:
+        pass
+
+
 class TrialCheckpoints(RayTrainCheckpoints):
     """A round starts from the checkpoint Tune gave the trial (its own, or a donor's after an
     exploit), unless Ray Train restarted the round's workers (then from the round's latest).
     Every checkpoint carries the member's score, which the trial reports to Tune."""
 
-    def __init__(self, restore_from: str | None, metric: str):
-        self.restore_from, self.metric = restore_from, metric
-        self.score = math.nan
+    def __init__(self, restore_from: str | None, metric: str, rounds: TrialRounds):
+        self.restore_from, self.metric, self.rounds = restore_from, metric, rounds
 
     def metrics(self, step: int) -> dict:
-        return {"step": step, self.metric: self.score}
+        return {"step": step, self.metric: self.rounds.score}
 
     @contextlib.contextmanager
     def latest(self):
@@ -89,29 +121,12 @@ class TrialCheckpoints(RayTrainCheckpoints):
             yield self.restore_from
 
 
-class TrialWorker(Worker):
-    """The worker loop for one member. Tune decides exploits between rounds; the loop only
-    keeps the score it will compare, and logs what a restore brought in."""
-
-    def _exploit_explore(self, scores_P, bytes_report) -> None:
-        self.checkpoints.score = float(scores_P[0])
-
-    def _restore(self) -> None:
-        super()._restore()
-        # Checkpoints are taken after a step, so step 0 means nothing was restored.
-        if self.step > 0 and self.reporter is not None:
-            self.reporter.log_restores([{
-                "step": self.step, "weights_digest": float(replica_digest(self.engine.module)[0]),
-                "hyperparams": self.population.member_hyperparams(0),
-                "lr": float(self.optimizer.param_groups[0]["lr_P"][0])}])
-
-
 def tune_trial_worker(config: dict) -> None:
     """Ray Train's `train_loop_per_worker` for one round of one member."""
-    context = ray.train.get_context()
-    TrialWorker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
-                reporter=TrialReporter(config["recorder"], config["member"]),
-                checkpoints=TrialCheckpoints(config["restore_from"], config["plan"].pbt_metric)).run()
+    context, plan = ray.train.get_context(), config["plan"]
+    Worker(plan, rank=context.get_world_rank(), world_size=context.get_world_size(),
+           reporter=TrialReporter(config["recorder"], config["member"]),
+           checkpoints=TrialCheckpoints(config["restore_from"], plan.pbt_metric, plan.rounds)).run()
 
 
 # ---------------------------------------------------------------- a trial
@@ -120,10 +135,9 @@ def tune_trial_worker(config: dict) -> None:
 def trial_plan(spec: JobSpec, ds_config: dict, *, member: int, hyperparams: dict[str, float]) -> WorkerPlan:
     """One member as a plain model with the trial's hyperparameters, run in rounds of
     perturbation_interval steps. Its own seed: its own initial weights and data order."""
-    seed = spec.seed + member
-    return replace(worker_plan(spec, ds_config), seed=seed, members=1,
-                   population=PBTController(None, members=1, seed=seed, defaults=hyperparams),
-                   round_steps=spec.population.pbt.perturbation_interval, hyperparams_from_checkpoint=False)
+    return replace(worker_plan(spec, ds_config), seed=spec.seed + member, members=1,
+                   population=TrialHyperparams(1, hyperparams),
+                   rounds=TrialRounds(spec.population.pbt.perturbation_interval))
 
 
 def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, rounds_dir: str) -> None:

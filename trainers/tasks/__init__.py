@@ -1,13 +1,13 @@
-"""Tasks by spec name (`task.kind`): each builds a data object with
-`train_batch(rank=, world_size=, member=, step=, batch_size=)`,
-`val_batches(rank=, world_size=, batch_size=, max_batches=)` and attributes
-`vocab_size`, `num_classes` (None for language modelling), `pad_id`, `causal`."""
-from trainers.config import ListOpsTask, StdlibCodeTask, TokenFileTask
+"""Tasks by spec name (`task.kind`): each builds a data object of the loop's
+trainers.contracts.TaskData protocol (batches by rank, member and step; vocab_size,
+num_classes (None for language modelling), pad_id, causal)."""
+from trainers.config import ListOpsTask, StdlibCodeTask, TaskConfig, TokenFileTask
+from trainers.contracts import TaskData
 from trainers.tasks.listops import ListOpsData
 from trainers.tasks.lm import LMData, load_token_file, stdlib_corpus
 
 
-def build_task_data(task, *, seed: int):
+def build_task_data(task: TaskConfig, *, seed: int) -> TaskData:
     if isinstance(task, StdlibCodeTask):
         train, val = stdlib_corpus(task.val_fraction)
         return LMData(train, val, vocab_size=256, seq_len=task.seq_len, seed=seed)

@@ -10,8 +10,9 @@ from launch.spec.problems import SpecError
 from launch.spec.schema import validate_tree
 from launch.backends.tune import check_synch_fits, checkpoints_to_keep
 from pbt.config import PBTConfig
-from pbt.tune_mapping import clip_to_ranges, param_space, scheduler_kwargs, tune_domain
-from pbt.tune_scheduler import EventLoggingPBT, build_scheduler
+from pbt.ray.private_api import EventLoggingPBT
+from pbt.ray.tune_scheduler import build_scheduler, param_space, scheduler_kwargs, tune_domain
+from pbt.tune_mapping import clip_to_ranges
 
 PBT = {"perturbation_interval": 50, "burn_in": 100, "quantile_fraction": 0.5, "resample_probability": 0.1,
        "perturbation_factors": [1.5, 0.5], "metric": "loss", "mode": "max", "synch": True,

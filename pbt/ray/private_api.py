@@ -1,13 +1,19 @@
-"""Ray Tune's PopulationBasedTraining, as the spec configures it (pbt/tune_mapping.py),
-logging every exploit as a pbt.events.Event (our pbt_events.jsonl) beside Ray's own
-pbt_global.txt and pbt_policy_*.txt."""
+"""Every use of Ray's private PBT API, in one place: a Ray upgrade that changes any of it
+fails tests/unit/pbt/test_ray_private_api.py, which checks PRIVATE_HOOKS against the installed
+Ray. Ray has no public hook for an exploit, and none to keep a target's own `member` (Ray
+copies the donor's whole config)."""
 from collections.abc import Callable
 
 from ray.tune.schedulers import PopulationBasedTraining
 
-from pbt.config import PBTConfig
 from pbt.events import Event, finite_or_none
-from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, scheduler_kwargs, trial_hyperparams
+from pbt.tune_mapping import MEMBER_KEY, TIME_ATTR, trial_hyperparams
+
+# PopulationBasedTraining's private methods overridden below, with their parameters, and
+# the private attributes read.
+PRIVATE_HOOKS = {"_get_new_config": ("self", "trial", "trial_to_clone"),
+                 "_exploit": ("self", "tune_controller", "trial", "trial_to_clone")}
+PRIVATE_ATTRIBUTES = ("_trial_state", "_metric")  # _trial_state[trial].last_result: the trial's last result
 
 
 class EventLoggingPBT(PopulationBasedTraining):
@@ -38,7 +44,3 @@ class EventLoggingPBT(PopulationBasedTraining):
             source_score=finite_or_none(source_result[self._metric]),
             old=old, new=trial_hyperparams(trial.config),
             operations={name: str(op) for name, op in self._last_operations.items()}))
-
-
-def build_scheduler(pbt: PBTConfig, *, on_event: Callable[[Event], None]) -> EventLoggingPBT:
-    return EventLoggingPBT(on_event=on_event, **scheduler_kwargs(pbt))
