@@ -19,6 +19,7 @@ from launch.runs.directory import finish_run, prepare_run_dir
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from trainers.loop import Worker
 
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
 # log from any node of a cluster.
@@ -129,13 +130,14 @@ def start_recorder(run_dir: Path):
     return RunRecorder.options(scheduling_strategy=on_this_node()).remote(str(run_dir))
 
 
-def ray_trainer(spec: JobSpec, train_loop, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):
-    """A TorchTrainer of distributed.num_workers workers keeping its checkpoints in run_dir/name."""
+def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):
+    """A TorchTrainer of distributed.num_workers workers running `ray_train_worker` with
+    `loop_config`, keeping its checkpoints in run_dir/name."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     return TorchTrainer(
-        train_loop,
+        ray_train_worker,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=spec.distributed.comm_backend),
         scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
@@ -156,6 +158,18 @@ def fit_error(trainer) -> str | None:
 
 
 # ---------------------------------------------------------------- inside a Ray Train worker
+
+
+def ray_train_worker(config: dict) -> None:
+    """Ray Train's `train_loop_per_worker`, for every Ray flavour: `config = {"plan":
+    WorkerPlan, "reporter": Reporter, "checkpoints": CheckpointStore}`, built by the
+    flavour's driver. Ray ships the config as one object, so parts that share an object on
+    the driver (a Tune trial's rounds and its checkpoints) still share it here."""
+    import ray.train
+
+    context = ray.train.get_context()
+    Worker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
+           reporter=config["reporter"], checkpoints=config["checkpoints"]).run()
 
 
 class ActorReporter:

@@ -121,14 +121,6 @@ class TrialCheckpoints(RayTrainCheckpoints):
             yield self.restore_from
 
 
-def tune_trial_worker(config: dict) -> None:
-    """Ray Train's `train_loop_per_worker` for one round of one member."""
-    context, plan = ray.train.get_context(), config["plan"]
-    Worker(plan, rank=context.get_world_rank(), world_size=context.get_world_size(),
-           reporter=TrialReporter(config["recorder"], config["member"]),
-           checkpoints=TrialCheckpoints(config["restore_from"], plan.pbt_metric, plan.rounds)).run()
-
-
 # ---------------------------------------------------------------- a trial
 
 
@@ -147,9 +139,9 @@ def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, roun
     plan = trial_plan(spec, ds_config, member=member, hyperparams=trial_hyperparams(config))
     while True:
         checkpoint = tune.get_checkpoint()  # after a report: the one just reported
-        trainer = ray_trainer(spec, tune_trial_worker, {
-            "plan": plan, "recorder": recorder, "member": member,
-            "restore_from": checkpoint.path if checkpoint else None,
+        trainer = ray_trainer(spec, {
+            "plan": plan, "reporter": TrialReporter(recorder, member),
+            "checkpoints": TrialCheckpoints(checkpoint.path if checkpoint else None, metric, plan.rounds),
         }, run_dir=Path(rounds_dir), name=f"{_member_name(config)}-{uuid.uuid4().hex[:8]}")
         result = trainer.fit()
         step = result.metrics["step"]
