@@ -277,7 +277,7 @@ def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int =
     for _ in range(reps):  # interleaved, so drifting machine speed hits both alike
         for workers, exchange in exchanges.items():
             started = time.perf_counter()
-            exchange._sparse_all_gather(payloads, acc_dtypes)
+            exchange.gather_sparse(payloads, acc_dtypes)
             times[workers].append(time.perf_counter() - started)
     median_s = {w: statistics.median(t[1:]) for w, t in times.items()}
     return {"seconds_per_entry": (median_s[2] - median_s[1]) / entries, "entries": entries,

@@ -160,7 +160,7 @@ class GradientExchange:
         if not payloads:
             averaged: dict[str, torch.Tensor] = {}
         elif collective is Collective.ALL_GATHER:
-            averaged = self._sparse_all_gather(payloads, acc_dtypes)
+            averaged = self.gather_sparse(payloads, acc_dtypes)
         else:  # an all-reduce: the values can simply be summed
             averaged = self._values_all_reduce(payloads, acc_dtypes)
 
@@ -190,8 +190,10 @@ class GradientExchange:
             start += n
         return out
 
-    def _sparse_all_gather(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
-        """all-gather: ONE all-gather of values and column indices packed as bytes, then scatter-add."""
+    def gather_sparse(self, payloads: dict[str, Payload], acc_dtypes) -> dict[str, torch.Tensor]:
+        """all-gather: ONE all-gather of values and column indices packed as bytes, then
+        scatter-add into every bucket's dense average (public: benchmarks/bench_cluster.py
+        times it to measure the decompress cost per received entry)."""
         ids = list(payloads)
         values_K = torch.cat([payloads[i].values_K for i in ids])
         idx_K = torch.cat([payloads[i].idx_K for i in ids])
