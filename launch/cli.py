@@ -69,13 +69,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return write_report_for(args.run_dir)
-    if args.command == "sweep":
-        from launch.study.sweep import main as sweep_main
-
-        return sweep_main(args)
     from launch.spec.schema import load_spec
 
     try:
+        if args.command == "sweep":
+            from launch.study.sweep import run_study
+
+            return run_study(args.spec, args.overrides, dry_run=args.dry_run, max_concurrent=args.max_concurrent)
         spec = load_spec(args.spec, args.overrides)
         if args.command == "validate":
             print(spec.to_yaml(), end="")

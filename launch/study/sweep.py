@@ -70,8 +70,7 @@ import yaml
 
 from compression import METHODS, CompressionConfig
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
-from launch.spec.arguments import add_spec_args
-from launch.spec.problems import Problem, SpecError, report_spec_error
+from launch.spec.problems import Problem, SpecError
 from launch.spec.yaml_io import apply_overrides, parse_yaml
 
 if TYPE_CHECKING:  # launch.spec.schema imports torch (via trainers/): loaded when a grid is expanded
@@ -608,24 +607,3 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="print the expanded trials (and the duplicates dropped) and exit")
     parser.add_argument("--max-concurrent", type=int, default=None, metavar="N",
                         help="at most N trials at a time (default: as many as the cluster's resources allow)")
-
-
-def main(args: argparse.Namespace | list[str] | None = None) -> int:
-    """Entry point of `python -m launch sweep` (a parsed namespace) and of
-    `python -m launch.study.sweep` (an argument list)."""
-    if not isinstance(args, argparse.Namespace):
-        parser = argparse.ArgumentParser(prog="python -m launch sweep", description=__doc__.split("\n\n")[0])
-        add_spec_args(parser)
-        add_arguments(parser)
-        args = parser.parse_args(args)
-    try:
-        return run_study(args.spec, args.overrides, dry_run=args.dry_run, max_concurrent=args.max_concurrent)
-    except SpecError as err:
-        return report_spec_error(err, args.spec)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from launch.cli import main
 from launch.spec.problems import SpecError
 from launch.study.report import (DENSITY, PROJECTION, STEP_TIME, VAL_MB, VAL_STEP, load_study, projection_inputs,
                                  read_results, write_study_report)
-from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, main, result_row,
+from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, result_row,
                                 write_results_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -133,10 +134,10 @@ def test_load_sweep_needs_a_sweep_and_the_cli_dry_run(tmp_path, capsys):
     base, sweep = load_sweep(spec, ["train.steps=5"])
     assert base == {"name": "s", "train": {"steps": 5}} and list(sweep) == ["compression.method",
                                                                             "compression.density"]
-    assert main([str(spec), "--dry-run"]) == 0
+    assert main(["sweep", str(spec), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "3 trial(s) from 4 combination(s)" in out and "topk-d0.01" in out and "mpiexec -n 2" in out
-    assert main([str(spec), "--dry-run", "--set", "sweep.compression.density=[3]"]) == 2
+    assert main(["sweep", str(spec), "--dry-run", "--set", "sweep.compression.density=[3]"]) == 2
     assert "sweep.compression.density" in capsys.readouterr().err
 
 
