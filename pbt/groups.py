@@ -4,7 +4,7 @@ Legend: G groups, P members per group, G·P members in all. Member `i` of group 
 global id `g·P + i`; metrics, events and the global controller (a PBTController over G·P
 members, run by one coordinator) speak global ids, a group's model and optimizer local ones.
 
-Pure: the Ray side (launch/backends/coordinator.py) moves the state these plans ask for.
+Pure: the Ray side (launch/backends/groups.py) moves the state these plans ask for.
 """
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass

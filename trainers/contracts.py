@@ -1,5 +1,5 @@
 """What the worker loop (trainers/loop.py) needs from whoever launches it, as protocols:
-a launcher satisfies them with its own classes (launch/backends/: ray_session.py, coordinator.py,
+a launcher satisfies them with its own classes (launch/backends/: ray_session.py, groups.py,
 tune.py, mpi.py; the hyperparameter stores of pbt/), and the loop imports none of them.
 """
 from collections.abc import Callable
@@ -73,7 +73,7 @@ class HyperparamSource(Protocol):
 class PerturbationRounds(Protocol):
     """How PBT rounds are decided and applied: the one part of the loop that differs between
     the flavours (none; one group's controller, trainers/rounds.py; the coordinator of
-    several groups, launch/backends/coordinator.py; Ray Tune between runs, launch/backends/tune.py)."""
+    several groups, launch/backends/groups.py; Ray Tune between runs, launch/backends/tune.py)."""
 
     def begin(self, worker: "Worker") -> int:
         """The run begins, its checkpoint restored (if any): returns the step to stop at."""
