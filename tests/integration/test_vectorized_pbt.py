@@ -25,7 +25,7 @@ def test_exploits_keep_both_workers_identical(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     run_dir = run_dir_of(done.stdout)
     events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
-    assert events and {e.step for e in events} <= {10, 20, 30, 40, 50, 60}
+    assert events and {e.step for e in events} <= {10, 20, 30, 40, 50}  # none at the last step (60)
     assert all(e.target != e.source for e in events)
 
     # Both workers hold the same weights after every exploit, member by member.
