@@ -42,6 +42,24 @@ def build_parser() -> argparse.ArgumentParser:
                     "with plots into <run.storage>/<name>-sweep-<timestamp>/. See configs/compression_sweep.yaml.")
     add_spec_args(sweep)
     add_sweep_arguments(sweep)
+    export = commands.add_parser(
+        "export", help="write one member as a plain single model (safetensors + config.json)",
+        description="Write one member of a finished run as a plain single model without the member axis: "
+                    "model.safetensors and config.json, loadable with trainers.export.load_exported (PyTorch "
+                    "alone). Default: the best member (lowest final validation loss) into RUN_DIR/export-member<N>/.")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
+    export.add_argument("--member", default="best", help="`best` (default) or a member id")
+    export.add_argument("--out", default=None, metavar="DIR", help="where to write the export")
+    sample = commands.add_parser(
+        "sample", help="generate text from a language-model member",
+        description="Generate from a language-model member of a run (exported on the way) or from an export "
+                    "folder: bytes for stdlib_code, token ids (space separated) for token_file.")
+    sample.add_argument("source", metavar="RUN_DIR|EXPORT_DIR")
+    sample.add_argument("--member", default="best", help="with a run directory: `best` (default) or a member id")
+    sample.add_argument("--prompt", required=True, help="the text (or token ids) to continue")
+    sample.add_argument("--tokens", type=int, default=200, help="how many tokens to generate (default 200)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely (default 0.8)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     return parser
 
 
@@ -65,10 +83,26 @@ def write_report_for(directory: str) -> int:
     return 0
 
 
+def export_or_sample(args: argparse.Namespace) -> int:
+    from launch.runs.export import export_member, sample_text
+
+    try:
+        if args.command == "export":
+            print(f"export: {export_member(Path(args.run_dir), args.member, args.out and Path(args.out))}")
+        else:
+            print(sample_text(Path(args.source), member=args.member, prompt=args.prompt, tokens=args.tokens,
+                              temperature=args.temperature, seed=args.seed))
+    except SpecError as err:
+        return report_spec_error(err, args.run_dir if args.command == "export" else args.source)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
         return write_report_for(args.run_dir)
+    if args.command in ("export", "sample"):
+        return export_or_sample(args)
     from launch.spec.schema import load_spec
 
     try:
