@@ -10,7 +10,7 @@ K = 16
 
 
 def lara(*, layer: int = 0, **options) -> LaraAttention:
-    return LaraAttention(LaraAttentionConfig(**options), head_dim=K, causal=False, layer=layer)
+    return LaraAttention(LaraAttentionConfig(**options), members=1, head_dim=K, causal=False, layer=layer)
 
 
 def inputs(length: int = 64):
