@@ -53,8 +53,8 @@ def build_layer(name: str, causal: bool):
     if kind in BLOCKS:
         return BLOCKS[kind](config.attention, members=1, d_model=WIDTH, n_layers=1, causal=causal, dropout=0.0)
     if name == BLOCK_BASELINE:
-        return TransformerBlock(config, members=1, causal=causal)
-    return SelfAttention(config, members=1, causal=causal)
+        return TransformerBlock(config, members=1, causal=causal, layer=0)
+    return SelfAttention(config, members=1, causal=causal, layer=0)
 
 
 def measure(name: str, causal: bool, length: int, *, device: str, repeats: int, max_seconds: float,

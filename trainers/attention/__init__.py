@@ -2,18 +2,33 @@
 
 Two registries:
   KERNELS: kinds that replace only the attention map inside a standard pre-norm block.
-      A kernel is an nn.Module built as `cls(config, head_dim=K, causal=bool, layer=i)`
-      whose forward maps q, k, v of shape [N, H, T, K] (N = members x batch folded
-      together, so fused kernels run unchanged) to [N, H, T, K].
+      A kernel is an nn.Module built as
+      `cls(config, members=P, head_dim=K, causal=bool, layer=i)`
+      and called as `forward(q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None) -> out_NHTK`:
+      q, k, v of shape [N, H, T, K], N = members x batch folded together (member-major,
+      so `q.view(P, B, H, T, K)` recovers the members and fused kernels run unchanged).
   BLOCKS: kinds that replace the whole block (attention and MLP), such as FLASH's
       gated attention unit. A block is built as
       `cls(config, members=P, d_model=D, n_layers=L, causal=bool, dropout=float, layer=i)`
-      and maps x [P, B, T, D] to x [P, B, T, D] (residual included).
+      and called as `forward(x_PBTD, key_mask_PBT=None) -> x_PBTD` (residual included).
+
+Padding: `key_mask_NT` / `key_mask_PBT` is a bool tensor, True at real tokens and False
+at padding; None when nothing is padded (then every kind keeps its unmasked fast path).
+A padded key gets zero weight and adds nothing to any normalizer, so outputs at real
+positions are those of the unpadded sequence; outputs at padded positions are
+unspecified but finite. The model (trainers/model.py) computes the mask from the ids when
+the task has a pad_id, and guarantees every sequence at least one real token.
+
+Weights: learned parameters of a kernel or block carry a leading member axis P
+(nn.Parameter of shape [P, ...]), like every other weight of the model, so each member
+trains its own, PBT exploits copy them, and the population optimizer and the gradient
+exchange treat them per member. The built-in kernels have no weights of their own.
 
 `layer` (default 0) is the block's index in the model: kinds with random features key
-their private generators by it, so layers draw different features while every
-data-parallel worker draws the same ones. Every class has `supports_causal`; building one
-with causal=True where it is False raises (LARA has no causal form).
+their private generators by it (trainers/attention/seeding.py, never the global RNG), so
+layers draw different features while every data-parallel worker draws the same ones.
+Every class has `supports_causal`; building one with causal=True where it is False
+raises (LARA has no causal form).
 
 Kinds that hold random state (performer, lara) keep buffers shared by all members of the
 group, with no leading member axis: `projection_MK` and `training_calls.count`.

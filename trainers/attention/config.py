@@ -43,8 +43,9 @@ class LaraAttentionConfig(_KindConfig):
     """Linear randomized attention (Zheng, Wang, Kong 2022). Bidirectional only."""
 
     kind: Literal["lara"] = "lara"
-    num_landmarks: PositiveInt = Field(16, description="proposals C: queries and keys are mean-pooled into C "
-                                                       "segments; cost is O(T * C) per head")
+    num_landmarks: PositiveInt = Field(16, description="proposals C: the real tokens are split into C disjoint "
+                                                       "contiguous segments whose query and key means centre "
+                                                       "the proposals; cost is O(T * C) per head")
     alpha_coeff: float = Field(1.0, ge=0, description="weight of the query-dependent part of the multiple "
                                                       "importance sampling weights; 0 = balance heuristic only")
     seed: int = Field(0, description="seed of the training-time proposal samples (eval uses the proposal means)")

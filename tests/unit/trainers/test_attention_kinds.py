@@ -95,7 +95,7 @@ def test_model_gradients_flow_and_are_finite(case):
 
 def make_kernel(kind: str, causal: bool):
     config = ModelConfig(attention={"kind": kind, **OPTIONS[kind]}).attention
-    return KERNELS[kind](config, head_dim=8, causal=causal)
+    return KERNELS[kind](config, members=3, head_dim=8, causal=causal)
 
 
 def qkv(N: int = 3, H: int = 2, length: int = T, K: int = 8, requires_grad: bool = False):
@@ -145,7 +145,7 @@ def test_every_kind_declares_causal_support_and_lara_refuses_causal():
     assert all(isinstance(cls.supports_causal, bool) for cls in CLASSES.values())
     assert "lara" not in CAUSAL_KINDS
     with pytest.raises(ValueError, match="no causal form"):
-        KERNELS["lara"](LaraAttentionConfig(), head_dim=8, causal=True)
+        KERNELS["lara"](LaraAttentionConfig(), members=1, head_dim=8, causal=True)
 
 
 def test_attention_section_parses_by_kind():
