@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "study report instead.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`) or a study "
                                                            "directory (printed by `sweep`)")
+    report.add_argument("--latency-us", type=float, default=None, metavar="ALPHA",
+                        help="study report: the network model's latency per message in microseconds "
+                             "(default: launch/study/netmodel.py's)")
     sweep = commands.add_parser(
         "sweep", help="run a grid of jobs (a spec with a `sweep:` mapping) and write the study report",
         description="Expand the spec's `sweep:` grid (dotted keys -> lists of values) into jobs, run them as a "
@@ -63,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def write_report_for(directory: str) -> int:
+def write_report_for(directory: str, latency_us: float | None = None) -> int:
     """report.md and its plots for a run directory, or for a sweep's study directory."""
     from launch.runs.files import METRICS, SUMMARY
 
@@ -71,7 +74,8 @@ def write_report_for(directory: str) -> int:
     if (path / "results.csv").exists():
         from launch.study.report import write_study_report
 
-        print(f"report: {write_study_report(path)}")
+        latency = {} if latency_us is None else {"latency_s": latency_us * 1e-6}
+        print(f"report: {write_study_report(path, **latency)}")
         return 0
     if not (path / METRICS).exists() and not (path / SUMMARY).exists():
         print(f"error: {directory}: not a run directory (no {METRICS} or {SUMMARY}) nor a study directory "
@@ -100,7 +104,7 @@ def export_or_sample(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
-        return write_report_for(args.run_dir)
+        return write_report_for(args.run_dir, args.latency_us)
     if args.command in ("export", "sample"):
         return export_or_sample(args)
     from launch.spec.schema import load_spec
