@@ -31,7 +31,8 @@ class SelfAttention(nn.Module):
         head_dim = config.d_model // config.n_heads
         self.qkv = BatchedLinear(members, config.d_model, 3 * config.d_model)
         # `layer` keys the random features of performer / lara, so layers draw different ones.
-        self.kernel = KERNELS[config.attention.kind](config.attention, head_dim=head_dim, causal=causal, layer=layer)
+        self.kernel = KERNELS[config.attention.kind](config.attention, members=members, head_dim=head_dim,
+                                                     causal=causal, layer=layer)
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 
