@@ -46,21 +46,26 @@ from trainers.attention.config import MraAttentionConfig
 PRIOR_BONUS = 5e3  # the reference's bonus on row-normalised logits: far above any real gap
 
 
+def _flat_index(block_NHZ: torch.Tensor, num_blocks: int) -> torch.Tensor:
+    """Blocks [N, H, Z] as rows of the (N * H * U) axis, so whole blocks move as contiguous rows."""
+    N, H, _ = block_NHZ.shape
+    start_NH1 = torch.arange(N * H, device=block_NHZ.device).view(N, H, 1) * num_blocks
+    return (start_NH1 + block_NHZ).flatten()
+
+
 def gather_blocks(x_NHUY: torch.Tensor, block_NHZ: torch.Tensor) -> torch.Tensor:
     """x [N, H, U, *Y] at blocks [N, H, Z] along U -> [N, H, Z, *Y]."""
     N, H, U = x_NHUY.shape[:3]
-    flat_NHUY = x_NHUY.reshape(N, H, U, -1)
-    index = block_NHZ.unsqueeze(-1).expand(-1, -1, -1, flat_NHUY.shape[-1])
-    return flat_NHUY.gather(2, index).view(*block_NHZ.shape, *x_NHUY.shape[3:])
+    rows = x_NHUY.reshape(N * H * U, -1).index_select(0, _flat_index(block_NHZ, U))
+    return rows.view(*block_NHZ.shape, *x_NHUY.shape[3:])
 
 
 def scatter_add_blocks(x_NHZY: torch.Tensor, block_NHZ: torch.Tensor, num_blocks: int) -> torch.Tensor:
     """Sum x [N, H, Z, *Y] into blocks [N, H, Z] along a new U axis -> [N, H, U, *Y]."""
     N, H, Z = block_NHZ.shape
-    flat_NHZY = x_NHZY.reshape(N, H, Z, -1)
-    index = block_NHZ.unsqueeze(-1).expand_as(flat_NHZY)
-    total_NHUY = flat_NHZY.new_zeros(N, H, num_blocks, flat_NHZY.shape[-1]).scatter_add_(2, index, flat_NHZY)
-    return total_NHUY.view(N, H, num_blocks, *x_NHZY.shape[3:])
+    rows = x_NHZY.reshape(N * H * Z, -1)
+    total = rows.new_zeros(N * H * num_blocks, rows.shape[1]).index_add_(0, _flat_index(block_NHZ, num_blocks), rows)
+    return total.view(N, H, num_blocks, *x_NHZY.shape[3:])
 
 
 class MraAttention(nn.Module):
