@@ -9,7 +9,10 @@ b tokens per block, Z refined blocks (Z = min(U * blocks_per_row, U^2)).
    s_rc = q^_r . k^_c / sqrt(K).
 2. Selection: as in the reference, the Z blocks with the highest row-normalised
    s_rc - max_c s_rc are picked over the WHOLE U x U matrix of each (sequence, head), so
-   `blocks_per_row` is an average budget per block row, not a per-row count. The optional
+   `blocks_per_row` is an average budget per block row, not a per-row count. With key
+   padding the budget is per sequence, (blocks holding a real token) x blocks_per_row
+   (the reference's is fixed by the padded length), so padding never changes which real
+   blocks are exact. The optional
    priors add a large bonus (as the reference does) to the first n block rows and columns
    (`initial_prior_first_n_blocks`) and to the band |r - c| <= n // 2
    (`initial_prior_diagonal_n_blocks`), so those are taken first. Selection carries no
@@ -32,9 +35,10 @@ Choices the reference leaves open or does differently:
     mean is over those); the padded query rows are cut off again.
   - Key padding mask: padded keys get zero weight in the exact blocks, do not enter the
     block means, and a block with no real key gets no low-resolution weight and is never
-    preferred by the selection. A query with no reachable real key (sparse mode only, or
-    no real key at all) outputs zeros instead of dividing by zero; the reference adds 1e-6
-    to every denominator instead, which would bias the exact case.
+    preferred by the selection. A query with no reachable real key (a padded query, or in
+    sparse mode a row whose picks are all padding) outputs zeros instead of dividing by
+    zero; the reference adds 1e-6 to every denominator instead, which would bias the exact
+    case. Outputs at padded query positions are otherwise unspecified, but finite.
   - Block size default 32, blocks_per_row 8, mode full, no priors: the reference's
     RoBERTa-512 setting (its 4K setting uses 16 per row and priors 1 and 5).
 """
@@ -78,8 +82,13 @@ class MraAttention(nn.Module):
                              "'hypercube', 'linear', 'performer', 'flash' or 'softmax'")
         self.config = config
 
-    def select_blocks(self, low_NHUU: torch.Tensor, has_token_N1U: torch.Tensor) -> torch.Tensor:
-        """Flat indices r * U + c of the Z blocks to compute exactly, [N, H, Z]."""
+    def select_blocks(self, low_NHUU: torch.Tensor, has_token_N1U: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The blocks to compute exactly: (flat indices r * U + c [N, H, Z], within budget [N, 1, Z]).
+
+        Z is the budget of an unpadded sequence; a padded one gets its own smaller budget
+        (its real blocks x blocks_per_row), and the picks past it are marked out of budget,
+        so appended padding changes nothing at real positions.
+        """
         U = low_NHUU.shape[-1]
         real_pair_N1UU = has_token_N1U.unsqueeze(-1) & has_token_N1U.unsqueeze(-2)
         low_NHUU = low_NHUU.masked_fill(~real_pair_N1UU, float("-inf"))  # padding-only blocks last
@@ -92,7 +101,10 @@ class MraAttention(nn.Module):
             prior_UU |= (rows_U1 - cols_1U).abs() <= diagonal // 2
         score_NHUU = score_NHUU + PRIOR_BONUS * prior_UU.to(score_NHUU)
         budget = min(U * self.config.blocks_per_row, U * U)
-        return score_NHUU.flatten(-2).topk(budget, dim=-1, sorted=False).indices
+        picked_NHZ = score_NHUU.flatten(-2).topk(budget, dim=-1, sorted=True).indices
+        real_blocks_N11 = has_token_N1U.sum(-1, keepdim=True)
+        own_budget_N11 = torch.minimum(real_blocks_N11 * self.config.blocks_per_row, real_blocks_N11 ** 2)
+        return picked_NHZ, torch.arange(budget, device=low_NHUU.device) < own_budget_N11
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
@@ -118,19 +130,20 @@ class MraAttention(nn.Module):
 
         # 2. which blocks to compute exactly
         with torch.no_grad():
-            picked_NHZ = self.select_blocks(low_NHUU, has_token_N1U)
+            picked_NHZ, in_budget_N1Z = self.select_blocks(low_NHUU, has_token_N1U)
         rows_NHZ, cols_NHZ = picked_NHZ // U, picked_NHZ % U
 
         # 3. exact blocks
         exact_NHZbb = gather_blocks(q_NHUbK, rows_NHZ) @ gather_blocks(k_NHUbK, cols_NHZ).transpose(-2, -1)
         real_NHZ1b = gather_blocks(real_N1Ub.expand(N, H, U, b), cols_NHZ).unsqueeze(-2)
+        real_NHZ1b = real_NHZ1b & in_budget_N1Z.unsqueeze(-1).unsqueeze(-1)
         exact_NHZbb = exact_NHZbb.masked_fill(~real_NHZ1b, float("-inf"))
         shift_NHUb = exact_NHZbb.new_full((N, H, U, b), float("-inf")).scatter_reduce(
             2, rows_NHZ.unsqueeze(-1).expand(N, H, -1, b), exact_NHZbb.amax(-1), "amax")
 
         if self.config.approx_mode == "full":
             picked_NHUU = torch.zeros(N, H, U * U, dtype=torch.bool, device=q_NHTK.device)
-            picked_NHUU = picked_NHUU.scatter(2, picked_NHZ, True).view(N, H, U, U)
+            picked_NHUU = picked_NHUU.scatter(2, picked_NHZ, in_budget_N1Z.expand_as(picked_NHZ)).view(N, H, U, U)
             approximated_NHUU = ~picked_NHUU & has_key_N11U
             low_NHUU = low_NHUU.masked_fill(~approximated_NHUU, float("-inf"))
             low_max_NHU1 = low_NHUU.amax(-1, keepdim=True).detach()  # a stabiliser: it cancels out

@@ -123,3 +123,17 @@ def test_in_the_population_model(causal):
         changed = ids.clone()
         changed[:, :, 13] = (changed[:, :, 13] + 1) % 13
         torch.testing.assert_close(model(changed)[:, :, :13], logits[:, :, :13], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True], ids=["bidir", "causal"])
+def test_appended_padding_changes_nothing_at_real_positions(causal):
+    """More blocks only add neighbours beyond the real ones (bit d set means j >= 2^d)."""
+    kernel = hypercube(4, causal)
+    q, k, v = inputs(40)
+    lengths = [21, 14, 3]
+    key_mask_NT = torch.arange(40) < torch.tensor(lengths).unsqueeze(1)
+    padded = kernel(q, k, v, key_mask_NT)
+    assert torch.isfinite(padded).all()
+    for n, length in enumerate(lengths):
+        alone = kernel(*(x[n:n + 1, :, :length] for x in (q, k, v)))
+        torch.testing.assert_close(padded[n:n + 1, :, :length], alone, rtol=1e-5, atol=1e-5)
