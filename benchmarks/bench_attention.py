@@ -7,7 +7,7 @@
 
 The layer: width 256, 4 heads, batch 1, one member (P = 1), training mode, each kind's
 default options. What is timed is what the kind replaces in the model:
-  kernel kinds (softmax, linear, performer, lara): the model's SelfAttention (qkv
+  kernel kinds (softmax, linear, performer, lara, hypercube, mra): the model's SelfAttention (qkv
       projection, kernel, output projection); baseline `softmax`.
   block kinds (flash): one block, which does the work of attention AND the MLP; its
       baseline is `softmax+mlp`, the model's TransformerBlock with softmax attention.
@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ["softmax", "linear", "performer", "lara", "flash"]
+KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash"]
 LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
 WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"

@@ -79,13 +79,23 @@ def task_problems(spec: JobSpec) -> list[Problem]:
 
 def model_problems(spec: JobSpec) -> list[Problem]:
     """The attention kind against the task."""
-    kind = spec.model.attention.kind
+    problems: list[Problem] = []
+    attention = spec.model.attention
+    kind = attention.kind
     if spec.task.causal and not {**KERNELS, **BLOCKS}[kind].supports_causal:
-        return [Problem("model.attention.kind",
-                        f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
-                        "predicts the next token, which needs causal attention; use softmax, linear, "
-                        "performer or flash, or a bidirectional task such as listops")]
-    return []
+        problems.append(Problem("model.attention.kind",
+                                f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
+                                "predicts the next token, which needs causal attention; use softmax, linear, "
+                                "performer, flash or hypercube, or a bidirectional task such as listops"))
+    if kind == "mra":
+        blocks = -(-spec.task.seq_len // attention.block_size)
+        if attention.blocks_per_row > blocks:
+            problems.append(Problem("model.attention.blocks_per_row",
+                                    f"{attention.blocks_per_row} exceeds the {blocks} blocks in a row "
+                                    f"(task.seq_len {spec.task.seq_len} / model.attention.block_size "
+                                    f"{attention.block_size}, rounded up); set it to at most {blocks} "
+                                    f"({blocks} computes every block exactly)"))
+    return problems
 
 
 def population_problems(spec: JobSpec) -> list[Problem]:

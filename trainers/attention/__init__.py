@@ -28,14 +28,19 @@ exchange treat them per member. The built-in kernels have no weights of their ow
 their private generators by it (trainers/attention/seeding.py, never the global RNG), so
 layers draw different features while every data-parallel worker draws the same ones.
 Every class has `supports_causal`; building one with causal=True where it is False
-raises (LARA has no causal form).
+raises (LARA and MRA have no causal form).
+
+Block-sparse kinds (hypercube, mra) cut the tokens into blocks and pad T up to a multiple
+of the block size internally, masking the padded keys; they hold no weights or buffers.
 
 Kinds that hold random state (performer, lara) keep buffers shared by all members of the
 group, with no leading member axis: `projection_MK` and `training_calls.count`.
 """
 from trainers.attention.flash import FlashBlock
+from trainers.attention.hypercube import HypercubeAttention
 from trainers.attention.lara import LaraAttention
 from trainers.attention.linear import LinearAttention
+from trainers.attention.mra import MraAttention
 from trainers.attention.performer import PerformerAttention
 from trainers.attention.softmax import SoftmaxAttention
 
@@ -44,5 +49,7 @@ KERNELS = {
     "linear": LinearAttention,
     "performer": PerformerAttention,
     "lara": LaraAttention,
+    "hypercube": HypercubeAttention,
+    "mra": MraAttention,
 }
 BLOCKS: dict[str, type] = {"flash": FlashBlock}

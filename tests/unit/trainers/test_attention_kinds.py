@@ -17,6 +17,8 @@ OPTIONS = {
     "performer": {"chunk_size": 8, "nb_features": 16},
     "lara": {"num_landmarks": 4},
     "flash": {"group_size": 8, "qk_dim": 16},
+    "hypercube": {"block_size": 4},
+    "mra": {"block_size": 4, "blocks_per_row": 2},
 }
 CLASSES = {**KERNELS, **BLOCKS}
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
