@@ -1,6 +1,7 @@
 """Where one training step's time goes, on one worker with no network: forward + backward,
 the gradient exchange (error feedback and compression; no collective crosses a link with
-one worker), per-member gradient clipping, and the optimizer step.
+one worker), per-member gradient clipping, and the optimizer step; "batch" is the host's
+building of every member's batch.
 
     .venv/bin/python benchmarks/bench_step_phases.py                         # configs/netns_bench.yaml
     .venv/bin/python benchmarks/bench_step_phases.py --set task.seq_len=32 \\
@@ -32,7 +33,7 @@ from launch.backends.plan import worker_plan  # noqa: E402
 from launch.spec.schema import load_spec  # noqa: E402
 from trainers.loop import Worker, import_deepspeed  # noqa: E402
 
-PHASES = ("forward+backward", "exchange", "clip", "optimizer", "step")
+PHASES = ("batch", "forward+backward", "exchange", "clip", "optimizer", "step")
 
 
 def one_process_worker(spec, time_phase) -> Worker:
@@ -49,7 +50,7 @@ def one_process_worker(spec, time_phase) -> Worker:
 def measure(spec, steps: int, skip: int) -> dict[str, float]:
     """Medians of `Worker.train_step` and of the phases it times; forward + backward is the
     rest of the step."""
-    calls = {"exchange": [], "clip": [], "optimizer": []}
+    calls = {"batch": [], "exchange": [], "clip": [], "optimizer": []}
 
     @contextlib.contextmanager
     def time_phase(phase: str):

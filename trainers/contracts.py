@@ -49,6 +49,10 @@ class TaskData(Protocol):
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...
 
+    def train_batches(self, *, rank: int, world_size: int, members: int, step: int,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`train_batch` of members 0..members-1 stacked ([P, B, ...]), built as one tensor."""
+
     def val_batches(self, *, rank: int, world_size: int, batch_size: int,
                     max_batches: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]: ...
 

@@ -100,7 +100,7 @@ def untimed(phase: str) -> AbstractContextManager:
 
 
 class Worker:
-    """`time_phase(name)`: a context manager around each of a step's "exchange", "clip"
+    """`time_phase(name)`: a context manager around each of a step's "batch", "exchange", "clip"
     and "optimizer" phases (benchmarks time them with it). A Worker that never `run()`s
     (benchmarks) needs no reporter or checkpoints."""
 
@@ -186,15 +186,11 @@ class Worker:
         """One optimizer step (grad_accum_steps micro-steps) at the optimizer's current
         hyperparameters; advances `step`. Returns the mean loss per member on this worker
         and the exchange's byte report."""
-        train, members = self.plan.train, self.plan.members
+        train = self.plan.train
         losses, report = [], None
         for micro in range(train.grad_accum_steps):
-            sample = self.step * train.grad_accum_steps + micro
-            batches = [self.data.train_batch(rank=self.rank, world_size=self.world_size, member=m,
-                                             step=sample, batch_size=train.micro_batch_size)
-                       for m in range(members)]
-            inputs_PBT = torch.stack([b[0] for b in batches]).to(self.engine.device)
-            targets_PB = torch.stack([b[1] for b in batches]).to(self.engine.device)
+            with self.time_phase("batch"):
+                inputs_PBT, targets_PB = self._train_batches(sample=self.step * train.grad_accum_steps + micro)
             # Sum over members: each member's gradient is what it would be on its own.
             loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
             self.engine.backward(loss_P.sum())
@@ -214,6 +210,19 @@ class Worker:
             losses.append(loss_P.detach())
         self.step += 1
         return torch.stack(losses).mean(0).cpu(), report
+
+    def _train_batches(self, *, sample: int):
+        """Every member's batch of micro-step `sample`, built as one tensor on the host and
+        copied to the engine's device; on a GPU from pinned memory without blocking, so the
+        copy overlaps the host's work until the forward pass needs it."""
+        inputs, targets = self.data.train_batches(rank=self.rank, world_size=self.world_size,
+                                                  members=self.plan.members, step=sample,
+                                                  batch_size=self.plan.train.micro_batch_size)
+        device = self.engine.device
+        if torch.device(device).type != "cuda":
+            return inputs, targets
+        return (inputs.pin_memory().to(device, non_blocking=True),
+                targets.pin_memory().to(device, non_blocking=True))
 
     @torch.no_grad()
     def _evaluate(self):

@@ -274,12 +274,23 @@ class ListOpsData:
         or exploited member recomputes any step's batch without saved sampler state.
         Within a batch examples are distinct; across steps draws are independent.
         """
+        idx = self._train_indices(rank, world_size, member, step, batch_size)
+        return torch.from_numpy(self.tokens_train[idx]), torch.from_numpy(self.labels_train[idx])
+
+    def train_batches(self, *, rank: int, world_size: int, members: int, step: int,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's `train_batch` at once: ``tokens [P, B, T]``, ``labels [P, B]``,
+        one gather (only the seeded draws go member by member)."""
+        idx_PB = np.stack([self._train_indices(rank, world_size, member, step, batch_size)
+                           for member in range(members)])
+        return torch.from_numpy(self.tokens_train[idx_PB]), torch.from_numpy(self.labels_train[idx_PB])
+
+    def _train_indices(self, rank: int, world_size: int, member: int, step: int, batch_size: int) -> np.ndarray:
         shard = self._shard(len(self.labels_train), rank, world_size)
         if len(shard) == 0:
             raise ValueError(f"rank {rank} has no training examples; raise num_train above {world_size}")
         rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, rank, member, step])))
-        idx = shard[rng.choice(len(shard), size=batch_size, replace=batch_size > len(shard))]
-        return torch.from_numpy(self.tokens_train[idx]), torch.from_numpy(self.labels_train[idx])
+        return shard[rng.choice(len(shard), size=batch_size, replace=batch_size > len(shard))]
 
     def _eval_batches(self, split: str, rank: int, world_size: int, batch_size: int, max_batches: int | None):
         tokens, labels = getattr(self, f"tokens_{split}"), getattr(self, f"labels_{split}")

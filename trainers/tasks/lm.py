@@ -88,10 +88,19 @@ class LMData:
         return rank * size, (rank + 1) * size
 
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int, batch_size: int):
+        return self._windows(self.train, self._train_offsets(rank, world_size, member, step, batch_size))
+
+    def train_batches(self, *, rank: int, world_size: int, members: int, step: int, batch_size: int):
+        """Every member's `train_batch` at once, as ([P, B, T], [P, B, T]): one gather from
+        the stream instead of one per window (only the seeded draws go member by member)."""
+        offsets_PB = np.stack([self._train_offsets(rank, world_size, member, step, batch_size)
+                               for member in range(members)])
+        return self._windows(self.train, offsets_PB)
+
+    def _train_offsets(self, rank: int, world_size: int, member: int, step: int, batch_size: int) -> np.ndarray:
         start, stop = self.shard_bounds(self.train, rank, world_size)
         rng = member_generator(self.seed, rank, member, step)
-        offsets = start + rng.integers(0, stop - start - self.seq_len - 1, size=batch_size)
-        return self._windows(self.train, offsets)
+        return start + rng.integers(0, stop - start - self.seq_len - 1, size=batch_size)
 
     def val_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int):
         """Fixed windows spread evenly over this rank's validation shard (same every eval)."""
@@ -101,9 +110,10 @@ class LMData:
         return [self._windows(self.val, offsets[i:i + batch_size]) for i in range(0, count, batch_size)]
 
     def _windows(self, stream: np.ndarray, offsets: np.ndarray):
-        rows = np.stack([np.asarray(stream[o:o + self.seq_len + 1], dtype=np.int64) for o in offsets])
-        tokens = torch.from_numpy(rows)
-        return tokens[:, :-1], tokens[:, 1:]
+        """(inputs, targets) of the windows starting at `offsets` (any shape: [B] or [P, B])."""
+        positions = offsets[..., None] + np.arange(self.seq_len + 1)
+        tokens = torch.from_numpy(np.asarray(stream[positions], dtype=np.int64))
+        return tokens[..., :-1], tokens[..., 1:]
 
     def unigram_baseline(self) -> float:
         """Cross-entropy (nats/token) on validation of the training split's unigram
