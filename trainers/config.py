@@ -97,3 +97,6 @@ class TrainConfig(Section):
     log_interval: PositiveInt = 10
     eval_interval: PositiveInt = 50
     eval_batches: PositiveInt = 8
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="forward pass under torch.autocast at bf16/fp16; weights, gradients, the "
+                            "exchange and the optimizer stay fp32; fp16 scales each member's loss on its own")

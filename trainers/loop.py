@@ -35,9 +35,11 @@ from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, load
 from trainers.config import ModelConfig, TaskConfig, TrainConfig
 from trainers.contracts import CheckpointStore, HyperparamSource, PerturbationRounds, Reporter
+from trainers.loss_scaler import MemberLossScaler, members_unchanged, unscale_gradients_
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
 from trainers.population_optim import clip_grad_norm_per_member_, member_learning_rates
+from trainers.precision import autocast
 from trainers.tasks import build_task_data
 
 
@@ -130,6 +132,8 @@ class Worker:
         take_over_gradient_exchange(self.engine)
         self.comm = build_communicator(plan.backend)
         self.exchange = GradientExchange(config=plan.compression, communicator=self.comm, seed=plan.seed)
+        self.loss_scaler = MemberLossScaler(plan.members, enabled=plan.train.precision == "fp16",
+                                            device=self.engine.device)
         torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
         self.step = 0
         self.train_time_s = 0.0  # seconds spent in training steps, carried across restarts
@@ -191,10 +195,19 @@ class Worker:
         for micro in range(train.grad_accum_steps):
             with self.time_phase("batch"):
                 inputs_PBT, targets_PB = self._train_batches(sample=self.step * train.grad_accum_steps + micro)
-            # Sum over members: each member's gradient is what it would be on its own.
-            loss_P = member_losses(self.engine(inputs_PBT), targets_PB)
-            self.engine.backward(loss_P.sum())
-            if self.engine.is_gradient_accumulation_boundary():
+            with autocast(train.precision, self.engine.device):
+                logits = self.engine(inputs_PBT)
+            loss_P = member_losses(logits, targets_PB)  # in fp32
+            # Sum over members: each member's gradient is what it would be on its own (times
+            # its loss scale under fp16).
+            self.engine.backward(self.loss_scaler.scale(loss_P).sum())
+            skipped_members = []
+            boundary = self.engine.is_gradient_accumulation_boundary()
+            if boundary:
+                if self.loss_scaler.enabled:
+                    # Before the exchange: see trainers/loss_scaler.py.
+                    overflow_P = unscale_gradients_(self.loss_scaler, self.engine.module.parameters(), self.comm)
+                    skipped_members = overflow_P.nonzero().flatten().tolist()
                 with self.time_phase("exchange"):
                     # Each member sends its own density (PBT's, copied on exploit like the rest).
                     report = exchange_gradients(self.engine, self.exchange, step=self.step,
@@ -205,8 +218,10 @@ class Worker:
                     with self.time_phase("clip"):
                         # Per member: one member's large gradient must not shrink the others'.
                         clip_grad_norm_per_member_(self.engine.module.parameters(), train.grad_clip)
-            with self.time_phase("optimizer"):
+            with self.time_phase("optimizer"), members_unchanged(self.engine.module, self.optimizer, skipped_members):
                 self.engine.step()
+            if self.loss_scaler.enabled and boundary:
+                self.loss_scaler.update(overflow_P)
             losses.append(loss_P.detach())
         self.step += 1
         return torch.stack(losses).mean(0).cpu(), report
@@ -234,7 +249,8 @@ class Worker:
         for inputs_BT, targets_B in self.val_batches:
             inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(self.engine.device)
             targets = targets_B.expand(members, *targets_B.shape).to(self.engine.device)
-            logits = self.engine(inputs_PBT)
+            with autocast(self.plan.train.precision, self.engine.device):
+                logits = self.engine(inputs_PBT)
             loss_P += member_losses(logits, targets).float().cpu()
             correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1).cpu()
         self.engine.train()
@@ -263,8 +279,10 @@ class Worker:
 
     @torch.no_grad()
     def copy_member(self, *, target: int, source: int) -> None:
-        """Member `target` becomes member `source` (copy_member_state_)."""
+        """Member `target` becomes member `source` (copy_member_state_), its fp16 loss
+        scale included (the scale fits the weights it comes with)."""
         copy_member_state_(self.engine.module, self.optimizer, self.exchange, target=target, source=source)
+        self.loss_scaler.copy_member_(target, source)
 
     def _mean_across_workers(self, value_P: torch.Tensor) -> torch.Tensor:
         value_P = value_P.to(torch.float32).clone()
@@ -299,13 +317,16 @@ class Worker:
     # ------------------------------------------------------------ checkpoints
 
     def _write_checkpoint_files(self, folder: Path) -> None:
-        """Rank 0 writes the weights and counters; every rank its optimizer state, RNG and
-        error-feedback residuals (they differ per worker)."""
+        """Rank 0 writes the weights and counters; every rank its optimizer state, RNG states
+        (the CPU's and every GPU's: dropout masks), error-feedback residuals (they differ per
+        worker) and the members' fp16 loss scales."""
         if self.rank == 0:
             atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
                          "model": self.engine.module.state_dict(), "population": self.population.state_dict()},
                         folder / "model.pt")
         atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+                     "loss_scaler": self.loss_scaler.state_dict(),
                      "replica_digest": replica_digest(self.engine.module),
                      "exchange": self.exchange.state_dict(),
                      "bytes_sent_total": self.bytes_sent_total, "dense_bytes_total": self.dense_bytes_total},
@@ -321,6 +342,9 @@ class Worker:
         self.population.load_state_dict(state["population"])
         self.optimizer.load_state_dict(worker_state["optimizer"])  # includes each member's learning rate
         torch.set_rng_state(worker_state["rng"])
+        if worker_state["cuda_rng"]:
+            torch.cuda.set_rng_state_all(worker_state["cuda_rng"])
+        self.loss_scaler.load_state_dict(worker_state["loss_scaler"])
         self.exchange.load_state_dict(worker_state["exchange"])
         self.bytes_sent_total = worker_state["bytes_sent_total"]
         self.dense_bytes_total = worker_state["dense_bytes_total"]

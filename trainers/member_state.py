@@ -3,8 +3,9 @@
 loop.copy_member_state_ instead, which needs no copy out).
 
 Two parts, because they are alike in different places:
-  shared    weights, optimizer moments and step counters: identical on every worker of a
-            group (the exchange gives every worker the same averaged gradient)
+  shared    weights, optimizer moments and step counters, the fp16 loss scale: identical on
+            every worker of a group (the exchange gives every worker the same averaged
+            gradient; overflow flags are summed over workers)
   residual  the gradient exchange's state (error-feedback residuals): each worker its own
 
 Hyperparameters are not here: the PBT controller decides them and hands them to the target.
@@ -12,21 +13,28 @@ Hyperparameters are not here: the PBT controller decides them and hands them to 
 import torch
 
 from distrib.exchange import GradientExchange
+from trainers.loss_scaler import MemberLossScaler
 
 
-def export_shared(model: torch.nn.Module, optimizer, member: int) -> dict:
-    return {"weights": {name: p[member].detach().clone() for name, p in model.named_parameters()},
-            "optimizer": optimizer.member_state(member)}
+def export_shared(model: torch.nn.Module, optimizer, member: int, loss_scaler: MemberLossScaler | None = None) -> dict:
+    shared = {"weights": {name: p[member].detach().clone() for name, p in model.named_parameters()},
+              "optimizer": optimizer.member_state(member)}
+    if loss_scaler is not None:
+        shared["loss_scale"] = loss_scaler.member_state(member)
+    return shared
 
 
 @torch.no_grad()
-def import_shared_(model: torch.nn.Module, optimizer, member: int, shared: dict) -> None:
+def import_shared_(model: torch.nn.Module, optimizer, member: int, shared: dict,
+                   loss_scaler: MemberLossScaler | None = None) -> None:
     params = dict(model.named_parameters())
     if set(params) != set(shared["weights"]):
         raise ValueError("the member's weights are for another model: parameter names differ")
     for name, row in shared["weights"].items():
         params[name][member].copy_(row)
     optimizer.load_member_state_(member, shared["optimizer"])
+    if loss_scaler is not None:
+        loss_scaler.load_member_state_(member, shared["loss_scale"])
 
 
 def export_residual(exchange: GradientExchange, member: int) -> dict[str, torch.Tensor]:

@@ -138,13 +138,14 @@ class GroupRounds:
             self._log_events(worker, round_.events, digests, replica_digest(model).tolist())
 
     def _export(self, worker: Worker, member: int) -> None:
-        shared = export_shared(worker.engine.module, worker.optimizer, member) if worker.rank == 0 else None
+        shared = (export_shared(worker.engine.module, worker.optimizer, member, worker.loss_scaler)
+                  if worker.rank == 0 else None)
         ray.get(self.link.coordinator.offer.remote(worker.step, self.link.layout.global_id(self.link.group, member),
                                                    worker.rank, shared, export_residual(worker.exchange, member)))
 
     def _import(self, worker: Worker, target: int, source: int) -> None:
         shared, residual = ray.get(self.link.coordinator.collect.remote(worker.step, source, worker.rank))
-        import_shared_(worker.engine.module, worker.optimizer, target, ray.get(shared))
+        import_shared_(worker.engine.module, worker.optimizer, target, ray.get(shared), worker.loss_scaler)
         import_residual_(worker.exchange, target, ray.get(residual))
 
     def _log_events(self, worker: Worker, events, digests_before: list[float], digest_after_P: list[float]) -> None:

@@ -64,7 +64,8 @@ def deepspeed_problems(spec: JobSpec) -> list[Problem]:
             problems.append(Problem(f"distributed.deepspeed.{key}.enabled",
                                     "mixed-precision optimizers keep gradients outside param.grad (and fp16 "
                                     "rescales them every step), where sparsepop's gradient exchange and its "
-                                    "error-feedback residuals cannot follow; remove it (training runs in fp32)"))
+                                    "error-feedback residuals cannot follow; remove it and set train.precision: bf16 or fp16 "
+                                    "instead (autocast with fp32 gradients, a loss scale per member for fp16)"))
     return problems
 
 

@@ -79,6 +79,8 @@ def test_float_without_dot_in_file_is_a_float(tmp_path):
     ("distributed: {deepspeed: {zero_optimization: {stage: 1}}}\n", [],
      "distributed.deepspeed.zero_optimization.stage: stage 1 is not supported"),
     ("distributed: {deepspeed: {bf16: {enabled: true}}}\n", [], "distributed.deepspeed.bf16.enabled: mixed-precision"),
+    ("distributed: {deepspeed: {fp16: {enabled: true}}}\n", [], "set train.precision: bf16 or fp16 instead"),
+    ("name: x\n", ["train.precision=fp8"], "train.precision: Input should be 'fp32', 'bf16' or 'fp16'"),
     ("distributed: {backend: mpi}\n", [], "distributed.backend: 'mpi' needs ranks started by an MPI launcher"),
     ("distributed: {launcher: slurm}\n", [], "distributed.launcher: Input should be 'ray' or 'mpi'"),
     ("compression: {method: topk, density: 1.5}\n", [], "compression.density"),
@@ -143,6 +145,11 @@ def test_cli_validate_prints_resolved_spec():
     assert done.returncode == 0, done.stderr
     resolved = yaml.safe_load(done.stdout)
     assert resolved["train"]["lr"] == 2e-3 and resolved["train"]["grad_clip"] == 1.0
+
+
+def test_cli_bad_precision_exits_2_naming_the_key():
+    done = run_cli("validate", "configs/tiny.yaml", "--set", "train.precision=fp8")
+    assert done.returncode == 2 and "train.precision" in done.stderr and "Traceback" not in done.stderr
 
 
 def test_cli_bad_spec_exits_2_without_traceback(tmp_path):
