@@ -244,15 +244,17 @@ class Worker:
         """Validation loss per member, averaged over every worker's validation shard, and
         the accuracy per member for classification tasks (None for language modelling)."""
         self.engine.eval()
-        members = self.plan.members
-        loss_P, correct_P = torch.zeros(members), torch.zeros(members)
+        members, device = self.plan.members, self.engine.device
+        # Summed on the device: one copy to the host at the end, not two per batch.
+        loss_P, correct_P = torch.zeros(members, device=device), torch.zeros(members, device=device)
         for inputs_BT, targets_B in self.val_batches:
-            inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(self.engine.device)
-            targets = targets_B.expand(members, *targets_B.shape).to(self.engine.device)
-            with autocast(self.plan.train.precision, self.engine.device):
+            inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(device)
+            targets = targets_B.expand(members, *targets_B.shape).to(device)
+            with autocast(self.plan.train.precision, device):
                 logits = self.engine(inputs_PBT)
-            loss_P += member_losses(logits, targets).float().cpu()
-            correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1).cpu()
+            loss_P += member_losses(logits, targets).float()
+            correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1)
+        loss_P, correct_P = loss_P.cpu(), correct_P.cpu()
         self.engine.train()
         val_loss_P = self._mean_across_workers(loss_P / len(self.val_batches))
         accuracy_P = self._mean_across_workers(correct_P / len(self.val_batches))

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 
 MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
@@ -59,3 +61,18 @@ def test_topk_with_error_feedback_tracks_dense_and_without_it_falls_behind(tmp_p
     assert dense < 2.7  # the dense baseline itself trained (unigram baseline: 3.20)
     assert abs(with_ef - dense) < EF_TOLERANCE, (dense, with_ef)
     assert without_ef > with_ef + NO_EF_GAP, (with_ef, without_ef)
+
+
+def test_fp16_with_topk_keeps_replicas_and_loss_scales_identical(tmp_path):
+    """train.precision=fp16 under mpiexec: autocast on the CPU, a loss scale per member,
+    the overflow flags summed over workers, so both ranks hold the same weights and scales."""
+    run_dir = mpi_run(tmp_path, "configs/tiny.yaml", "distributed.launcher=mpi", "train.precision=fp16",
+                      "compression.method=topk", "population.size=2")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["final_val_loss"] < read_rows(run_dir)[0]["loss"]
+    latest = json.loads((run_dir / "checkpoints" / "latest.json").read_text())
+    ranks = [torch.load(run_dir / "checkpoints" / latest["folder"] / f"worker_rank{rank}.pt", weights_only=True)
+             for rank in (0, 1)]
+    assert torch.equal(ranks[0]["replica_digest"], ranks[1]["replica_digest"])
+    assert torch.equal(ranks[0]["loss_scaler"]["scale_P"], ranks[1]["loss_scaler"]["scale_P"])
+    assert ranks[0]["loss_scaler"]["clean_steps_P"].tolist() == [20, 20]  # no overflow in 20 steps
