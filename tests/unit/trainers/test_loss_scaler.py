@@ -9,6 +9,7 @@ from distrib.communicators import MpiCommunicator
 from distrib.exchange import GradientExchange
 from trainers.config import ModelConfig, TrainConfig
 from trainers.loss_scaler import MemberLossScaler, members_unchanged, unscale_gradients_
+from trainers.member_state import export_shared, import_shared_
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
 
@@ -108,3 +109,11 @@ def test_scale_grows_after_clean_steps_and_travels_with_the_member():
 def test_disabled_scaler_leaves_the_loss_alone():
     loss_P = torch.tensor([1.0, 2.0, 3.0])
     assert torch.equal(MemberLossScaler(P, enabled=False).scale(loss_P), loss_P)
+
+
+def test_scale_travels_with_a_member_to_another_group():
+    donor, target = group(), group()
+    donor_scaler, target_scaler = MemberLossScaler(P, enabled=True), MemberLossScaler(P, enabled=True)
+    donor_scaler.update(torch.tensor([False, False, True]))
+    import_shared_(target[0], target[1], 0, export_shared(donor[0], donor[1], 2, donor_scaler), target_scaler)
+    assert target_scaler.scale_P.tolist() == [2.0 ** 15, 2.0 ** 16, 2.0 ** 16]
