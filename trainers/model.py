@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.attention import BLOCKS, KERNELS
+from trainers.attention import BLOCKS, KERNELS, SUBLAYERS
 from trainers.config import ModelConfig
 from trainers.layers import (
     BatchedEmbedding,
@@ -31,7 +31,8 @@ class SelfAttention(nn.Module):
         head_dim = config.d_model // config.n_heads
         self.qkv = BatchedLinear(members, config.d_model, 3 * config.d_model)
         # `layer` keys the random features of performer / lara, so layers draw different ones.
-        self.kernel = KERNELS[config.attention.kind](config.attention, head_dim=head_dim, causal=causal, layer=layer)
+        self.kernel = KERNELS[config.attention.kind](config.attention, members=members, head_dim=head_dim,
+                                                     causal=causal, layer=layer)
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 
@@ -63,7 +64,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
         super().__init__()
         self.norm_attn = BatchedLayerNorm(members, config.d_model)
-        self.attn = SelfAttention(config, members=members, causal=causal, layer=layer)
+        attention = SUBLAYERS.get(config.attention.kind, SelfAttention)  # kinds that need x, not q/k/v
+        self.attn = attention(config, members=members, causal=causal, layer=layer)
         self.norm_mlp = BatchedLayerNorm(members, config.d_model)
         self.mlp = MLP(config, members=members)
         self.dropout = MemberDropout(members, config.dropout)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from compression import METHODS
 from launch.spec.problems import Problem
 from pbt.tune_mapping import tune_backend_problems
-from trainers.attention import BLOCKS, KERNELS
+from trainers.attention import ALL_KINDS
 from trainers.config import TokenFileTask
 from trainers.tasks.lm import token_file_problem
 
@@ -78,14 +78,21 @@ def task_problems(spec: JobSpec) -> list[Problem]:
 
 
 def model_problems(spec: JobSpec) -> list[Problem]:
-    """The attention kind against the task."""
-    kind = spec.model.attention.kind
-    if spec.task.causal and not {**KERNELS, **BLOCKS}[kind].supports_causal:
-        return [Problem("model.attention.kind",
-                        f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
-                        "predicts the next token, which needs causal attention; use softmax, linear, "
-                        "performer or flash, or a bidirectional task such as listops")]
-    return []
+    """The attention kind against the task and the model's width."""
+    problems: list[Problem] = []
+    attention = spec.model.attention
+    if spec.task.causal and not ALL_KINDS[attention.kind].supports_causal:
+        problems.append(Problem("model.attention.kind",
+                                f"{attention.kind!r} is bidirectional only (as in its paper), but task "
+                                f"{spec.task.kind!r} predicts the next token, which needs causal attention; use "
+                                "softmax, linear, performer, flash, rpe_fft or collaborative, or a bidirectional "
+                                "task such as listops"))
+    if attention.kind == "collaborative" and attention.key_dim > spec.model.d_model:
+        problems.append(Problem("model.attention.key_dim",
+                                f"{attention.key_dim} exceeds model.d_model ({spec.model.d_model}): the shared "
+                                "query/key projection is meant to be narrower than the heads' concatenation; set "
+                                f"key_dim to at most {spec.model.d_model} (the paper uses d_model/4 to d_model/8)"))
+    return problems
 
 
 def population_problems(spec: JobSpec) -> list[Problem]:
