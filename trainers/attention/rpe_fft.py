@@ -16,10 +16,12 @@ kind's feature map, so with f = 1 this kind IS linear attention.
 Choices the paper leaves open:
 - f = exp(table): a positive mask keeps the normaliser positive (a sum of positive terms).
   The table starts at zero (f = 1: plain linear attention at init).
-- The table is [P, H, R]: one learned value per member, head and offset -max_offset ..
-  max_offset. Offsets farther than max_offset are clamped to the value at +-max_offset,
-  so any T runs (a learned constant far field) and the parameter count does not depend on
-  the task's length.
+- The table is [P, 1, R]: one learned value per member and offset -max_offset ..
+  max_offset, shared by the heads (axis 1 broadcasts over H). Per-head tables ([P, H, R],
+  the paper's per-head masks) need the head count, which the kernel interface does not
+  pass; with it only the table's constructor changes. Offsets farther than max_offset are
+  clamped to the value at +-max_offset, so any T runs (a learned constant far field) and
+  the parameter count does not depend on the task's length.
 - Causal: f(r) = 0 for r < 0, so the mask is lower triangular (the negative half of the
   table is then unused and gets zero gradient).
 - 2-D (block-Toeplitz) grids, for a later vision issue: the table grows one axis per grid
@@ -56,9 +58,7 @@ class RpeFftAttention(nn.Module):
         self.max_offset = config.max_offset
         self.feature_chunk = config.feature_chunk
         self.fft_dtype = getattr(torch, config.fft_dtype)
-        # log f per member and offset, shared by the heads (axis 1 broadcasts over H): the
-        # kernel interface does not tell a kernel how many heads it serves. A [P, H, R]
-        # table would change only this line.
+        # log f per member and offset, shared by the heads (see the module docstring).
         self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
