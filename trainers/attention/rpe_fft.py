@@ -28,11 +28,13 @@ Choices the paper leaves open:
   dimension ([P, H, R_rows, R_cols], indexed by (di, dj)) and the 1-D FFT becomes a 2-D FFT
   over the zero-padded (2*rows, 2*cols) grid; `relative_mask` and `toeplitz_apply` are the
   two places that change. The 1-D case is the single-axis table used here.
-- Memory: the FFT needs phi(k)_m v_k for every feature pair (m, k): a [N, H, L, M, K+1]
-  complex tensor, 2*M*(K+1) floats per token (over 8 K floats per token at K = 64). It is
-  processed C = feature_chunk features of phi(k) at a time, so one pass holds
-  [N, H, F, C, K+1] complex; autograd still keeps each pass's inputs for backward
-  (O(T M K) floats in all, as any linear attention's per-token states would).
+- Memory: the FFT needs phi(k)_m v_k for every feature pair (m, k): a [N, H, M, K+1, L]
+  tensor, 2*M*(K+1) numbers per token (over 8 K per token at K = 64). It is built and
+  transformed C = feature_chunk features of phi(k) at a time, so the temporaries of one
+  pass are [N, H, C, K+1, L]-sized. For backward each pass keeps its transform
+  [N, H, C, K+1, F] (complex), O(T M K) numbers in all, as any per-token linear-attention
+  state would; the convolution's backward is written by hand (toeplitz.py) because
+  autograd through rfft / irfft spent more time zero-filling and copying than transforming.
 - Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.
 - FFT numerics: everything but the convolutions runs in fp32 (fp64 inputs stay fp64). An
   FFT convolution's rounding is relative to the whole sequence, not to each output: row
@@ -46,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
+from trainers.attention.toeplitz import toeplitz_apply
 
 
 class RpeFftAttention(nn.Module):
@@ -72,12 +75,12 @@ class RpeFftAttention(nn.Module):
         v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
         T = v_NHTK.shape[-2]
         fft_dtype = torch.promote_types(dtype, self.fft_dtype)
-        mask_fft_PHF = torch.fft.rfft(self.relative_mask(T).to(fft_dtype), n=2 * T)
+        mask_PHL = self.relative_mask(T).to(fft_dtype)
         out_NHTJ = 0
         for phi_q_NHTC, phi_k_NHTC in zip(phi_q_NHTM.split(self.feature_chunk, -1),
                                           phi_k_NHTM.split(self.feature_chunk, -1)):
-            a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC, v_NHTJ).to(fft_dtype)
-            state_NHCJT = toeplitz_apply(mask_fft_PHF, a_NHCJT).to(dtype)
+            a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC.to(fft_dtype), v_NHTJ.to(fft_dtype))
+            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT).to(dtype)
             out_NHTJ = out_NHTJ + torch.einsum("nhtc,nhcjt->nhtj", phi_q_NHTC, state_NHCJT)
         out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
         return out_NHTK.to(v_NHTK.dtype)
@@ -91,13 +94,3 @@ class RpeFftAttention(nn.Module):
         unused = (offset < 0) if self.causal else (offset == -length)
         return f_PHL.masked_fill(unused, 0.0)
 
-
-def toeplitz_apply(mask_fft_PHF: torch.Tensor, a_NHxT: torch.Tensor) -> torch.Tensor:
-    """s_i = sum_j f(i - j) a_j along the last axis (T), for every member's f: a circular
-    convolution of length 2T >= 2T - 1, so no offset wraps onto another. N = P*B is
-    member-major, so the P axis of the mask lines up with N viewed as [P, B]."""
-    P, T = mask_fft_PHF.shape[0], a_NHxT.shape[-1]
-    a_fft_PBHxF = torch.fft.rfft(a_NHxT, n=2 * T).unflatten(0, (P, -1))
-    extra = a_NHxT.dim() - 3  # the axes between H and T
-    s_fft_PBHxF = a_fft_PBHxF * mask_fft_PHF.view(P, 1, mask_fft_PHF.shape[1], *(1,) * extra, -1)
-    return torch.fft.irfft(s_fft_PBHxF, n=2 * T)[..., :T].flatten(0, 1)
