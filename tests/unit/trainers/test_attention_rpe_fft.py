@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from trainers.attention.config import LinearAttentionConfig, RpeFftAttentionConfig
 from trainers.attention.linear import LinearAttention
 from trainers.attention.rpe_fft import RpeFftAttention
+from trainers.attention.toeplitz import toeplitz_apply
 
 P, B, H, K = 2, 1, 3, 8
 
@@ -91,3 +92,18 @@ def test_gradcheck_through_the_ffts(causal):
         return torch.func.functional_call(kernel, {"log_mask_PHR": table}, (q, k, v))
 
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
+
+
+@pytest.mark.parametrize("mask_heads", [1, 2], ids=["shared-by-heads", "per-head"])
+def test_toeplitz_convolution_gradcheck_and_value(mask_heads):
+    """The hand-written backward, with B = 2 sequences per member and an extra axis that g
+    broadcasts along; and the value against the explicit Toeplitz matrix."""
+    generator = torch.Generator().manual_seed(3)
+    members, T = 2, 5
+    g_PHL = torch.randn(members, mask_heads, 2 * T, generator=generator, dtype=torch.float64)
+    a_NHxT = torch.randn(members * 2, 2, 3, T, generator=generator, dtype=torch.float64)
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    toeplitz_PHTT = g_PHL[..., offset_TT % (2 * T)].repeat_interleave(2, dim=0)  # N = P*B, member-major
+    expected = torch.einsum("nhij,nhxj->nhxi", toeplitz_PHTT, a_NHxT)
+    torch.testing.assert_close(toeplitz_apply(g_PHL, a_NHxT), expected)
+    assert torch.autograd.gradcheck(toeplitz_apply, (g_PHL.requires_grad_(), a_NHxT.requires_grad_()))
