@@ -7,8 +7,8 @@
 
 The layer: width 256, 4 heads, batch 1, one member (P = 1), training mode, each kind's
 default options. What is timed is what the kind replaces in the model:
-  kernel kinds (softmax, linear, performer, lara, rpe_fft): the model's SelfAttention
-      (qkv projection, kernel, output projection); baseline `softmax`.
+  kernel kinds (softmax, linear, performer, lara, hypercube, mra, rpe_fft): the model's
+      SelfAttention (qkv projection, kernel, output projection); baseline `softmax`.
   sublayer kinds (collaborative, key_dim 64 = width/4): the sublayer that replaces
       SelfAttention, projections included; baseline `softmax`.
   block kinds (flash): one block, which does the work of attention AND the MLP; its
@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ["softmax", "linear", "performer", "lara", "flash", "rpe_fft", "collaborative"]
+KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash", "rpe_fft", "collaborative"]
 LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
 WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"

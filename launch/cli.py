@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "study report instead.")
     report.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`) or a study "
                                                            "directory (printed by `sweep`)")
+    report.add_argument("--latency-us", type=float, default=None, metavar="ALPHA",
+                        help="study report: the network model's latency per message in microseconds "
+                             "(default: launch/study/netmodel.py's)")
     sweep = commands.add_parser(
         "sweep", help="run a grid of jobs (a spec with a `sweep:` mapping) and write the study report",
         description="Expand the spec's `sweep:` grid (dotted keys -> lists of values) into jobs, run them as a "
@@ -42,10 +45,28 @@ def build_parser() -> argparse.ArgumentParser:
                     "with plots into <run.storage>/<name>-sweep-<timestamp>/. See configs/compression_sweep.yaml.")
     add_spec_args(sweep)
     add_sweep_arguments(sweep)
+    export = commands.add_parser(
+        "export", help="write one member as a plain single model (safetensors + config.json)",
+        description="Write one member of a finished run as a plain single model without the member axis: "
+                    "model.safetensors and config.json, loadable with trainers.export.load_exported (PyTorch "
+                    "alone). Default: the best member (lowest final validation loss) into RUN_DIR/export-member<N>/.")
+    export.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
+    export.add_argument("--member", default="best", help="`best` (default) or a member id")
+    export.add_argument("--out", default=None, metavar="DIR", help="where to write the export")
+    sample = commands.add_parser(
+        "sample", help="generate text from a language-model member",
+        description="Generate from a language-model member of a run (exported on the way) or from an export "
+                    "folder: bytes for stdlib_code, token ids (space separated) for token_file.")
+    sample.add_argument("source", metavar="RUN_DIR|EXPORT_DIR")
+    sample.add_argument("--member", default="best", help="with a run directory: `best` (default) or a member id")
+    sample.add_argument("--prompt", required=True, help="the text (or token ids) to continue")
+    sample.add_argument("--tokens", type=int, default=200, help="how many tokens to generate (default 200)")
+    sample.add_argument("--temperature", type=float, default=0.8, help="0: always the most likely (default 0.8)")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0)")
     return parser
 
 
-def write_report_for(directory: str) -> int:
+def write_report_for(directory: str, latency_us: float | None = None) -> int:
     """report.md and its plots for a run directory, or for a sweep's study directory."""
     from launch.runs.files import METRICS, SUMMARY
 
@@ -53,7 +74,8 @@ def write_report_for(directory: str) -> int:
     if (path / "results.csv").exists():
         from launch.study.report import write_study_report
 
-        print(f"report: {write_study_report(path)}")
+        latency = {} if latency_us is None else {"latency_s": latency_us * 1e-6}
+        print(f"report: {write_study_report(path, **latency)}")
         return 0
     if not (path / METRICS).exists() and not (path / SUMMARY).exists():
         print(f"error: {directory}: not a run directory (no {METRICS} or {SUMMARY}) nor a study directory "
@@ -65,10 +87,26 @@ def write_report_for(directory: str) -> int:
     return 0
 
 
+def export_or_sample(args: argparse.Namespace) -> int:
+    from launch.runs.export import export_member, sample_text
+
+    try:
+        if args.command == "export":
+            print(f"export: {export_member(Path(args.run_dir), args.member, args.out and Path(args.out))}")
+        else:
+            print(sample_text(Path(args.source), member=args.member, prompt=args.prompt, tokens=args.tokens,
+                              temperature=args.temperature, seed=args.seed))
+    except SpecError as err:
+        return report_spec_error(err, args.run_dir if args.command == "export" else args.source)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "report":
-        return write_report_for(args.run_dir)
+        return write_report_for(args.run_dir, args.latency_us)
+    if args.command in ("export", "sample"):
+        return export_or_sample(args)
     from launch.spec.schema import load_spec
 
     try:

@@ -36,13 +36,14 @@ class SelfAttention(nn.Module):
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 
-    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_PBTD: torch.Tensor, key_mask_PBT: torch.Tensor | None = None) -> torch.Tensor:
         P, B, T, D = x_PBTD.shape
         H, K = self.n_heads, D // self.n_heads
         qkv_PBT3HK = self.qkv(x_PBTD).view(P, B, T, 3, H, K)
         # [P, B, T, 3, H, K] -> three [N, H, T, K] views with members folded into batch.
         q_NHTK, k_NHTK, v_NHTK = qkv_PBT3HK.reshape(P * B, T, 3, H, K).permute(2, 0, 3, 1, 4)
-        out_NHTK = self.kernel(q_NHTK, k_NHTK, v_NHTK)
+        key_mask_NT = None if key_mask_PBT is None else key_mask_PBT.reshape(P * B, T)
+        out_NHTK = self.kernel(q_NHTK, k_NHTK, v_NHTK, key_mask_NT)
         out_PBTD = out_NHTK.transpose(1, 2).reshape(P, B, T, D)
         return self.proj(out_PBTD)
 
@@ -70,8 +71,8 @@ class TransformerBlock(nn.Module):
         self.mlp = MLP(config, members=members)
         self.dropout = MemberDropout(members, config.dropout)
 
-    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
-        x_PBTD = x_PBTD + self.dropout(self.attn(self.norm_attn(x_PBTD)))
+    def forward(self, x_PBTD: torch.Tensor, key_mask_PBT: torch.Tensor | None = None) -> torch.Tensor:
+        x_PBTD = x_PBTD + self.dropout(self.attn(self.norm_attn(x_PBTD), key_mask_PBT))
         return x_PBTD + self.dropout(self.mlp(self.norm_mlp(x_PBTD)))
 
 
@@ -81,6 +82,9 @@ class PopulationTransformer(nn.Module):
     `num_classes=None`: causal language model, logits [P, B, T, V] from a head tied to
     the token embedding. Otherwise: classifier over the mean of non-padding positions,
     logits [P, B, C].
+
+    With a `pad_id` (tasks that pad, such as ListOps), every block gets a key mask
+    computed from the ids, so padding is never attended to (see `key_mask`).
     """
 
     def __init__(self, config: ModelConfig, *, members: int, vocab_size: int, max_seq_len: int,
@@ -105,19 +109,30 @@ class PopulationTransformer(nn.Module):
 
     def forward(self, ids_PBT: torch.Tensor) -> torch.Tensor:
         T = ids_PBT.shape[-1]
+        key_mask_PBT = self.key_mask(ids_PBT)
         x_PBTD = self.tok_emb(ids_PBT) + self.pos_emb[:, None, :T, :]
         x_PBTD = self.dropout(x_PBTD)
         for block in self.blocks:
-            x_PBTD = block(x_PBTD)
+            x_PBTD = block(x_PBTD, key_mask_PBT)
         x_PBTD = self.norm_out(x_PBTD)
         if self.classifier is None:
             P, B, _, D = x_PBTD.shape
             # Tied head: logits = x @ E^T per member, one bmm for the population.
             logits_PMV = torch.bmm(x_PBTD.reshape(P, B * T, D), self.tok_emb.weight.transpose(1, 2))
             return logits_PMV.view(P, B, T, -1)
-        keep_PBT1 = (ids_PBT != self.pad_id).unsqueeze(-1).to(x_PBTD.dtype)
-        pooled_PBD = (x_PBTD * keep_PBT1).sum(2) / keep_PBT1.sum(2).clamp_min(1.0)
-        return self.classifier(pooled_PBD)
+        if key_mask_PBT is None:
+            return self.classifier(x_PBTD.mean(2))
+        keep_PBT1 = key_mask_PBT.unsqueeze(-1).to(x_PBTD.dtype)
+        return self.classifier((x_PBTD * keep_PBT1).sum(2) / keep_PBT1.sum(2))
+
+    def key_mask(self, ids_PBT: torch.Tensor) -> torch.Tensor | None:
+        """True at real tokens, False at padding; None when the task does not pad. A
+        sequence of padding only counts as all real, so that every row has a real key
+        (kernels may rely on it: an empty softmax row is NaN)."""
+        if self.pad_id is None:
+            return None
+        real_PBT = ids_PBT != self.pad_id
+        return real_PBT | ~real_PBT.any(-1, keepdim=True)
 
     def set_dropout(self, rate_P: torch.Tensor) -> None:
         """Give each member its own dropout rate (PBT mutates it)."""

@@ -29,11 +29,18 @@ class Decider(Protocol):
         """pbt.events.Event's, already adopted by the members' hyperparameters."""
 
 
+def training_is_over(worker: Worker) -> bool:
+    """No round after the last step: a copy then would leave the final table mixing copied
+    weights with losses measured before the copy (Ray Tune, too, stops a trial before PBT
+    sees its last result)."""
+    return worker.step >= worker.plan.train.steps
+
+
 class LocalRounds:
     """The group's controller decides, on every worker alike: the scores are all-reduced and
     its random numbers seeded by (seed, step). A member whose score turns non-finite is
-    replaced at once, between rounds too. The controller is also the plan's `population`:
-    the hyperparameters it changes are the ones the loop reads."""
+    replaced at once, between rounds too (not after the last step). The controller is also
+    the plan's `population`: the hyperparameters it changes are the ones the loop reads."""
 
     def __init__(self, controller: Decider):
         self.controller = controller
@@ -46,6 +53,8 @@ class LocalRounds:
 
     @torch.no_grad()
     def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
+        if training_is_over(worker):
+            return
         events = self.controller.decide(worker.step, scores_P.tolist(), bytes_ratio_P=list(bytes_report.ratio_P))
         if not events:
             return

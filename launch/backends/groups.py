@@ -51,7 +51,7 @@ from pbt.groups import GroupLayout, group_controller_state, plan_group_round
 from pbt.hyperparams import HyperparamStore
 from trainers.loop import Worker, WorkerPlan, replica_digest, say
 from trainers.member_state import export_residual, export_shared, import_residual_, import_shared_
-from trainers.rounds import NO_ROUNDS
+from trainers.rounds import NO_ROUNDS, training_is_over
 
 
 # ---------------------------------------------------------------- inside a group's workers
@@ -116,7 +116,7 @@ class GroupRounds:
 
     @torch.no_grad()
     def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
-        if not self.is_round(worker.step):
+        if not self.is_round(worker.step) or training_is_over(worker):
             return
         link, model = self.link, worker.engine.module
         events, digests = ray.get(link.coordinator.decide.remote(

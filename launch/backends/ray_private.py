@@ -12,3 +12,21 @@ def last_recorded_cluster() -> str | None:
         return canonicalize_bootstrap_address("auto")
     except ConnectionError:  # no cluster recorded and none running
         return None
+
+
+def quiet_ray_train_worker_logs() -> None:
+    """Keep Ray Train's warnings in a worker, not its two INFO lines per worker per
+    checkpoint ("Checkpoint successfully created", "Reporting training result"). One of
+    the two modules names its logger by its file path, outside the `ray.train` tree."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    for name in ("ray.train", context.__file__):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# Ray Train's preemption watcher (an actor that drains workers off nodes about to be
+# preempted) makes Ray log an error-looking line at every start ("constructor arguments in
+# the object store and max_restarts > 0"). A local instance has no node to preempt.
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"

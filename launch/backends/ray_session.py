@@ -14,7 +14,7 @@ from pathlib import Path
 
 import ray
 
-from launch.backends.ray_private import last_recorded_cluster
+from launch.backends.ray_private import PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs
 from launch.runs.directory import finish_run, prepare_run_dir
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
@@ -77,6 +77,7 @@ def connect_ray() -> None:
                 raise
     # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
     ray.init(address="local", dashboard_host="127.0.0.1", logging_level="WARNING")
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see ray_private)
 
 
 def last_cluster_answers(timeout_s: float = 2.0) -> bool:
@@ -167,6 +168,7 @@ def ray_train_worker(config: dict) -> None:
     the driver (a Tune trial's rounds and its checkpoints) still share it here."""
     import ray.train
 
+    quiet_ray_train_worker_logs()
     context = ray.train.get_context()
     Worker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
            reporter=config["reporter"], checkpoints=config["checkpoints"]).run()

@@ -1,11 +1,12 @@
-"""The run's recorder: the one writer of `metrics.jsonl`, `pbt_events.jsonl` and
-`restores.jsonl`. The Ray launchers run it as an actor on the driver's node
+"""The run's recorder: the one writer of `metrics.jsonl`, `pbt_events.jsonl`,
+`restores.jsonl` and the TensorBoard event files (launch/runs/tensorboard.py). The Ray launchers run it as an actor on the driver's node
 (launch/backends/ray_session.py), so that rank 0 can log from any node of a cluster; the
 mpiexec launcher uses it directly on rank 0."""
 import json
 from pathlib import Path
 
 from launch.runs.files import EVENTS, METRICS, RESTORES, write_atomic
+from launch.runs.tensorboard import MemberBoards
 
 
 class MetricsLog:
@@ -17,22 +18,26 @@ class MetricsLog:
         self.rows: list[dict] = []
         self.events: list[dict] = []
         self.info: dict = {}
+        self.boards = MemberBoards(run_dir)
 
     def log(self, rows: list[dict]) -> None:
         self.rows.extend(rows)
         with self.metrics_path.open("a") as handle:
             handle.writelines(json.dumps(row) + "\n" for row in rows)
+        self.boards.log(rows)
 
     def log_events(self, lines: list[str]) -> None:
         """PBT events, one JSON line each (pbt.events.Event.to_json)."""
         self.events.extend(json.loads(line) for line in lines)
         with self.events_path.open("a") as handle:
             handle.writelines(line + "\n" for line in lines)
+        self.boards.log_events(lines)
 
     def rewind(self, step: int, members: list[int] | None = None) -> None:
         """After a restart from the checkpoint at `step`, forget what was logged after it:
         all of it, or only the rows and the events (by target) of `members` (the group that
         restarted, population.groups > 1; the other groups go on)."""
+        self.boards.rewind(step, members)
         stale = lambda record, member: record["step"] > step and (members is None or member in members)  # noqa: E731
         self.rows = [row for row in self.rows if not stale(row, row["member"])]
         self.events = [event for event in self.events if not stale(event, event["target"])]
@@ -51,5 +56,6 @@ class MetricsLog:
         self.info.update(info)
 
     def snapshot(self) -> tuple[list[dict], dict]:
+        self.boards.close()  # the run is over: every event on disk
         return self.rows, self.info
 

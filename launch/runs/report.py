@@ -19,7 +19,8 @@ from pathlib import Path
 import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
-from launch.runs.files import EVENTS, METRICS, SUMMARY, read_jsonl, save_figure, write_atomic
+from compression import METHODS
+from launch.runs.files import EVENTS, METRICS, SPEC, SUMMARY, read_jsonl, save_figure, write_atomic
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -42,6 +43,7 @@ class Run:
     events: list[Event]
     members: list[int]
     notes: list[str] = field(default_factory=list)
+    inert: frozenset[str] = frozenset()  # hyperparameters that took no effect (density without compression)
 
     def __post_init__(self):
         self._by_member: dict[int, list[dict]] = {}
@@ -71,7 +73,9 @@ def load_run(run_dir: Path) -> Run:
     events = _read_events(run_dir / EVENTS, notes)
     summary = _read_summary(run_dir / SUMMARY, notes)
     members = sorted({row["member"] for row in rows} | {e.target for e in events} | {e.source for e in events})
-    return Run(name=_read_name(run_dir, notes), summary=summary, rows=rows, events=events,
+    spec = _read_spec(run_dir, notes)
+    name = spec.get("name") or run_dir.name
+    return Run(name=str(name), summary=summary, rows=rows, events=events, inert=_inert_hyperparams(spec),
                members=members, notes=notes)
 
 
@@ -96,15 +100,24 @@ def _read_summary(path: Path, notes: list[str]) -> dict:
         return {}
 
 
-def _read_name(run_dir: Path, notes: list[str]) -> str:
-    path = run_dir / "spec.yaml"
+def _read_spec(run_dir: Path, notes: list[str]) -> dict:
+    path = run_dir / SPEC
     try:
         spec = yaml.safe_load(path.read_text()) if path.exists() else None
     except yaml.YAMLError as err:
         notes.append(f"`spec.yaml` could not be read ({err}).")
         spec = None
-    name = spec.get("name") if isinstance(spec, dict) else None
-    return str(name) if name else run_dir.name
+    return spec if isinstance(spec, dict) else {}
+
+
+def _inert_hyperparams(spec: dict) -> frozenset[str]:
+    """The density of a method that sends no density-sized subset (dense, PowerSGD) acts on
+    nothing: the report does not list it."""
+    if not spec:  # no spec.yaml: unknown, so everything is listed
+        return frozenset()
+    method = (spec.get("compression") or {}).get("method", "none")
+    entry = METHODS.get(method) if isinstance(method, str) else None
+    return frozenset() if entry is not None and "density" in entry.reads else frozenset({"density"})
 
 
 # ---------------------------------------------------------------- population history
@@ -486,7 +499,7 @@ def population_table(run: Run, histories: list[MemberHistory], varying: list[str
         lines.append(f"| {member} | {_fmt(info.get('final_val_loss'))} | {_fmt(info.get('best_val_loss'))} "
                      f"| {exploited[member]} | {_final_hp(run, histories, member, varying)} "
                      f"| {lineage(histories, member) if histories else member} |")
-    constant = _constant_hp(histories, varying)
+    constant = _constant_hp(histories, varying, run.inert)
     if constant:
         lines += ["", f"Same for every member throughout: {constant}."]
     return lines + _after_last_step(run)
@@ -513,15 +526,16 @@ def _final_hp(run: Run, histories: list[MemberHistory], member: int, varying: li
         values = histories[member].at(run.last_step)
     else:
         values = (run.member_rows(member) or [{}])[-1].get("hyperparams") or {}
-    shown = [n for n in (varying or sorted(values, key=_hp_order)) if n in values]
+    shown = [n for n in (varying or sorted(values, key=_hp_order)) if n in values and n not in run.inert]
     return ", ".join(f"{n} {_fmt_hp(n, values[n])}" for n in shown) or "n/a"
 
 
-def _constant_hp(histories: list[MemberHistory], varying: list[str]) -> str:
+def _constant_hp(histories: list[MemberHistory], varying: list[str], inert: frozenset[str]) -> str:
     if not histories or not varying:  # nothing varies: the table already shows every value
         return ""
     first = histories[0].schedule[0][1]
-    return ", ".join(f"{n} {_fmt_hp(n, first[n])}" for n in sorted(first, key=_hp_order) if n not in varying)
+    return ", ".join(f"{n} {_fmt_hp(n, first[n])}" for n in sorted(first, key=_hp_order)
+                     if n not in varying and n not in inert)
 
 
 def events_list(events: list[Event], histories: list[MemberHistory]) -> list[str]:
@@ -562,7 +576,7 @@ def write_report(run_dir: Path) -> Path:
     if not run.rows:
         return _write_empty(run_dir, run)
     histories = member_histories(run)
-    varying = varying_hyperparams(histories)
+    varying = [name for name in varying_hyperparams(histories) if name not in run.inert]
     lines = header(run) + ["", "## Loss", "", f"![validation loss]({VAL_PLOT})", ""]
     lines += [plot_losses(run, run_dir / VAL_PLOT), ""]
     if varying:

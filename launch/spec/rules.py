@@ -81,17 +81,26 @@ def model_problems(spec: JobSpec) -> list[Problem]:
     """The attention kind against the task and the model's width."""
     problems: list[Problem] = []
     attention = spec.model.attention
-    if spec.task.causal and not ALL_KINDS[attention.kind].supports_causal:
+    kind = attention.kind
+    if spec.task.causal and not ALL_KINDS[kind].supports_causal:
         problems.append(Problem("model.attention.kind",
-                                f"{attention.kind!r} is bidirectional only (as in its paper), but task "
-                                f"{spec.task.kind!r} predicts the next token, which needs causal attention; use "
-                                "softmax, linear, performer, flash, rpe_fft or collaborative, or a bidirectional "
-                                "task such as listops"))
-    if attention.kind == "collaborative" and attention.key_dim > spec.model.d_model:
+                                f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
+                                "predicts the next token, which needs causal attention; use softmax, linear, "
+                                "performer, flash, hypercube, rpe_fft or collaborative, or a bidirectional task "
+                                "such as listops"))
+    if kind == "collaborative" and attention.key_dim > spec.model.d_model:
         problems.append(Problem("model.attention.key_dim",
                                 f"{attention.key_dim} exceeds model.d_model ({spec.model.d_model}): the shared "
                                 "query/key projection is meant to be narrower than the heads' concatenation; set "
                                 f"key_dim to at most {spec.model.d_model} (the paper uses d_model/4 to d_model/8)"))
+    if kind == "mra":
+        blocks = -(-spec.task.seq_len // attention.block_size)
+        if attention.blocks_per_row > blocks:
+            problems.append(Problem("model.attention.blocks_per_row",
+                                    f"{attention.blocks_per_row} exceeds the {blocks} blocks in a row "
+                                    f"(task.seq_len {spec.task.seq_len} / model.attention.block_size "
+                                    f"{attention.block_size}, rounded up); set it to at most {blocks} "
+                                    f"({blocks} computes every block exactly)"))
     return problems
 
 

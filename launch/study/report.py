@@ -19,12 +19,10 @@ the bytes it sent over the dense bytes, labelled with its rank. Re-run with `pyt
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import json
 import math
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -574,21 +572,3 @@ def write_study_report(study_dir: Path, *, latency_s: float = DEFAULT_LATENCY_S,
     if study.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in study.notes] + [""]
     return write_atomic(study_dir / "report.md", "\n".join(lines))
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m launch.study.report",
-                                     description="(Re)write report.md and the plots of a sweep's study directory.")
-    parser.add_argument("study_dir", metavar="STUDY_DIR", help="a study directory (printed by `launch sweep`)")
-    parser.add_argument("--latency-us", type=float, default=DEFAULT_LATENCY_S * 1e6,
-                        help="α of the network model, microseconds per message (default %(default)g)")
-    args = parser.parse_args(argv)
-    if not (Path(args.study_dir) / "results.csv").exists():
-        print(f"error: {args.study_dir}: not a study directory (no results.csv)", file=sys.stderr)
-        return 2
-    print(f"report: {write_study_report(Path(args.study_dir), latency_s=args.latency_us * 1e-6)}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,7 +15,8 @@ from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
 
-STEPS = 60  # rounds at 10, 20, ..., 60; checkpoints at 20, 40, 60: a kill after 20 leaves time to act
+STEPS = 60  # rounds at 10, 20, ..., 50 (none at the last step); checkpoints at 20, 40, 60: a kill after 20
+ROUND_CHECKPOINTED = 40  # a round and, right after it, a checkpoint: the copies as they were made
 P = 2
 
 
@@ -44,11 +45,14 @@ def whole(tmp_path_factory):
     return run_groups(tmp_path_factory.mktemp("groups") / "whole")
 
 
-def final_state(run_dir, group):
-    """(model.pt, worker_rank0.pt) of the group's last checkpoint (after the last round)."""
-    folder = sorted((run_dir / f"checkpoints_g{group}").glob("checkpoint_*/"))[-1]
-    return (torch.load(folder / "model.pt", weights_only=True),
-            torch.load(folder / "worker_rank0.pt", weights_only=True))
+def state_at(run_dir, group, step):
+    """(model.pt, worker_rank0.pt) of the group's checkpoint at `step` (taken right after
+    that step's round)."""
+    for folder in (run_dir / f"checkpoints_g{group}").glob("checkpoint_*/"):
+        model = torch.load(folder / "model.pt", weights_only=True)
+        if int(model["step"]) == step:
+            return model, torch.load(folder / "worker_rank0.pt", weights_only=True)
+    raise AssertionError(f"group {group} kept no checkpoint of step {step}")
 
 
 def member_tensors(state, member):
@@ -65,16 +69,18 @@ def test_members_copy_members_of_the_other_group_exactly(whole):
     events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
     # quantile_fraction 0.5: the worst 2 of the 4 members copy the best 2 at every round.
     assert [e.step for e in events] == sorted(e.step for e in events)
-    assert {e.step for e in events} == set(range(10, STEPS + 1, 10))
+    assert {e.step for e in events} == set(range(10, STEPS, 10))  # none at the last step
     crossing = [e for e in events if e.target // P != e.source // P]
     assert crossing, [(e.step, e.target, e.source) for e in events]
     # The target's weights right after the copy are the source's at the round.
     assert all(e.digests["target"] == e.digests["source"] for e in events)
 
-    # After the last round nothing trains: each target holds its source's weights, optimizer
-    # moments and residuals, bit for bit, whichever group either is in.
-    states = [final_state(run_dir, g) for g in (0, 1)]
-    for e in (e for e in events if e.step == STEPS):
+    # Right after a round each target holds its source's weights, optimizer moments and
+    # residuals, bit for bit, whichever group either is in.
+    states = [state_at(run_dir, g, ROUND_CHECKPOINTED) for g in (0, 1)]
+    checked = [e for e in events if e.step == ROUND_CHECKPOINTED]
+    assert checked
+    for e in checked:
         target, source = member_tensors(states[e.target // P], e.target % P), member_tensors(
             states[e.source // P], e.source % P)
         assert len(target) == len(source) > 10 and all(torch.equal(a, b) for a, b in zip(target, source))

@@ -1,5 +1,6 @@
 """`python -m launch run` with two real DeepSpeed workers on an embedded Ray instance."""
 import json
+import re
 
 import yaml
 
@@ -32,6 +33,10 @@ def test_two_worker_run_writes_a_complete_run_directory(run_launch):
     assert summary["unigram_baseline"] > 0 and summary["tokens_per_s"] > 0
     assert f"run directory: {run_dir}" in done.stdout  # printed at the start and at the end
     assert "[step 20/20]" in done.stdout + done.stderr
+    # Quiet and honest: no error-looking line from a run that succeeded, no checkpoint chatter.
+    output = done.stdout + done.stderr
+    assert not re.search(r"\[[0-9-]+ [0-9:,]+ E \d+ \d+\]", output), output[-3000:]
+    assert "Checkpoint successfully created" not in output and "Reporting training result" not in output
 
 
 def test_more_workers_than_cpus_is_refused_before_anything_is_written(run_launch, tmp_path):

@@ -8,9 +8,13 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 import torch
 
+from launch.spec.schema import load_spec
 from pbt.events import read_events, replay
+from trainers.export import load_exported
+from trainers.model import PopulationTransformer
 from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
 from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
@@ -18,14 +22,21 @@ from tests.integration.test_worker_failure import latest_checkpoint_step, train_
 MPIEXEC = str(Path(sys.executable).with_name("mpiexec"))
 
 
-def test_exploits_keep_both_workers_identical(tmp_path):
+@pytest.fixture(scope="module")
+def mpi_pbt_run(tmp_path_factory):
+    """configs/tiny_pbt.yaml under mpiexec: 4 members, 2 workers, PBT, top-k."""
+    storage = tmp_path_factory.mktemp("mpi-pbt")
     done = subprocess.run([MPIEXEC, "-n", "2", sys.executable, "-m", "launch", "run", "configs/tiny_pbt.yaml",
-                           "--set", "distributed.launcher=mpi", "--set", f"run.storage={tmp_path}"],
+                           "--set", "distributed.launcher=mpi", "--set", f"run.storage={storage}"],
                           cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    run_dir = run_dir_of(done.stdout)
+    return run_dir_of(done.stdout)
+
+
+def test_exploits_keep_both_workers_identical(mpi_pbt_run):
+    run_dir = mpi_pbt_run
     events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
-    assert events and {e.step for e in events} <= {10, 20, 30, 40, 50, 60}
+    assert events and {e.step for e in events} <= {10, 20, 30, 40, 50}  # none at the last step (60)
     assert all(e.target != e.source for e in events)
 
     # Both workers hold the same weights after every exploit, member by member.
@@ -49,6 +60,46 @@ def test_exploits_keep_both_workers_identical(tmp_path):
     assert len(bytes_at) >= 2 and all(len(sent) == 1 for sent in bytes_at.values()), bytes_at
     by_density = [sent.pop() for _, sent in sorted(bytes_at.items())]
     assert by_density == sorted(by_density) and len(set(by_density)) == len(by_density)
+
+
+def launch_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "launch", *args], cwd=REPO, env=launch_env(), capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_the_best_member_exported_and_sampled(mpi_pbt_run, tmp_path):
+    run_dir = mpi_pbt_run
+    summary = json.loads((run_dir / "summary.json").read_text())
+    best = min(summary["members"], key=lambda m: summary["members"][m]["final_val_loss"])
+    done = launch_cli("export", str(run_dir), "--out", str(tmp_path / "best"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    config = json.loads((tmp_path / "best" / "config.json").read_text())
+    assert config["source"]["member"] == int(best) and config["source"]["step"] == 60
+
+    # Its logits are that member's in the population model of the last checkpoint; the
+    # loader needs PyTorch alone (neither Ray nor DeepSpeed).
+    folder = run_dir / "checkpoints" / json.loads((run_dir / "checkpoints" / "latest.json").read_text())["folder"]
+    state = torch.load(folder / "model.pt", weights_only=True)
+    spec = load_spec(str(run_dir / "spec.yaml"))
+    population = PopulationTransformer(spec.model, members=4, vocab_size=256, max_seq_len=spec.task.seq_len,
+                                       causal=True).eval()
+    population.load_state_dict(state["model"])
+    exported = load_exported(tmp_path / "best")
+    alone = subprocess.run([sys.executable, "-c", "import sys; from trainers.export import load_exported; "
+                            f"load_exported({str(tmp_path / 'best')!r}); "
+                            "print(sorted(m for m in ('ray', 'deepspeed') if m in sys.modules))"],
+                           cwd=REPO, capture_output=True, text=True, check=True)
+    assert alone.stdout.strip() == "[]", alone.stdout + alone.stderr
+    ids_BT = torch.randint(0, 256, (2, spec.task.seq_len), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids_BT), population(ids_BT.expand(4, -1, -1))[int(best)])
+
+    sampled = launch_cli("sample", str(run_dir), "--member", "2", "--prompt", "def ", "--tokens", "40", "--seed", "1")
+    assert sampled.returncode == 0 and len(sampled.stdout.encode()) >= 30, sampled.stderr[-2000:]
+    assert launch_cli("sample", str(run_dir), "--member", "2", "--prompt", "def ", "--tokens", "40",
+                      "--seed", "1").stdout == sampled.stdout  # seeded
+    missing = launch_cli("export", str(run_dir), "--member", "9")
+    assert missing.returncode == 2 and "--member: member 9 is not in this run" in missing.stderr
 
 
 def ray_run(tmp_path, *overrides, kill_after_checkpoint=False):

@@ -92,11 +92,16 @@ def cross_chunk_attention(q_xGLM: torch.Tensor, k_xGLM: torch.Tensor, v_xGLJ: to
 
 
 def feature_map_attention(phi_q_NHTM: torch.Tensor, phi_k_NHTM: torch.Tensor, v_NHTK: torch.Tensor, *,
-                          causal: bool, chunk_size: int, eps: float) -> torch.Tensor:
-    """out_t = phi(q_t) . sum_s phi(k_s) v_s / phi(q_t) . sum_s phi(k_s), s over all tokens
-    or s <= t; phi must be non-negative. The normalizer is clamped at `eps`.
+                          causal: bool, chunk_size: int, eps: float,
+                          key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
+    """out_t = phi(q_t) . sum_s phi(k_s) v_s / phi(q_t) . sum_s phi(k_s), s over all real
+    tokens or real s <= t; phi must be non-negative. The normalizer is clamped at `eps`.
+    `key_mask_NT` (True = real token) zeroes phi(k) at padding, which then adds nothing to
+    numerator or normalizer.
     """
     T = v_NHTK.shape[-2]
+    if key_mask_NT is not None:
+        phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None]
     # A ones column on v makes the normalizer sum_s phi(k_s) ride along as output column K.
     v_NHTJ = F.pad(v_NHTK, (0, 1), value=1.0)
     if causal:

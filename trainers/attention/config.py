@@ -43,8 +43,9 @@ class LaraAttentionConfig(_KindConfig):
     """Linear randomized attention (Zheng, Wang, Kong 2022). Bidirectional only."""
 
     kind: Literal["lara"] = "lara"
-    num_landmarks: PositiveInt = Field(16, description="proposals C: queries and keys are mean-pooled into C "
-                                                       "segments; cost is O(T * C) per head")
+    num_landmarks: PositiveInt = Field(16, description="proposals C: the real tokens are split into C disjoint "
+                                                       "contiguous segments whose query and key means centre "
+                                                       "the proposals; cost is O(T * C) per head")
     alpha_coeff: float = Field(1.0, ge=0, description="weight of the query-dependent part of the multiple "
                                                       "importance sampling weights; 0 = balance heuristic only")
     seed: int = Field(0, description="seed of the training-time proposal samples (eval uses the proposal means)")
@@ -95,8 +96,35 @@ class CollaborativeAttentionConfig(_KindConfig):
                                "'all_ones' = every head sees every dim")
 
 
+class HypercubeAttentionConfig(_KindConfig):
+    """Block-sparse attention over a hypercube of token blocks (Wang et al. 2022)."""
+
+    kind: Literal["hypercube"] = "hypercube"
+    block_size: PositiveInt = Field(16, description="tokens per block; each block attends to itself and its "
+                                                    "ceil(log2(T / block_size)) hypercube neighbours")
+
+
+class MraAttentionConfig(_KindConfig):
+    """MRA-2 multi-resolution approximate attention (Zeng et al. 2022). Bidirectional only."""
+
+    kind: Literal["mra"] = "mra"
+    block_size: PositiveInt = Field(32, description="tokens per block; low-resolution logits are between block "
+                                                    "means")
+    blocks_per_row: PositiveInt = Field(8, description="budget of exactly computed blocks, on average per block "
+                                                       "row (T / block_size rows); picked by top low-resolution "
+                                                       "logit over the whole block matrix")
+    approx_mode: Literal["full", "sparse"] = Field(
+        "full", description="full (MRA-2): unrefined blocks use the low-resolution approximation; sparse "
+                            "(MRA-2-s): they get zero weight")
+    initial_prior_first_n_blocks: NonNegativeInt = Field(
+        0, description="always refine the first n block rows and columns (global tokens)")
+    initial_prior_diagonal_n_blocks: NonNegativeInt = Field(
+        0, description="always refine a band of n blocks around the diagonal (local window)")
+
+
 AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
-          FlashAttentionConfig, RpeFftAttentionConfig, CollaborativeAttentionConfig],
+          FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
+          CollaborativeAttentionConfig],
     Field(discriminator="kind"),
 ]

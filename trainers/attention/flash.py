@@ -11,7 +11,9 @@ One gated attention unit (GAU) replaces both attention and the MLP:
 Mixed-chunk attention: inside each chunk of L tokens, quadratic relu(q.k / L)^2
 attention (causal: masked); across chunks, un-normalized linear attention lin_q (lin_k^T v)
 (causal: over earlier chunks only, an exclusive cumulative sum, scaled by 1/L per chunk;
-bidirectional: over all tokens, scaled by 1/T), as in the paper's pseudocode. Cost
+bidirectional: over all tokens, scaled by 1/T), as in the paper's pseudocode. Padding
+(key_mask_PBT) is silenced by zeroing its values, and T then counts real tokens only, so
+appending padding changes nothing at real positions. Cost
 O(T L (S + E) + T S E): linear in T. No relative position bias: the model adds learned
 absolute positions before the first block.
 
@@ -29,13 +31,18 @@ from trainers.layers import BatchedLayerNorm, BatchedLinear, MemberDropout, resi
 
 
 def mixed_chunk_attention(quad_q_xTS: torch.Tensor, quad_k_xTS: torch.Tensor, lin_q_xTS: torch.Tensor,
-                          lin_k_xTS: torch.Tensor, v_xTE: torch.Tensor, *, group_size: int,
-                          causal: bool) -> torch.Tensor:
+                          lin_k_xTS: torch.Tensor, v_xTE: torch.Tensor, *, group_size: int, causal: bool,
+                          key_mask_xT: torch.Tensor | None = None) -> torch.Tensor:
     """[..., T, S] x4 and [..., T, E] -> [..., T, E]. T is zero-padded to a multiple of
-    group_size; zero values make the padded tokens add nothing to any sum, so no mask is needed."""
+    group_size; zero values make the padded tokens add nothing to any sum, so no mask is
+    needed. Padding tokens (key_mask_xT False) are silenced the same way: their values are
+    zeroed, and the bidirectional 1/T counts real tokens only."""
     T, L = v_xTE.shape[-2], group_size
+    if key_mask_xT is not None:
+        v_xTE = v_xTE * key_mask_xT.unsqueeze(-1)
+    length = T if key_mask_xT is None else key_mask_xT.sum(-1)[..., None, None]
     # The linear part's 1/L (causal) or 1/T scale is applied to lin_q, the narrower side.
-    lin_q_xTS = lin_q_xTS / (L if causal else T)
+    lin_q_xTS = lin_q_xTS / (L if causal else length)
     quad_q, quad_k, lin_q, lin_k, v = (split_chunks(x, L) for x in (quad_q_xTS, quad_k_xTS, lin_q_xTS,
                                                                      lin_k_xTS, v_xTE))
     attn_xGLL = F.relu(quad_q @ quad_k.transpose(-2, -1) / L) ** 2
@@ -69,11 +76,11 @@ class FlashBlock(nn.Module):
         self.out = BatchedLinear(members, self.widths[0], d_model, init_std=residual_init_std(n_layers))
         self.dropout = MemberDropout(members, dropout)
 
-    def forward(self, x_PBTD: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_PBTD: torch.Tensor, key_mask_PBT: torch.Tensor | None = None) -> torch.Tensor:
         u_PBTE, v_PBTE, z_PBTS = F.silu(self.hidden(self.norm(x_PBTD))).split(self.widths, dim=-1)
         P = x_PBTD.shape[0]
         qk_PBT4S = z_PBTS.unsqueeze(-2) * self.qk_scale.view(P, 1, 1, 4, -1) + self.qk_offset.view(P, 1, 1, 4, -1)
         quad_q, quad_k, lin_q, lin_k = qk_PBT4S.unbind(-2)
         attn_PBTE = mixed_chunk_attention(quad_q, quad_k, lin_q, lin_k, v_PBTE, group_size=self.group_size,
-                                          causal=self.causal)
+                                          causal=self.causal, key_mask_xT=key_mask_PBT)
         return x_PBTD + self.dropout(self.out(u_PBTE * attn_PBTE))

@@ -20,14 +20,16 @@ from trainers.attention.config import LinearAttentionConfig
 class LinearAttention(nn.Module):
     supports_causal = True
 
-    def __init__(self, config: LinearAttentionConfig, *, head_dim: int, causal: bool, layer: int = 0):
+    def __init__(self, config: LinearAttentionConfig, *, members: int, head_dim: int, causal: bool,
+                 layer: int = 0):
         super().__init__()
         self.causal = causal
         self.chunk_size = config.chunk_size
 
-    def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor) -> torch.Tensor:
+    def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
+                key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
         phi_q_NHTK = F.elu(q_NHTK.float()) + 1.0
         phi_k_NHTK = F.elu(k_NHTK.float()) + 1.0
         out_NHTK = feature_map_attention(phi_q_NHTK, phi_k_NHTK, v_NHTK.float(), causal=self.causal,
-                                         chunk_size=self.chunk_size, eps=1e-6)
+                                         chunk_size=self.chunk_size, eps=1e-6, key_mask_NT=key_mask_NT)
         return out_NHTK.to(v_NHTK.dtype)

@@ -13,7 +13,8 @@ worker holds the same one, and redrawn every `redraw_interval` training forward 
 
 Numerics: computed in fp32 and cast back (exp overflows fp16 long before fp32). Before
 exp a max is subtracted: per query row (a per-query factor cancels in the ratio), and
-over all keys of a sequence and head (a common factor of numerator and normalizer). The
+over all real (non-padding) keys of a sequence and head (a common factor of numerator and
+normalizer; padded keys get logit -inf, so features exactly 0). The
 key max spans the whole sequence, so in the causal form earlier outputs depend on later
 keys only through rounding, as in the reference implementations; it is detached because
 the output does not depend on it. The normalizer is clamped at the smallest normal float.
@@ -43,7 +44,8 @@ def orthogonal_gaussian_rows(num_rows: int, dim: int, generator: torch.Generator
 class PerformerAttention(nn.Module):
     supports_causal = True
 
-    def __init__(self, config: PerformerAttentionConfig, *, head_dim: int, causal: bool, layer: int = 0):
+    def __init__(self, config: PerformerAttentionConfig, *, members: int, head_dim: int, causal: bool,
+                 layer: int = 0):
         super().__init__()
         self.causal = causal
         self.config = config
@@ -56,20 +58,27 @@ class PerformerAttention(nn.Module):
         generator = seeded_generator(self.config.seed, self.layer, redraw)
         return orthogonal_gaussian_rows(self.config.nb_features, self.head_dim, generator)
 
-    def _features(self, x_NHTK: torch.Tensor, *, is_query: bool) -> torch.Tensor:
+    def _features(self, x_NHTK: torch.Tensor, *, key_mask_NT: torch.Tensor | None = None,
+                  is_query: bool) -> torch.Tensor:
         x_NHTK = x_NHTK.float() * self.head_dim ** -0.25
         logit_NHTM = x_NHTK @ self.projection_MK.float().T - 0.5 * (x_NHTK ** 2).sum(-1, keepdim=True)
+        if key_mask_NT is not None:
+            # -inf before exp: padded keys get features exactly 0 (and no gradient), and
+            # the key max below is taken over real keys only, so it ignores the padding.
+            logit_NHTM = logit_NHTM.masked_fill(~key_mask_NT[:, None, :, None], float("-inf"))
         stabilizer = logit_NHTM.amax(dim=-1 if is_query else (-2, -1), keepdim=True).detach()
         # The usual 1/sqrt(M) factor cancels between numerator and normalizer, so it is left out.
         return torch.exp(logit_NHTM - stabilizer)
 
-    def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor) -> torch.Tensor:
+    def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
+                key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
         interval = self.config.redraw_interval
         if self.training and interval:
             call = self.training_calls.tick()
             if call and call % interval == 0:
                 self.projection_MK.copy_(self._draw(call // interval))
-        out_NHTK = feature_map_attention(
-            self._features(q_NHTK, is_query=True), self._features(k_NHTK, is_query=False), v_NHTK.float(),
-            causal=self.causal, chunk_size=self.config.chunk_size, eps=torch.finfo(torch.float32).tiny)
+        phi_q_NHTM = self._features(q_NHTK, is_query=True)
+        phi_k_NHTM = self._features(k_NHTK, key_mask_NT=key_mask_NT, is_query=False)  # 0 at padding
+        out_NHTK = feature_map_attention(phi_q_NHTM, phi_k_NHTM, v_NHTK.float(), causal=self.causal,
+                                         chunk_size=self.config.chunk_size, eps=torch.finfo(torch.float32).tiny)
         return out_NHTK.to(v_NHTK.dtype)

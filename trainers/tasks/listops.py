@@ -10,13 +10,13 @@ the root sits at depth 1; a node below ``max_depth`` becomes an operator with
 probability 0.25 (else a uniform digit), an operator takes ``randint(2, max_args)``
 operands, and a node at ``max_depth`` is always a digit. Whole trees are sampled and
 kept only if their token count lies in ``[min_len, max_len]`` (LRA: 500-2000), and
-duplicates are dropped (LRA keeps a set). Two deliberate differences:
-
-* Closing brackets ``]`` are KEPT as tokens. LRA's pipeline dropped them, which makes
-  the expression ambiguous (where does an operand list end?); with them the tree is
-  recoverable from the tokens and the token count equals LRA's ``length`` counter.
-* Bounds are inclusive (LRA used ``min < length < max``), so ``seq_len >= max_len``
-  always fits.
+duplicates are dropped (LRA keeps a set). Closing brackets ``]`` are tokens, as in LRA
+(its input pipeline renames them ``X`` because its tokenizer drops non-alphanumeric
+characters; LRA's first release lost them that way): the tree is recoverable from the
+tokens and the token count equals LRA's ``length`` counter. Sequences are right-padded
+with ``PAD_ID`` to ``seq_len``; the model masks the padding out of attention and of the
+classifier's pooling, as LRA does. One deliberate difference: bounds are inclusive (LRA
+used ``min < length < max``), so ``seq_len >= max_len`` always fits.
 
 Speed: the tree process is supercritical (0.25 * mean 6 operands = 1.5 children per
 node), so node-by-node rejection (``generate_tree``, kept as the reference) spends most

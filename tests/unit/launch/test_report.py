@@ -52,9 +52,10 @@ def metric_rows(members: int, steps: int, *, events=(), eval_every=10, log_every
 
 
 def write_run(run_dir: Path, rows: list[dict], *, events=(), members=4, status="completed", name="demo",
-              summary=True) -> Path:
+              summary=True, method="topk") -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.yaml").write_text(f"name: {name}\nseed: 0\ntrain: {{steps: 60, lr: 1.0e-3}}\n")
+    (run_dir / "spec.yaml").write_text(f"name: {name}\nseed: 0\ntrain: {{steps: 60, lr: 1.0e-3}}\n"
+                                       f"compression: {{method: {method}, density: 0.05}}\n")
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     if events:
         (run_dir / "pbt_events.jsonl").write_text("".join(e.to_json() + "\n" for e in events))
@@ -163,6 +164,15 @@ def test_plain_run_has_loss_plot_and_table_but_no_hyperparams(tmp_path):
     assert "Same for every member" not in text  # the table already shows every value
     final_hyperparams = "lr 1.00e-03, weight_decay 0.01, warmup 0.1, dropout 0, density 0.05"
     assert population_rows(text)["0"][3:] == ["0", final_hyperparams, "0"]
+
+
+def test_a_dense_run_lists_no_density(tmp_path):
+    """Only hyperparameters that took effect: without compression the density acted on nothing."""
+    run_dir = write_run(tmp_path / "dense", metric_rows(1, 60), members=1, name="dense", method="none")
+    text = write_report(run_dir).read_text()
+    assert population_rows(text)["0"][4] == "lr 1.00e-03, weight_decay 0.01, warmup 0.1, dropout 0"
+    pbt_dir = write_run(tmp_path / "dense-pbt", metric_rows(4, 60, events=EVENTS), events=EVENTS, method="none")
+    assert "Same for every member throughout: weight_decay 0.01, warmup 0.1." in write_report(pbt_dir).read_text()
 
 
 def test_failed_run_with_few_rows_and_no_validation(tmp_path):

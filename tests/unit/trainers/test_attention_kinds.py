@@ -19,6 +19,8 @@ OPTIONS = {
     "flash": {"group_size": 8, "qk_dim": 16},
     "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
     "collaborative": {"key_dim": 8},
+    "hypercube": {"block_size": 4},
+    "mra": {"block_size": 4, "blocks_per_row": 2},
 }
 CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
@@ -148,7 +150,7 @@ def test_every_kind_declares_causal_support_and_lara_refuses_causal():
     assert all(isinstance(cls.supports_causal, bool) for cls in CLASSES.values())
     assert "lara" not in CAUSAL_KINDS
     with pytest.raises(ValueError, match="no causal form"):
-        KERNELS["lara"](LaraAttentionConfig(), head_dim=8, causal=True)
+        KERNELS["lara"](LaraAttentionConfig(), members=1, head_dim=8, causal=True)
 
 
 def test_attention_section_parses_by_kind():

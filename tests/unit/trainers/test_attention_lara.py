@@ -1,16 +1,18 @@
 """LARA: approximates softmax better with more proposals (landmarks); deterministic at
-eval; training samples come from a private generator keyed by (seed, layer, call)."""
+eval; training samples come from a private generator keyed by (seed, layer, call);
+landmarks are means of disjoint segments of the real tokens, split as the reference does."""
+import pytest
 import torch
 import torch.nn.functional as F
 
 from trainers.attention.config import LaraAttentionConfig
-from trainers.attention.lara import LaraAttention
+from trainers.attention.lara import LaraAttention, segment_averages
 
 K = 16
 
 
 def lara(*, layer: int = 0, **options) -> LaraAttention:
-    return LaraAttention(LaraAttentionConfig(**options), head_dim=K, causal=False, layer=layer)
+    return LaraAttention(LaraAttentionConfig(**options), members=1, head_dim=K, causal=False, layer=layer)
 
 
 def inputs(length: int = 64):
@@ -57,3 +59,36 @@ def test_more_landmarks_than_tokens_is_fine():
     q, k, v = inputs(length=5)
     out = lara(num_landmarks=16).eval()(q, k, v)
     assert out.shape == v.shape and torch.isfinite(out).all()
+
+
+def reference_segments(n: int, segments: int) -> list[list[int]]:
+    """The reference's split of n tokens into C disjoint contiguous segments: with
+    s = n // C, the first (s + 1) C - n hold s tokens and the rest s + 1; C > n gives
+    C - n empty segments, then one token each."""
+    s = n // segments
+    short = (s + 1) * segments - n
+    sizes = [s] * short + [s + 1] * (segments - short)
+    starts = [sum(sizes[:c]) for c in range(segments)]
+    return [list(range(start, start + size)) for start, size in zip(starts, sizes)]
+
+
+@pytest.mark.parametrize("n, segments", [(12, 4), (10, 4), (13, 4), (7, 3), (5, 8), (1, 3)])
+def test_segments_are_disjoint_like_the_reference_and_skip_padding(n, segments):
+    # The n real tokens are scattered among padding: segments follow their order.
+    positions = [2 * i + 1 for i in range(n)]
+    real_NT = torch.zeros(1, 2 * n + 3, dtype=torch.bool)
+    real_NT[0, positions] = True
+    average_NCT, nonempty_NC = segment_averages(real_NT, segments)
+    expected = torch.zeros(segments, real_NT.shape[1])
+    for c, ranks in enumerate(reference_segments(n, segments)):
+        expected[c, [positions[r] for r in ranks]] = 1.0 / max(len(ranks), 1)
+    torch.testing.assert_close(average_NCT[0], expected, rtol=0, atol=1e-7)
+    assert nonempty_NC[0].tolist() == [len(ranks) > 0 for ranks in reference_segments(n, segments)]
+
+
+def test_uneven_segments_match_an_explicit_segment_mean():
+    """T = 10 tokens, 4 landmarks: segments of 2, 2, 3, 3 tokens (no overlapping windows)."""
+    x = torch.arange(10.0).view(1, 1, 10, 1)
+    average_NCT, _ = segment_averages(torch.ones(1, 10, dtype=torch.bool), 4)
+    means = (average_NCT.unsqueeze(1) @ x).flatten()
+    torch.testing.assert_close(means, torch.tensor([0.5, 2.5, 5.0, 8.0]))

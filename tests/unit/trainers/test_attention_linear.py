@@ -21,7 +21,7 @@ def naive_linear_attention(q_NHTK, k_NHTK, v_NHTK, *, causal: bool):
 def test_equals_naive_quadratic_form(causal, length, chunk_size):
     generator = torch.Generator().manual_seed(length)
     q, k, v = (torch.randn(2, 3, length, 8, generator=generator) for _ in range(3))
-    kernel = LinearAttention(LinearAttentionConfig(chunk_size=chunk_size), head_dim=8, causal=causal)
+    kernel = LinearAttention(LinearAttentionConfig(chunk_size=chunk_size), members=1, head_dim=8, causal=causal)
     # The reference runs in fp64, the kernel in fp32: the gap is the chunked form's own rounding.
     expected = naive_linear_attention(q.double(), k.double(), v.double(), causal=causal).float()
     torch.testing.assert_close(kernel(q, k, v), expected, rtol=1e-5, atol=1e-5)

@@ -11,7 +11,7 @@ K = 16
 
 
 def performer(*, causal: bool = False, layer: int = 0, **options) -> PerformerAttention:
-    return PerformerAttention(PerformerAttentionConfig(**options), head_dim=K, causal=causal, layer=layer)
+    return PerformerAttention(PerformerAttentionConfig(**options), members=1, head_dim=K, causal=causal, layer=layer)
 
 
 def inputs(length: int = 64):

@@ -1,0 +1,87 @@
+"""`python -m launch export` and `python -m launch sample`: take a member away from a run.
+
+export: one member (default: the best) as a plain single model (trainers/export.py),
+written to RUN_DIR/export-member<N>/ unless --out says where.
+sample: text from a language-model member, from a run directory or an export folder.
+Bad input (not a run directory, a member that is not there, a classifier to sample from)
+raises SpecError naming the argument: exit 2 before anything is written.
+"""
+from pathlib import Path
+
+import yaml
+
+from launch.runs.files import SPEC, SUMMARY, read_json
+from launch.runs.members import best_member, final_checkpoint
+from launch.spec.problems import Problem, SpecError
+from launch.spec.schema import JobSpec
+from trainers.export import CONFIG, ExportedModel, load_exported, save_member
+from trainers.sampling import generate
+from trainers.tasks import build_task_data
+
+
+def _member_id(run_dir: Path, member: str) -> int:
+    if member == "best":
+        try:
+            return best_member(run_dir)
+        except ValueError as err:
+            raise SpecError([Problem("--member", str(err))]) from None
+    if not member.isdigit():
+        raise SpecError([Problem("--member", f"{member!r}: give `best` or a member id (0, 1, ...)")])
+    return int(member)
+
+
+def _run_spec(run_dir: Path) -> dict:
+    if not (run_dir / SPEC).is_file():
+        raise SpecError([Problem(str(run_dir), f"not a run directory (no {SPEC}); give the directory `launch run` "
+                                               "printed")])
+    return yaml.safe_load((run_dir / SPEC).read_text())
+
+
+def export_member(run_dir: Path, member: str = "best", out: Path | None = None) -> Path:
+    tree = _run_spec(run_dir)
+    spec = JobSpec.model_validate(tree)
+    member_id = _member_id(run_dir, member)
+    try:
+        checkpoint = final_checkpoint(run_dir, tree, member_id)
+    except ValueError as err:
+        raise SpecError([Problem("--member", str(err))]) from None
+    data = build_task_data(spec.task, seed=spec.seed)  # the model's shape facts
+    shape = {"vocab_size": data.vocab_size, "max_seq_len": spec.task.seq_len, "causal": data.causal,
+             "num_classes": data.num_classes, "pad_id": data.pad_id}
+    summary_member = (read_json(run_dir / SUMMARY).get("members") or {}).get(str(member_id)) or {}
+    source = {"run_dir": str(run_dir.resolve()), "member": member_id, "step": int(checkpoint.state["step"]),
+              "final_val_loss": summary_member.get("final_val_loss"), "hyperparams": summary_member.get("hyperparams")}
+    return save_member(out or run_dir / f"export-member{member_id}", checkpoint.state["model"], member=checkpoint.row,
+                       members=checkpoint.members,
+                       config={"model": spec.model.model_dump(mode="json"), "task": spec.task.model_dump(mode="json"),
+                               "shape": shape, "source": source})
+
+
+def load_member(path: Path, member: str = "best") -> ExportedModel:
+    """An export folder as it is, or a run directory's member (exported first, once)."""
+    if (path / CONFIG).is_file():
+        return load_exported(path)
+    return load_exported(export_member(path, member))
+
+
+def sample_text(path: Path, *, member: str, prompt: str, tokens: int, temperature: float, seed: int) -> str:
+    if tokens < 1 or temperature < 0:
+        raise SpecError([Problem("--tokens" if tokens < 1 else "--temperature",
+                                 "give --tokens >= 1 and --temperature >= 0 (0: always the most likely token)")])
+    model = load_member(path, member)
+    task = model.config["task"]["kind"]
+    if not model.causal:
+        raise SpecError([Problem(str(path), f"task {task!r} classifies sequences; only language-model members "
+                                            "(stdlib_code, token_file) generate text")])
+    if task == "token_file":  # token ids in, token ids out
+        try:
+            prompt_ids = [int(word) for word in prompt.split()]
+        except ValueError:
+            raise SpecError([Problem("--prompt", "a token_file model reads token ids: give them as integers "
+                                                 "separated by spaces")]) from None
+    else:  # stdlib_code: bytes
+        prompt_ids = list(prompt.encode())
+    if not prompt_ids:
+        raise SpecError([Problem("--prompt", "give at least one token to start from")])
+    ids = generate(model, prompt_ids, tokens=tokens, temperature=temperature, seed=seed)
+    return " ".join(map(str, ids)) if task == "token_file" else bytes(ids).decode("utf-8", errors="replace")
