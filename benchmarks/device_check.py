@@ -1,5 +1,5 @@
 """The prepared device check (issue 17): one command, four timed parts, one JSON file and
-one markdown table. Under 8 minutes on one GPU; no Ray (nor mpi4py) is imported.
+one markdown table. Under 8 minutes (budgeted; no GPU run has been made yet) on one GPU; no Ray (nor mpi4py) is imported.
 
     python benchmarks/device_check.py --device cuda --out OUT      # docs/gpu.md: how, on a bare machine
     python benchmarks/device_check.py --device cpu --out OUT       # small sizes
@@ -47,7 +47,7 @@ class Plan:
     warmup: int = 2
     repeats: int = 5
     lengths: list = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768])
-    attention_max_seconds: float = 2.0
+    attention_max_seconds: float = 1.0
     phases_overrides: list = field(default_factory=list)
     phase_steps: int = 10
     phase_skip: int = 3
@@ -79,13 +79,13 @@ def make_plan(device: str, quick: bool, precision: str) -> Plan:
                 precision=precision, resume_tolerance=0.0)
 
 
-def run_part(number: int, plan: Plan, out: Path) -> dict:
+def run_part(number: int, plan: Plan, runs: Path) -> dict:
     from device_check_parts import attention_part, phases_part, population_part
     from device_check_training import training_part
 
     started = time.perf_counter()
     try:
-        functions = {1: population_part, 2: attention_part, 3: phases_part, 4: lambda p: training_part(p, out)}
+        functions = {1: population_part, 2: attention_part, 3: phases_part, 4: lambda p: training_part(p, runs)}
         result = {"ok": True, **functions[number](plan)}
     except Exception as err:  # noqa: BLE001 - the other parts still run
         traceback.print_exc()
@@ -110,6 +110,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     parser.add_argument("--out", required=True, type=Path, help="folder for device_check.json / .md and the runs")
+    parser.add_argument("--runs", type=Path, help="folder for part 4's run directories (default OUT/runs)")
     parser.add_argument("--parts", default="1,2,3,4", help="comma-separated part numbers")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the unit test); CPU only")
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
@@ -124,7 +125,7 @@ def main() -> int:
     plan = make_plan(args.device, args.quick, args.precision)
     report = {"environment": environment(args.device), "quick": args.quick, "parts": {}}
     for number in sorted(int(n) for n in args.parts.split(",")):
-        report["parts"][str(number)] = run_part(number, plan, args.out)
+        report["parts"][str(number)] = run_part(number, plan, args.runs or args.out / "runs")
     report["ray_imported"] = "ray" in sys.modules
     (args.out / "device_check.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
     from device_check_table import markdown

@@ -39,7 +39,7 @@ def resuming_checkpoints(root: Path, keep: int):
     return ResumingCheckpoints(root, rank=0, barrier=lambda: None, keep=keep)
 
 
-def training_spec(plan, out: Path):
+def training_spec(plan, runs: Path):
     from launch.spec.schema import load_spec
     from trainers.config import TrainConfig
 
@@ -47,7 +47,7 @@ def training_spec(plan, out: Path):
                  f"distributed.use_gpu={str(plan.device == 'cuda').lower()}", f"train.steps={plan.train_steps}",
                  f"run.checkpoint_interval={plan.train_steps // 2}", "run.keep_checkpoints=2",
                  f"train.log_interval={plan.log_interval}", f"train.eval_interval={plan.train_steps // 2}",
-                 f"run.storage={out / 'runs'}", *plan.training_overrides]
+                 f"run.storage={runs}", *plan.training_overrides]
     if plan.precision != "fp32":
         if "precision" not in TrainConfig.model_fields:
             raise ValueError(f"--precision {plan.precision}: the spec schema has no train.precision yet")
@@ -90,14 +90,15 @@ def differences(first: list[dict], second: list[dict]) -> float:
     return largest
 
 
-def training_part(plan, out: Path) -> dict:
-    """Uninterrupted run, then a resume from its halfway checkpoint; compares the rows past it."""
-    spec = training_spec(plan, out)
+def training_part(plan, runs: Path) -> dict:
+    """Uninterrupted run, then a resume from its halfway checkpoint, both under `runs`;
+    compares the rows past the checkpoint."""
+    spec = training_spec(plan, runs)
     torch.use_deterministic_algorithms(True, warn_only=True)  # GPU kernels with atomics (embedding backward)
     try:
         full = run_job(spec)
         halfway = spec.train.steps // 2
-        resumed = run_job(spec, resume_from=checkpoint_folder(out / "runs", halfway))
+        resumed = run_job(spec, resume_from=checkpoint_folder(Path(spec.storage_dir()), halfway))
     finally:
         torch.use_deterministic_algorithms(False)
     after = lambda rows: [row for row in rows if row["step"] > halfway]  # noqa: E731
@@ -111,8 +112,8 @@ def training_part(plan, out: Path) -> dict:
 
 
 def checkpoint_folder(runs: Path, step: int) -> Path:
-    """The step's checkpoint folder of the (only) uninterrupted run under `runs`."""
-    found = sorted(runs.glob(f"*/checkpoints/step_{step:08d}"))
-    if len(found) != 1:
-        raise RuntimeError(f"expected one checkpoint at step {step} under {runs}, found {len(found)}")
-    return found[0]
+    """The step's checkpoint folder of the newest run under `runs` (the uninterrupted one)."""
+    found = sorted(runs.glob(f"*/checkpoints/step_{step:08d}"), key=lambda path: path.stat().st_mtime)
+    if not found:
+        raise RuntimeError(f"no checkpoint at step {step} under {runs}")
+    return found[-1]
