@@ -45,13 +45,14 @@ WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"
 
 
-def build_layer(name: str, causal: bool):
+def build_layer(name: str, causal: bool, options: dict | None = None):
+    """One layer of kind `name` (or the block baseline) with that kind's defaults, overridden by `options`."""
     from trainers.attention import BLOCKS, SUBLAYERS
     from trainers.config import ModelConfig
     from trainers.model import SelfAttention, TransformerBlock
 
     kind = "softmax" if name == BLOCK_BASELINE else name
-    config = ModelConfig(d_model=WIDTH, n_heads=HEADS, n_layers=1, attention={"kind": kind})
+    config = ModelConfig(d_model=WIDTH, n_heads=HEADS, n_layers=1, attention={"kind": kind, **(options or {})})
     if kind in BLOCKS:
         return BLOCKS[kind](config.attention, members=1, d_model=WIDTH, n_layers=1, causal=causal, dropout=0.0)
     if kind in SUBLAYERS:
@@ -62,13 +63,14 @@ def build_layer(name: str, causal: bool):
 
 
 def measure(name: str, causal: bool, length: int, *, device: str, repeats: int, max_seconds: float,
-            threads: int) -> dict:
-    """One case, in this (fresh) process: {"ms": fastest step, "mb": peak extra memory of the first step}."""
+            threads: int, options: dict | None = None) -> dict:
+    """One case, in this (fresh) process: {"ms": fastest step, "mb": peak extra memory of the first step}.
+    Under a torch.autocast context, the layer runs in its dtype."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    layer = build_layer(name, causal).to(device).train()
+    layer = build_layer(name, causal, options).to(device).train()
     x_PBTD = torch.randn(1, 1, length, WIDTH, device=device, requires_grad=True)
 
     def step() -> float:
