@@ -66,8 +66,8 @@ CHUNK = 2048  # images drawn at once (bounds memory: canvas + occupancy ~ 40 MB 
 class Style:
     """The picture, in units of ``size / 32`` pixels (see the module docstring)."""
 
-    paddle_length: float = 1.0
-    gap: float = 0.6
+    paddle_length: float = 0.8
+    gap: float = 0.8  # as long as a paddle: the curve reads as dashed
     thickness: float = 0.8
     margin: float = 0.4  # clearance between paddles of different snakes (and non-adjacent ones)
     marker_radius: float = 1.5
