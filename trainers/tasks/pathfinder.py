@@ -57,7 +57,7 @@ DIFFICULTIES = {"easy": 6, "intermediate": 9, "hard": 14}  # LRA's contour lengt
 SUPERSAMPLE = 4  # canvas pixels per output pixel (anti-aliasing)
 OCCUPANCY_SCALE = 2  # occupancy cells per output pixel (collision tests)
 TURN_CANDIDATES = 15
-SEED_PROPOSALS = 48  # random first paddles tried per snake before giving up
+SEED_PROPOSALS = 48  # first paddles (directions; places too for distractors) tried per snake
 DISTRACTOR_RETRIES = 4  # the reference's max_distractor_contour_retrial
 CHUNK = 2048  # images drawn at once (bounds memory: canvas + occupancy ~ 40 MB at 32x32)
 
@@ -194,14 +194,16 @@ class _Chunk:
         succeeded. A snake's newest paddle reaches the occupancy grid only when the next
         one is placed (it must not block its own successor), so the other snake checks
         against it directly."""
-        tail = self._seed_points(rows, inset=2 * self.seed_distance)
+        inset = 2 * self.seed_distance
+        tail = self.rng.uniform(inset, self.size - inset, (len(rows), 2))
         angle = self.rng.uniform(-np.pi, np.pi, len(rows))
         other = tail + self.seed_distance * np.stack([np.sin(angle), np.cos(angle)], 1)
         ok = np.ones(len(rows), bool)
         heads, directions = [None, None], [None, None]
         for snake, start in ((0, tail), (1, other)):
             avoid = self.paddles[rows, 0, 0] if snake == 1 else None
-            seeded, heads[snake], directions[snake] = self._first_paddle(rows, snake, start, avoid)
+            starts = np.repeat(start[:, None], SEED_PROPOSALS, 1)  # where it was placed, in any direction
+            seeded, heads[snake], directions[snake] = self._first_paddle(rows, snake, starts, avoid)
             ok &= seeded
         for step in range(1, self.contour_length):
             for snake in (0, 1):
@@ -213,10 +215,11 @@ class _Chunk:
             self._commit(rows[ok], snake, self.contour_length - 1)
         return ok
 
-    def _snake(self, rows, snake, start, paddles) -> np.ndarray:
-        """A distractor of ``paddles`` paddles in images ``rows``; returns where it was
-        completed (its last paddle committed there)."""
-        ok, head, direction = self._first_paddle(rows, snake, start)
+    def _snake(self, rows, snake, paddles) -> np.ndarray:
+        """A distractor of ``paddles`` paddles in images ``rows``, seeded anywhere free;
+        returns where it was completed (its last paddle committed there)."""
+        starts = self.rng.uniform(self.border, self.size - self.border, (len(rows), SEED_PROPOSALS, 2))
+        ok, head, direction = self._first_paddle(rows, snake, starts)
         for step in range(1, paddles):
             grown, head, direction = self._next_paddle(rows, snake, step, head, direction, ok)
             ok &= grown
@@ -230,8 +233,7 @@ class _Chunk:
             if len(todo) == 0:
                 return
             canvas, occupied = self.canvas[todo].copy(), self.occupied[todo].copy()
-            start = self._seed_points(todo, inset=self.border)
-            ok = self._snake(todo, snake, start, paddles)
+            ok = self._snake(todo, snake, paddles)
             failed = todo[~ok]
             self.canvas[failed], self.occupied[failed] = canvas[~ok], occupied[~ok]
             self.paddles[failed, snake] = np.nan
@@ -239,25 +241,15 @@ class _Chunk:
 
     # ------------------------------------------------------------ paddles
 
-    def _seed_points(self, rows: np.ndarray, inset: float) -> np.ndarray:
-        return self.rng.uniform(inset, self.size - inset, (len(rows), 2))
-
-    def _first_paddle(self, rows, snake, start, avoid=None):
-        """A first paddle from ``start`` (or, where that is blocked, from a random free
-        point) in a uniform direction; returns (placed, head, direction)."""
+    def _first_paddle(self, rows, snake, starts, avoid=None):
+        """A first paddle from the first free one of ``starts [m, SEED_PROPOSALS, 2]``, each
+        in a uniform direction; returns (placed, head, direction)."""
         m = len(rows)
-        if snake == 1:  # the second target snake must start where it was placed, near the first
-            starts = np.repeat(start[:, None], SEED_PROPOSALS, 1)
-        else:
-            anywhere = self.rng.uniform(self.border, self.size - self.border, (m, SEED_PROPOSALS - 1, 2))
-            starts = np.concatenate([start[:, None], anywhere], 1)
         direction = self.rng.uniform(-np.pi, np.pi, (m, SEED_PROPOSALS))
         ends = starts + self.length * np.stack([np.sin(direction), np.cos(direction)], -1)
         free = self._free(rows, starts, ends, avoid)
-        pick = free.argmax(1)
-        placed = free.any(1)
-        pick_rows = np.arange(m)
-        start, end, direction = starts[pick_rows, pick], ends[pick_rows, pick], direction[pick_rows, pick]
+        placed, pick, r = free.any(1), free.argmax(1), np.arange(m)
+        start, end, direction = starts[r, pick], ends[r, pick], direction[r, pick]
         self._place(rows[placed], snake, 0, start[placed], end[placed])
         return placed, end, direction
 
