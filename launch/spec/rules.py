@@ -8,7 +8,8 @@ from compression import METHODS
 from launch.spec.problems import Problem
 from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import ALL_KINDS
-from trainers.config import TokenFileTask
+from trainers.config import ImageFileTask, TokenFileTask
+from trainers.tasks.image_file import image_file_problems
 from trainers.tasks.lm import token_file_problem
 
 if TYPE_CHECKING:
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def cross_section_problems(spec: JobSpec) -> list[Problem]:
-    return (deepspeed_problems(spec) + task_problems(spec) + model_problems(spec) + population_problems(spec)
-            + launcher_problems(spec))
+    task = task_problems(spec)
+    # The model's rules read the task's shape (seq_len, grid), unknown while its files are bad.
+    model = [] if task else model_problems(spec)
+    return deepspeed_problems(spec) + task + model + population_problems(spec) + launcher_problems(spec)
 
 
 def deepspeed_owned_keys(spec: JobSpec) -> dict[str, object]:
@@ -74,6 +77,8 @@ def task_problems(spec: JobSpec) -> list[Problem]:
         problem = token_file_problem(spec.task.path, spec.task.dtype, spec.task.vocab_size)
         if problem:
             return [Problem("task.path", problem)]
+    if isinstance(spec.task, ImageFileTask):
+        return [Problem(key, message) for key, message in image_file_problems(spec.task.path, spec.task.labels_path)]
     return []
 
 
