@@ -120,7 +120,7 @@ def main() -> int:
         parser.error("--quick is the CPU unit test's form")
     if args.device == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # part 4: deterministic cuBLAS
-    os.environ.setdefault("DS_ACCELERATOR", args.device)
+    os.environ["DS_ACCELERATOR"] = args.device  # --device decides, whatever the caller's environment says
     args.out.mkdir(parents=True, exist_ok=True)
     plan = make_plan(args.device, args.quick, args.precision)
     report = {"environment": environment(args.device), "quick": args.quick, "parts": {}}

@@ -50,10 +50,10 @@ def test_population_ratios(report):
 
 
 def test_every_attention_kind_against_its_baseline(report):
-    from trainers.attention import BLOCKS, KERNELS
+    from trainers.attention import ALL_KINDS
 
     rows = report[0]["parts"]["2"]["rows"]
-    assert {row["kind"] for row in rows} == {*KERNELS, *BLOCKS, "softmax+mlp"}
+    assert {row["kind"] for row in rows} == {*ALL_KINDS, "softmax+mlp"}
     for row in rows:
         assert "error" not in row, row
         assert positive(row["ms"]) and positive(row["speedup"])
