@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 DEEPSPEED_VERSION := 0.19.8
 
-.PHONY: install quickstart test test-unit clean-venv
+.PHONY: install quickstart test test-unit clean-venv device-wheels
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,10 @@ test: install
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
+
+# Wheels for benchmarks/device_check.py on a bare CUDA machine (docs/gpu.md), into wheels/.
+device-wheels: install
+	PIP=$(BIN)/pip benchmarks/device_wheels.sh wheels
 
 clean-venv:
 	rm -rf $(VENV)

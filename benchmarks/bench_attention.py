@@ -7,8 +7,10 @@
 
 The layer: width 256, 4 heads, batch 1, one member (P = 1), training mode, each kind's
 default options. What is timed is what the kind replaces in the model:
-  kernel kinds (softmax, linear, performer, lara, hypercube, mra): the model's SelfAttention (qkv
-      projection, kernel, output projection); baseline `softmax`.
+  kernel kinds (softmax, linear, performer, lara, hypercube, mra, rpe_fft): the model's
+      SelfAttention (qkv projection, kernel, output projection); baseline `softmax`.
+  sublayer kinds (collaborative, key_dim 64 = width/4): the sublayer that replaces
+      SelfAttention, projections included; baseline `softmax`.
   block kinds (flash): one block, which does the work of attention AND the MLP; its
       baseline is `softmax+mlp`, the model's TransformerBlock with softmax attention.
 Speedup: baseline time of the same scope, causality and length / this kind's time.
@@ -37,34 +39,38 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash"]
+KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash", "rpe_fft", "collaborative"]
 LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
 WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"
 
 
-def build_layer(name: str, causal: bool):
-    from trainers.attention import BLOCKS
+def build_layer(name: str, causal: bool, options: dict | None = None):
+    """One layer of kind `name` (or the block baseline) with that kind's defaults, overridden by `options`."""
+    from trainers.attention import BLOCKS, SUBLAYERS
     from trainers.config import ModelConfig
     from trainers.model import SelfAttention, TransformerBlock
 
     kind = "softmax" if name == BLOCK_BASELINE else name
-    config = ModelConfig(d_model=WIDTH, n_heads=HEADS, n_layers=1, attention={"kind": kind})
+    config = ModelConfig(d_model=WIDTH, n_heads=HEADS, n_layers=1, attention={"kind": kind, **(options or {})})
     if kind in BLOCKS:
         return BLOCKS[kind](config.attention, members=1, d_model=WIDTH, n_layers=1, causal=causal, dropout=0.0)
+    if kind in SUBLAYERS:
+        return SUBLAYERS[kind](config, members=1, causal=causal)
     if name == BLOCK_BASELINE:
         return TransformerBlock(config, members=1, causal=causal, layer=0)
     return SelfAttention(config, members=1, causal=causal, layer=0)
 
 
 def measure(name: str, causal: bool, length: int, *, device: str, repeats: int, max_seconds: float,
-            threads: int) -> dict:
-    """One case, in this (fresh) process: {"ms": fastest step, "mb": peak extra memory of the first step}."""
+            threads: int, options: dict | None = None) -> dict:
+    """One case, in this (fresh) process: {"ms": fastest step, "mb": peak extra memory of the first step}.
+    Under a torch.autocast context, the layer runs in its dtype."""
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    layer = build_layer(name, causal).to(device).train()
+    layer = build_layer(name, causal, options).to(device).train()
     x_PBTD = torch.randn(1, 1, length, WIDTH, device=device, requires_grad=True)
 
     def step() -> float:
@@ -150,19 +156,19 @@ def main() -> None:
                                  max_seconds=args.max_seconds, threads=args.threads)))
         return
 
-    from trainers.attention import BLOCKS, KERNELS
+    from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 
     kinds = args.kinds.split(",")
-    unknown = sorted(set(kinds) - set(KERNELS) - set(BLOCKS))
+    unknown = sorted(set(kinds) - set(ALL_KINDS))
     if unknown:
-        parser.error(f"unknown kinds {unknown}; valid: {sorted({*KERNELS, *BLOCKS})}")
+        parser.error(f"unknown kinds {unknown}; valid: {sorted(ALL_KINDS)}")
     baseline_of = {kind: BLOCK_BASELINE if kind in BLOCKS else "softmax" for kind in kinds}
     baseline_of.update({"softmax": "softmax", BLOCK_BASELINE: BLOCK_BASELINE})
     wanted = {*kinds, *(baseline_of[kind] for kind in kinds)}
     names = [name for name in dict.fromkeys(["softmax", BLOCK_BASELINE, *kinds]) if name in wanted]
     modes = [mode == "causal" for mode in args.modes.split(",")]
     lengths = sorted(int(n) for n in args.lengths.split(","))
-    supports_causal = {**KERNELS, **BLOCKS, BLOCK_BASELINE: KERNELS["softmax"]}
+    supports_causal = {**ALL_KINDS, BLOCK_BASELINE: KERNELS["softmax"]}
     results = {}
     for name in names:
         for causal in modes:

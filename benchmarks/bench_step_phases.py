@@ -36,40 +36,56 @@ from trainers.loop import Worker, import_deepspeed  # noqa: E402
 PHASES = ("batch", "forward+backward", "exchange", "clip", "optimizer", "step")
 
 
-def one_process_worker(spec, time_phase) -> Worker:
-    """A Worker in this process; it never runs `run()`, so it needs no reporter or checkpoints."""
+def init_one_process_group(use_gpu: bool) -> None:
+    """torch.distributed of world size 1 on loopback (gloo, or NCCL with a GPU); once per process."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    import_deepspeed(use_gpu=False).init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-    return Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=0, world_size=1, reporter=None,
-                  checkpoints=None, time_phase=time_phase)
+    import_deepspeed(use_gpu).init_distributed(dist_backend="nccl" if use_gpu else "gloo", auto_mpi_discovery=False)
+
+
+def one_process_worker(spec, time_phase, *, reporter=None, checkpoints=None) -> Worker:
+    """A Worker in this process (world size 1). Without a reporter and checkpoints it can
+    only `train_step()`, as the benchmarks do; with them it can `run()`."""
+    init_one_process_group(spec.distributed.use_gpu)
+    return Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=0, world_size=1, reporter=reporter,
+                  checkpoints=checkpoints, time_phase=time_phase)
 
 
 def measure(spec, steps: int, skip: int) -> dict[str, float]:
     """Medians of `Worker.train_step` and of the phases it times; forward + backward is the
-    rest of the step."""
+    rest of the step. On a GPU every boundary synchronizes, so each phase gets its own
+    kernels' time. Also the payload one worker sends per step ("bytes_sent", all members)
+    and the dense gradient's bytes ("dense_bytes", all members), from the last step."""
     calls = {"batch": [], "exchange": [], "clip": [], "optimizer": []}
+    sync = torch.cuda.synchronize if spec.distributed.use_gpu else (lambda: None)
 
     @contextlib.contextmanager
     def time_phase(phase: str):
+        sync()
         started = time.perf_counter()
         yield
+        sync()
         calls[phase].append(time.perf_counter() - started)
 
     worker = one_process_worker(spec, time_phase)
     totals = []
     for _ in range(steps):
+        sync()
         started = time.perf_counter()
-        worker.train_step()
+        _, report = worker.train_step()
+        sync()
         totals.append(time.perf_counter() - started)
     for seconds in calls.values():  # grad_clip 0 skips the clip: count it as 0
         seconds.extend([0.0] * (steps - len(seconds)))
     times = {name: seconds[skip:] for name, seconds in calls.items()}
     times["step"] = totals[skip:]
     times["forward+backward"] = [total - sum(parts) for total, *parts in zip(times["step"], *(times[n] for n in calls))]
-    return {phase: statistics.median(times[phase]) for phase in PHASES}
+    return {**{phase: statistics.median(times[phase]) for phase in PHASES},
+            "bytes_sent": float(sum(report.bytes_sent_P)), "dense_bytes": float(report.dense_bytes * report.members)}
 
 
 def main() -> int:

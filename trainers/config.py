@@ -9,13 +9,24 @@ from typing import Annotated, ClassVar, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
 
 from trainers.attention.config import AttentionConfig
+from trainers.npy_header import npy_header
 
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class StdlibCodeTask(Section):
+class TaskSection(Section):
+    """What every task section tells the rest of the spec without building any data."""
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(H, W) when the sequence is an image read row by row (grid attention kinds need
+        one); None for 1-D tasks."""
+        return None
+
+
+class StdlibCodeTask(TaskSection):
     """Byte-level LM on the Python standard library's own source (no download)."""
 
     kind: Literal["stdlib_code"] = "stdlib_code"
@@ -24,7 +35,7 @@ class StdlibCodeTask(Section):
     val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation")
 
 
-class TokenFileTask(Section):
+class TokenFileTask(TaskSection):
     """LM on a user's pre-tokenized file: `.npy`, or raw `.bin` of `dtype` ids."""
 
     kind: Literal["token_file"] = "token_file"
@@ -36,7 +47,7 @@ class TokenFileTask(Section):
     val_fraction: float = Field(0.05, gt=0, lt=1, description="tail of the file held out for validation")
 
 
-class ListOpsTask(Section):
+class ListOpsTask(TaskSection):
     """Long Range Arena ListOps, generated locally from the seed (brackets kept): classify
     the value (0-9) of a nested MIN/MAX/MED/SM expression. Reported as accuracy."""
 
@@ -59,7 +70,62 @@ class ListOpsTask(Section):
         return self
 
 
-TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask, ListOpsTask], Field(discriminator="kind")]
+class PathfinderTask(TaskSection):
+    """Long Range Arena Pathfinder, generated locally from the seed (trainers/tasks/pathfinder.py):
+    are the two round markers the ends of one dashed curve? One token per pixel (256 grey
+    levels), read row by row; binary classification, reported as accuracy. Generated sets
+    are cached under $XDG_CACHE_HOME/sparsepop (default ~/.cache/sparsepop)."""
+
+    kind: Literal["pathfinder"] = "pathfinder"
+    causal: ClassVar[bool] = False  # classification: attention sees the whole image
+    size: int = Field(32, ge=8, description="image side in pixels (LRA: 32; Path-X: 128)")
+    difficulty: Literal["easy", "intermediate", "hard"] = Field(
+        "hard", description="target curve length: 6, 9 or 14 paddles (LRA's Pathfinder: hard)")
+    num_train: PositiveInt = Field(10_000, description="LRA: 160000 (80% of 200000)")
+    num_val: PositiveInt = 1_000
+    num_test: PositiveInt = 1_000
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return (self.size, self.size)
+
+    @property
+    def seq_len(self) -> int:
+        return self.size * self.size
+
+
+class ImageFileTask(TaskSection):
+    """Classification of a user's images: `path`, a .npy of uint8 `[N, H, W]` (grey) or
+    `[N, H, W, C]` (channels are averaged to grey: one token per pixel keeps the grid and
+    the sequence H·W long), and `labels_path`, a .npy of N integer classes 0..K-1 (two
+    plain .npy files, so both load without pickle and the images memory-mapped). One token
+    per pixel (256 grey levels), read row by row; the last `val_fraction` of the images is
+    the validation split."""
+
+    kind: Literal["image_file"] = "image_file"
+    causal: ClassVar[bool] = False
+    path: Path = Field(description="absolute path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
+    labels_path: Path = Field(description="absolute path of a .npy of N integer labels")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="tail of the images held out for validation")
+
+    @property
+    def grid(self) -> tuple[int, int] | None:
+        """(H, W) from the file's header; None while it is unreadable or of the wrong rank
+        (a spec problem, reported by launch/spec/rules.py)."""
+        try:
+            shape, _ = npy_header(self.path)
+        except (OSError, ValueError):
+            return None
+        return (shape[1], shape[2]) if len(shape) in (3, 4) else None
+
+    @property
+    def seq_len(self) -> int:
+        height, width = self.grid or (0, 0)
+        return height * width
+
+
+TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask, ListOpsTask, PathfinderTask, ImageFileTask],
+                       Field(discriminator="kind")]
 
 
 class ModelConfig(Section):

@@ -45,6 +45,7 @@ class TaskData(Protocol):
     num_classes: int | None  # None: language modelling
     pad_id: int | None
     causal: bool
+    grid: tuple[int, int] | None  # (H, W): tokens are an image read row by row; None for 1-D tasks
 
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...

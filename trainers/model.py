@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainers.attention import BLOCKS, KERNELS
+from trainers.attention import BLOCKS, KERNELS, SUBLAYERS
 from trainers.config import ModelConfig
 from trainers.layers import (
     BatchedEmbedding,
@@ -65,7 +65,8 @@ class TransformerBlock(nn.Module):
     def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
         super().__init__()
         self.norm_attn = BatchedLayerNorm(members, config.d_model)
-        self.attn = SelfAttention(config, members=members, causal=causal, layer=layer)
+        attention = SUBLAYERS.get(config.attention.kind, SelfAttention)  # kinds that need x, not q/k/v
+        self.attn = attention(config, members=members, causal=causal, layer=layer)
         self.norm_mlp = BatchedLayerNorm(members, config.d_model)
         self.mlp = MLP(config, members=members)
         self.dropout = MemberDropout(members, config.dropout)

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 from compression import METHODS
 from launch.spec.problems import Problem
 from pbt.tune_mapping import tune_backend_problems
-from trainers.attention import BLOCKS, KERNELS
-from trainers.config import TokenFileTask
+from trainers.attention import ALL_KINDS
+from trainers.config import ImageFileTask, TokenFileTask
+from trainers.tasks.image_file import image_file_problems
 from trainers.tasks.lm import token_file_problem
 
 if TYPE_CHECKING:
@@ -16,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def cross_section_problems(spec: JobSpec) -> list[Problem]:
-    return (deepspeed_problems(spec) + task_problems(spec) + model_problems(spec) + population_problems(spec)
-            + launcher_problems(spec))
+    task = task_problems(spec)
+    # The model's rules read the task's shape (seq_len, grid), unknown while its files are bad.
+    model = [] if task else model_problems(spec)
+    return deepspeed_problems(spec) + task + model + population_problems(spec) + launcher_problems(spec)
 
 
 def deepspeed_owned_keys(spec: JobSpec) -> dict[str, object]:
@@ -75,19 +78,27 @@ def task_problems(spec: JobSpec) -> list[Problem]:
         problem = token_file_problem(spec.task.path, spec.task.dtype, spec.task.vocab_size)
         if problem:
             return [Problem("task.path", problem)]
+    if isinstance(spec.task, ImageFileTask):
+        return [Problem(key, message) for key, message in image_file_problems(spec.task.path, spec.task.labels_path)]
     return []
 
 
 def model_problems(spec: JobSpec) -> list[Problem]:
-    """The attention kind against the task."""
+    """The attention kind against the task and the model's width."""
     problems: list[Problem] = []
     attention = spec.model.attention
     kind = attention.kind
-    if spec.task.causal and not {**KERNELS, **BLOCKS}[kind].supports_causal:
+    if spec.task.causal and not ALL_KINDS[kind].supports_causal:
         problems.append(Problem("model.attention.kind",
                                 f"{kind!r} is bidirectional only (as in its paper), but task {spec.task.kind!r} "
                                 "predicts the next token, which needs causal attention; use softmax, linear, "
-                                "performer, flash or hypercube, or a bidirectional task such as listops"))
+                                "performer, flash, hypercube, rpe_fft or collaborative, or a bidirectional task "
+                                "such as listops"))
+    if kind == "collaborative" and attention.key_dim > spec.model.d_model:
+        problems.append(Problem("model.attention.key_dim",
+                                f"{attention.key_dim} exceeds model.d_model ({spec.model.d_model}): the shared "
+                                "query/key projection is meant to be narrower than the heads' concatenation; set "
+                                f"key_dim to at most {spec.model.d_model} (the paper uses d_model/4 to d_model/8)"))
     if kind == "mra":
         blocks = -(-spec.task.seq_len // attention.block_size)
         if attention.blocks_per_row > blocks:

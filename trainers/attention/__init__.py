@@ -1,12 +1,18 @@
 """Attention kinds, by the name used in the spec (`model.attention.kind`).
 
-Two registries:
+Three registries:
   KERNELS: kinds that replace only the attention map inside a standard pre-norm block.
       A kernel is an nn.Module built as
       `cls(config, members=P, head_dim=K, causal=bool, layer=i)`
       and called as `forward(q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None) -> out_NHTK`:
       q, k, v of shape [N, H, T, K], N = members x batch folded together (member-major,
       so `q.view(P, B, H, T, K)` recovers the members and fused kernels run unchanged).
+      Learned kernel parameters (rpe_fft's relative-position table) have a leading member axis P.
+  SUBLAYERS: kinds that replace the standard block's whole attention sublayer (q/k/v and
+      output projections included) because they act on x, not on q, k, v, such as
+      collaborative attention's shared projections; norms, MLP and residuals stay. Built
+      as `cls(model_config, members=P, causal=bool, layer=i)`; forward maps x [P, B, T, D]
+      (and key_mask_PBT) to the sublayer's output [P, B, T, D], before the residual.
   BLOCKS: kinds that replace the whole block (attention and MLP), such as FLASH's
       gated attention unit. A block is built as
       `cls(config, members=P, d_model=D, n_layers=L, causal=bool, dropout=float, layer=i)`
@@ -22,7 +28,7 @@ the task has a pad_id, and guarantees every sequence at least one real token.
 Weights: learned parameters of a kernel or block carry a leading member axis P
 (nn.Parameter of shape [P, ...]), like every other weight of the model, so each member
 trains its own, PBT exploits copy them, and the population optimizer and the gradient
-exchange treat them per member. The built-in kernels have no weights of their own.
+exchange treat them per member (rpe_fft's table, collaborative's projections and mixing).
 
 `layer` (default 0) is the block's index in the model: kinds with random features key
 their private generators by it (trainers/attention/seeding.py, never the global RNG), so
@@ -36,12 +42,14 @@ of the block size internally, masking the padded keys; they hold no weights or b
 Kinds that hold random state (performer, lara) keep buffers shared by all members of the
 group, with no leading member axis: `projection_MK` and `training_calls.count`.
 """
+from trainers.attention.collaborative import CollaborativeAttention
 from trainers.attention.flash import FlashBlock
 from trainers.attention.hypercube import HypercubeAttention
 from trainers.attention.lara import LaraAttention
 from trainers.attention.linear import LinearAttention
 from trainers.attention.mra import MraAttention
 from trainers.attention.performer import PerformerAttention
+from trainers.attention.rpe_fft import RpeFftAttention
 from trainers.attention.softmax import SoftmaxAttention
 
 KERNELS = {
@@ -51,5 +59,8 @@ KERNELS = {
     "lara": LaraAttention,
     "hypercube": HypercubeAttention,
     "mra": MraAttention,
+    "rpe_fft": RpeFftAttention,
 }
+SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}
+ALL_KINDS: dict[str, type] = {**KERNELS, **SUBLAYERS, **BLOCKS}

@@ -63,6 +63,39 @@ class FlashAttentionConfig(_KindConfig):
     expansion: PositiveFloat = Field(2.0, description="gate/value width e*d as a multiple of d_model")
 
 
+class RpeFftAttentionConfig(_KindConfig):
+    """Linear attention masked by a learned relative-position function f(i - j), computed by
+    FFT (Choromanski et al. 2022, "From block-Toeplitz matrices to differential equations on graphs")."""
+
+    kind: Literal["rpe_fft"] = "rpe_fft"
+    max_offset: PositiveInt = Field(
+        1024, description="largest |i - j| with its own learned value of f; farther pairs share the value at "
+                          "+-max_offset (the table holds 2 * max_offset + 1 entries per member and head)")
+    feature_chunk: PositiveInt = Field(
+        8, description="feature dims of phi(k) transformed per FFT pass: bounds the [N, H, 2T, chunk, K+1] "
+                       "complex intermediate (memory) at the cost of more, smaller passes")
+    fft_dtype: Literal["float64", "float32"] = Field(
+        "float64", description="precision of the FFT convolutions: float32 rounds each row's sums to about 1e-7 "
+                               "of the LARGEST row's, so rows with a small normaliser (the first tokens of a "
+                               "causal sequence, or a sharply decaying f) lose digits as T grows; float64 does "
+                               "not, at about twice the FFT time and memory")
+
+
+class CollaborativeAttentionConfig(_KindConfig):
+    """Collaborative multi-head attention (Cordonnier, Loukas, Jaggi 2020): one query/key
+    projection shared by all heads, each head a mixing vector over its dims."""
+
+    kind: Literal["collaborative"] = "collaborative"
+    key_dim: PositiveInt = Field(
+        64, description="width D_k of the shared query/key projection (at most d_model; the paper keeps quality "
+                        "at d_model/4 to d_model/8)")
+    mixing_init: Literal["uniform", "concatenate", "all_ones"] = Field(
+        "uniform", description="mixing matrix at init: 'uniform' = N(0, 0.2^2) entries (the reference's "
+                               "default, named so there), 'concatenate' = head h owns dims "
+                               "[h*ceil(D_k/H), (h+1)*ceil(D_k/H)) as in standard multi-head attention, "
+                               "'all_ones' = every head sees every dim")
+
+
 class HypercubeAttentionConfig(_KindConfig):
     """Block-sparse attention over a hypercube of token blocks (Wang et al. 2022)."""
 
@@ -91,6 +124,7 @@ class MraAttentionConfig(_KindConfig):
 
 AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
-          FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig],
+          FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
+          CollaborativeAttentionConfig],
     Field(discriminator="kind"),
 ]

@@ -75,6 +75,7 @@ class LMData:
     num_classes = None
     pad_id = None
     causal = True
+    grid = None  # a 1-D stream
 
     def __init__(self, train: np.ndarray, val: np.ndarray, *, vocab_size: int, seq_len: int, seed: int):
         self.train, self.val = train, val

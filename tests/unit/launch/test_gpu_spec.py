@@ -37,7 +37,10 @@ def test_gpu_spec_uses_nccl_and_deepspeeds_cuda_accelerator(spec, monkeypatch):
     assert spec.distributed.comm_backend == "nccl"  # TorchConfig(backend=...) of the Ray job
     from trainers.loop import import_deepspeed
 
-    monkeypatch.delenv("DS_ACCELERATOR", raising=False)
+    # setenv first, so that monkeypatch restores the caller's value (or its absence) afterwards:
+    # a "cuda" left behind would make later DeepSpeed processes look for a GPU.
+    monkeypatch.setenv("DS_ACCELERATOR", "unset")
+    monkeypatch.delenv("DS_ACCELERATOR")
     monkeypatch.setitem(sys.modules, "deepspeed", types.SimpleNamespace())  # no real import here
     import_deepspeed(spec.distributed.use_gpu)
     assert os.environ["DS_ACCELERATOR"] == "cuda"

@@ -5,7 +5,7 @@ import pydantic
 import pytest
 import torch
 
-from trainers.attention import BLOCKS, KERNELS
+from trainers.attention import ALL_KINDS, BLOCKS, KERNELS, SUBLAYERS
 from trainers.attention.config import LaraAttentionConfig, LinearAttentionConfig
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
@@ -17,10 +17,12 @@ OPTIONS = {
     "performer": {"chunk_size": 8, "nb_features": 16},
     "lara": {"num_landmarks": 4},
     "flash": {"group_size": 8, "qk_dim": 16},
+    "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
+    "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
 }
-CLASSES = {**KERNELS, **BLOCKS}
+CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
 CAUSAL_KINDS = [kind for kind, causal in CASES if causal]
 KERNEL_CASES = [(kind, causal) for kind, causal in CASES if kind in KERNELS]
@@ -89,7 +91,8 @@ def test_model_gradients_flow_and_are_finite(case):
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
     # The first block's attention weights must get a real signal, for every member.
     first = model.blocks[0]
-    attn_weight = first.hidden.weight if kind in BLOCKS else first.attn.qkv.weight
+    attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind in SUBLAYERS
+                   else first.attn.qkv.weight)
     assert (attn_weight.grad.flatten(1).abs().sum(1) > 0).all()
 
 

@@ -1,11 +1,11 @@
-"""Padding is invisible, for every kind in KERNELS and BLOCKS (kinds added later are
+"""Padding is invisible, for every attention kind (ALL_KINDS; kinds added later are
 covered automatically): outputs at real positions equal those of the unpadded sequence
 computed alone (key mask None, the fast path), whatever the padding holds and however
 much of it is appended. Eval mode, so random-feature kinds use fixed features; fp32."""
 import pytest
 import torch
 
-from trainers.attention import BLOCKS, KERNELS
+from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -15,6 +15,7 @@ OPTIONS = {
     "performer": {"chunk_size": 8, "nb_features": 16},
     "lara": {"num_landmarks": 4},
     "flash": {"group_size": 8, "qk_dim": 16},
+    "collaborative": {"key_dim": 8},
 }
 LENGTHS = [21, 14, 3]  # real tokens of each sequence; the longest is unpadded at T = 21
 EXTRA = [0, 5, 19]  # padding appended beyond T = 21
@@ -80,7 +81,7 @@ def test_block_ignores_padding(case, extra):
         torch.testing.assert_close(padded[:, b:b + 1, :length], alone, **TOL)
 
 
-@pytest.mark.parametrize("case", cases({**KERNELS, **BLOCKS}), ids=case_id)
+@pytest.mark.parametrize("case", cases(ALL_KINDS), ids=case_id)
 def test_model_output_does_not_change_when_padding_is_appended(case):
     """End to end: ids padded with pad_id; the classifier's logits (bidirectional) or the
     LM's logits at real positions (causal) stay put as more padding is appended."""

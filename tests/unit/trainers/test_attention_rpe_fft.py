@@ -1,0 +1,109 @@
+"""rpe_fft: the FFT form equals the explicit T x T masked linear attention, reduces to the
+`linear` kind when f = 1, ignores padded keys, and has exact gradients (gradcheck)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from trainers.attention.config import LinearAttentionConfig, RpeFftAttentionConfig
+from trainers.attention.linear import LinearAttention
+from trainers.attention.rpe_fft import RpeFftAttention
+from trainers.attention.toeplitz import toeplitz_apply
+
+P, B, H, K = 2, 1, 3, 8
+
+
+def explicit_masked_attention(kernel: RpeFftAttention, q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None):
+    """(phi(Q) phi(K)^T * M) V, row-normalised, with M[i, j] = exp(table[clamp(i - j)]) read
+    straight from the table (0 above the diagonal when causal, 0 at padded keys). fp64."""
+    T, R = q_NHTK.shape[-2], kernel.max_offset
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    table_PHR = kernel.log_mask_PHR.detach().double()
+    mask_PHTT = table_PHR[..., offset_TT.clamp(-R, R) + R].exp()
+    if kernel.causal:
+        mask_PHTT = mask_PHTT * (offset_TT >= 0)
+    mask_NHTT = mask_PHTT.repeat_interleave(q_NHTK.shape[0] // mask_PHTT.shape[0], dim=0)
+    a_NHTT = (F.elu(q_NHTK.double()) + 1) @ (F.elu(k_NHTK.double()) + 1).transpose(-2, -1) * mask_NHTT
+    if key_mask_NT is not None:
+        a_NHTT = a_NHTT * key_mask_NT[:, None, None, :]
+    return (a_NHTT / a_NHTT.sum(-1, keepdim=True)) @ v_NHTK.double()
+
+
+def random_inputs(length: int, *, N: int = P * B, heads: int = H, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(N, heads, length, K, generator=generator) for _ in range(3)]
+
+
+def random_kernel(causal: bool, *, max_offset: int = 40, members: int = P, **options) -> RpeFftAttention:
+    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=max_offset, **options), members=members,
+                             head_dim=K, causal=causal)
+    with torch.no_grad():  # a mask that varies by member and offset, clamped past +-40
+        kernel.log_mask_PHR.normal_(generator=torch.Generator().manual_seed(7))
+    return kernel
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("length", [1, 7, 64, 1000])
+def test_equals_explicit_masked_attention(causal, length):
+    kernel = random_kernel(causal)
+    q, k, v = random_inputs(length, seed=length)
+    expected = explicit_masked_attention(kernel, q, k, v).float()
+    torch.testing.assert_close(kernel(q, k, v), expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_float32_fft_is_close_at_short_length(causal):
+    kernel = random_kernel(causal, fft_dtype="float32")
+    q, k, v = random_inputs(64)
+    torch.testing.assert_close(kernel(q, k, v), explicit_masked_attention(kernel, q, k, v).float(),
+                               rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_unit_mask_is_linear_attention(causal):
+    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=16), members=P, head_dim=K, causal=causal)
+    linear = LinearAttention(LinearAttentionConfig(chunk_size=8), members=P, head_dim=K, causal=causal)
+    q, k, v = random_inputs(37)
+    torch.testing.assert_close(kernel(q, k, v), linear(q, k, v), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_padded_keys_contribute_nothing(causal):
+    kernel = random_kernel(causal)
+    q, k, v = random_inputs(20)
+    key_mask_NT = torch.ones(P * B, 20, dtype=torch.bool)
+    key_mask_NT[0, 15:] = key_mask_NT[1, 12:] = False
+    out = kernel(q, k, v, key_mask_NT=key_mask_NT)
+    torch.testing.assert_close(out, explicit_masked_attention(kernel, q, k, v, key_mask_NT).float(),
+                               rtol=1e-4, atol=1e-5)
+    k2, v2 = k.clone(), v.clone()
+    k2[0, :, 15:] += 5.0
+    v2[1, :, 12:] -= 5.0
+    torch.testing.assert_close(kernel(q, k2, v2, key_mask_NT=key_mask_NT), out, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_gradcheck_through_the_ffts(causal):
+    kernel = random_kernel(causal, max_offset=3, feature_chunk=2).double()
+    # K = 3 with feature_chunk 2: two FFT passes of unequal width.
+    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(5, N=P, heads=1))
+    table = kernel.log_mask_PHR.detach().clone().requires_grad_()
+
+    def attention(q, k, v, table):
+        return torch.func.functional_call(kernel, {"log_mask_PHR": table}, (q, k, v))
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, table))
+
+
+@pytest.mark.parametrize("mask_heads", [1, 2], ids=["shared-by-heads", "per-head"])
+def test_toeplitz_convolution_gradcheck_and_value(mask_heads):
+    """The hand-written backward, with B = 2 sequences per member and an extra axis that g
+    broadcasts along; and the value against the explicit Toeplitz matrix."""
+    generator = torch.Generator().manual_seed(3)
+    members, T = 2, 5
+    g_PHL = torch.randn(members, mask_heads, 2 * T, generator=generator, dtype=torch.float64)
+    a_NHxT = torch.randn(members * 2, 2, 3, T, generator=generator, dtype=torch.float64)
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    toeplitz_PHTT = g_PHL[..., offset_TT % (2 * T)].repeat_interleave(2, dim=0)  # N = P*B, member-major
+    expected = torch.einsum("nhij,nhxj->nhxi", toeplitz_PHTT, a_NHxT)
+    torch.testing.assert_close(toeplitz_apply(g_PHL, a_NHxT), expected)
+    assert torch.autograd.gradcheck(toeplitz_apply, (g_PHL.requires_grad_(), a_NHxT.requires_grad_()))

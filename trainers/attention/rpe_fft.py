@@ -1,0 +1,96 @@
+"""Linear attention with a learned relative-position mask, by FFT (Choromanski et al.,
+ICML 2022, "From block-Toeplitz matrices to differential equations on graphs").
+
+Legend: P members, B sequences per member, N = P*B, H heads, T tokens, K head dim,
+M = feature dims of phi (M = K here), C = features per FFT pass, R = 2 * max_offset + 1
+table entries, L = FFT length (2T), F = L/2 + 1 frequencies.
+
+The attention matrix of linear attention, phi(Q) phi(K)^T, is masked elementwise by a
+Toeplitz matrix f(i - j):
+  out_i = sum_j f(i-j) phi(q_i).phi(k_j) v_j / sum_j f(i-j) phi(q_i).phi(k_j)
+        = phi(q_i)^T S_i / phi(q_i)^T z_i,  S_i = sum_j f(i-j) phi(k_j) v_j^T,  z_i = sum_j f(i-j) phi(k_j)
+S and z are convolutions along T of the sequence phi(k_j) [v_j, 1]^T with f, so they cost
+O(T log T) per feature pair with FFTs instead of O(T^2). phi(x) = elu(x) + 1, the `linear`
+kind's feature map, so with f = 1 this kind IS linear attention.
+
+Choices the paper leaves open:
+- f = exp(table): a positive mask keeps the normaliser positive (a sum of positive terms).
+  The table starts at zero (f = 1: plain linear attention at init).
+- The table is [P, 1, R]: one learned value per member and offset -max_offset ..
+  max_offset, shared by the heads (axis 1 broadcasts over H). Per-head tables ([P, H, R],
+  the paper's per-head masks) need the head count, which the kernel interface does not
+  pass; with it only the table's constructor changes. Offsets farther than max_offset are
+  clamped to the value at +-max_offset, so any T runs (a learned constant far field) and
+  the parameter count does not depend on the task's length.
+- Causal: f(r) = 0 for r < 0, so the mask is lower triangular (the negative half of the
+  table is then unused and gets zero gradient).
+- 2-D (block-Toeplitz) grids, for a later vision issue: the table grows one axis per grid
+  dimension ([P, H, R_rows, R_cols], indexed by (di, dj)) and the 1-D FFT becomes a 2-D FFT
+  over the zero-padded (2*rows, 2*cols) grid; `relative_mask` and `toeplitz_apply` are the
+  two places that change. The 1-D case is the single-axis table used here.
+- Memory: the FFT needs phi(k)_m v_k for every feature pair (m, k): a [N, H, M, K+1, L]
+  tensor, 2*M*(K+1) numbers per token (over 8 K per token at K = 64). It is built and
+  transformed C = feature_chunk features of phi(k) at a time, so the temporaries of one
+  pass are [N, H, C, K+1, L]-sized. For backward each pass keeps its transform
+  [N, H, C, K+1, F] (complex), O(T M K) numbers in all, as any per-token linear-attention
+  state would; the convolution's backward is written by hand (toeplitz.py) because
+  autograd through rfft / irfft spent more time zero-filling and copying than transforming.
+- Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.
+- FFT numerics: everything but the convolutions runs in fp32 (fp64 inputs stay fp64). An
+  FFT convolution's rounding is relative to the whole sequence, not to each output: row
+  i's normaliser z_i gets an absolute error near eps * sum_j f(i-j)|a_j| taken over ALL j,
+  so a row with a small z_i (causal row 0 holds one term against T) loses log10(T) digits.
+  In fp32 that is 1.5e-4 at causal row 0 for T = 1000 (measured), so the convolutions run
+  in float64 by default (`fft_dtype`), at about twice their time and memory.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainers.attention.config import RpeFftAttentionConfig
+from trainers.attention.toeplitz import toeplitz_apply
+
+
+class RpeFftAttention(nn.Module):
+    supports_causal = True
+
+    def __init__(self, config: RpeFftAttentionConfig, *, members: int, head_dim: int, causal: bool,
+                 layer: int = 0):
+        super().__init__()
+        self.causal = causal
+        self.max_offset = config.max_offset
+        self.feature_chunk = config.feature_chunk
+        self.fft_dtype = getattr(torch, config.fft_dtype)
+        # log f per member and offset, shared by the heads (see the module docstring).
+        self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
+
+    def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
+                key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
+        dtype = torch.promote_types(v_NHTK.dtype, torch.float32)  # fp32 math; fp64 stays fp64
+        phi_q_NHTM = F.elu(q_NHTK.to(dtype)) + 1.0
+        phi_k_NHTM = F.elu(k_NHTK.to(dtype)) + 1.0
+        if key_mask_NT is not None:
+            phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None].to(dtype)
+        # A ones column on v makes the normaliser z ride along as output column K.
+        v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
+        T = v_NHTK.shape[-2]
+        fft_dtype = torch.promote_types(dtype, self.fft_dtype)
+        mask_PHL = self.relative_mask(T).to(fft_dtype)
+        out_NHTJ = 0
+        for phi_q_NHTC, phi_k_NHTC in zip(phi_q_NHTM.split(self.feature_chunk, -1),
+                                          phi_k_NHTM.split(self.feature_chunk, -1)):
+            a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC.to(fft_dtype), v_NHTJ.to(fft_dtype))
+            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT).to(dtype)
+            out_NHTJ = out_NHTJ + torch.einsum("nhtc,nhcjt->nhtj", phi_q_NHTC, state_NHCJT)
+        out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
+        return out_NHTK.to(v_NHTK.dtype)
+
+    def relative_mask(self, length: int) -> torch.Tensor:
+        """f on the circle of 2T FFT points: entry n holds f(n) for n < T, f(n - 2T) for
+        n > T (the negative offsets), and 0 at n = T (offset -T never occurs). [P, H, 2T]."""
+        n = torch.arange(2 * length, device=self.log_mask_PHR.device)
+        offset = torch.where(n < length, n, n - 2 * length)
+        f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
+        unused = (offset < 0) if self.causal else (offset == -length)
+        return f_PHL.masked_fill(unused, 0.0)
+
