@@ -344,9 +344,11 @@ class Worker:
         self.population.load_state_dict(state["population"])
         self.optimizer.load_state_dict(worker_state["optimizer"])  # includes each member's learning rate
         torch.set_rng_state(worker_state["rng"])
-        if worker_state["cuda_rng"]:
+        # Checkpoints written before mixed precision hold neither entry: keep the fresh state.
+        if worker_state.get("cuda_rng"):
             torch.cuda.set_rng_state_all(worker_state["cuda_rng"])
-        self.loss_scaler.load_state_dict(worker_state["loss_scaler"])
+        if "loss_scaler" in worker_state:
+            self.loss_scaler.load_state_dict(worker_state["loss_scaler"])
         self.exchange.load_state_dict(worker_state["exchange"])
         self.bytes_sent_total = worker_state["bytes_sent_total"]
         self.dense_bytes_total = worker_state["dense_bytes_total"]

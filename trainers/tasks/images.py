@@ -52,6 +52,14 @@ class ImageData:
         idx = np.sort(shard[rng.choice(len(shard), size=batch_size, replace=batch_size > len(shard))])
         return pixels_to_tokens(images[idx]), torch.from_numpy(np.asarray(labels[idx], dtype=np.int64))
 
+    def train_batches(self, *, rank: int, world_size: int, members: int, step: int,
+                      batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every member's `train_batch` at once: ``tokens [P, B, H·W]``, ``labels [P, B]``
+        (member by member: each reads its own sorted rows of a possibly memory-mapped file)."""
+        batches = [self.train_batch(rank=rank, world_size=world_size, member=member, step=step, batch_size=batch_size)
+                   for member in range(members)]
+        return torch.stack([tokens for tokens, _ in batches]), torch.stack([labels for _, labels in batches])
+
     def _eval_batches(self, split: str, rank: int, world_size: int, batch_size: int, max_batches: int | None):
         images, labels = self.splits[split]
         shard = self._shard(len(labels), rank, world_size)

@@ -42,3 +42,16 @@ def test_listops_batches_equal_the_per_member_batches():
     for member in range(3):
         tokens, labels = data.train_batch(rank=0, world_size=2, member=member, step=9, batch_size=6)
         assert torch.equal(tokens_PBT[member], tokens) and torch.equal(labels_PB[member], labels)
+
+
+def test_image_batches_equal_the_per_member_batches():
+    from trainers.tasks.images import ImageData
+
+    rng = np.random.default_rng(0)
+    images, labels = rng.integers(0, 256, (40, 4, 5), dtype=np.uint8), rng.integers(0, 3, 40)
+    data = ImageData({"train": (images, labels), "val": (images[:4], labels[:4])}, num_classes=3, seed=2)
+    tokens_PBT, labels_PB = data.train_batches(rank=1, world_size=2, members=3, step=5, batch_size=6)
+    assert tokens_PBT.shape == (3, 6, 20) and labels_PB.shape == (3, 6)
+    for member in range(3):
+        tokens, member_labels = data.train_batch(rank=1, world_size=2, member=member, step=5, batch_size=6)
+        assert torch.equal(tokens_PBT[member], tokens) and torch.equal(labels_PB[member], member_labels)
