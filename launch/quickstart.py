@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from launch.backends.ray_private import PREEMPTION_WATCHER_ENV
 from launch.runs.files import SUMMARY, run_dir_in
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
@@ -68,8 +69,12 @@ def main(argv: list[str] | None = None) -> int:
     if not dashboard_is_up():
         start_head(env)
     overrides = [arg for item in args.overrides for arg in ("--set", item)]
+    # A head on loopback is one node with nothing to preempt: no preemption watcher (and no
+    # error-looking line from it, see launch/backends/ray_private.py).
+    runtime_env = {"env_vars": {PREEMPTION_WATCHER_ENV: "0"}}
     command = [str(Path(sys.executable).with_name("ray")), "job", "submit",
                "--address", f"http://{DASHBOARD[0]}:{DASHBOARD[1]}", "--working-dir", ".",
+               "--runtime-env-json", json.dumps(runtime_env),
                "--", "python", "-m", "launch", "run", args.spec, *overrides]
     print("$ ray " + " ".join(command[1:]), flush=True)
     run_dir = None
