@@ -32,8 +32,9 @@ Choices the reference leaves open or this code fixes:
 - Every weight, the mixing matrix included, has a leading member axis P; W_q and W_k are
   one BatchedLinear of width 2Q, values one of width D.
 - Attention dropout: none (as the other kinds); the block's residual dropout applies.
-- The content bias rides along as a (Q+1)-th query/key dim (query 1, key x_j . c_h), so
-  the whole map is one fused scaled_dot_product_attention call, O(T) memory where SDPA's
+- The content bias rides along as a (Q+1)-th query/key dim (query 1, key x_j . c_h), and
+  q, k, v are zero-padded to one head dim, so the whole map is one fused
+  scaled_dot_product_attention call, O(T) memory where SDPA's
   fused kernels apply.
 - Causal: the standard causal mask; key padding: padded keys are masked out of the softmax.
 """
@@ -75,10 +76,16 @@ class CollaborativeAttention(nn.Module):
         bias_PBHT1 = self.content_bias(x_PBTD).transpose(-2, -1).unsqueeze(-1)
         k_PBHTQ = torch.cat([k_PBTQ.unsqueeze(2).expand(P, B, H, T, -1), bias_PBHT1], dim=-1)
         v_PBHTK = self.value(x_PBTD).view(P, B, T, H, D // H).transpose(2, 3)
-        q_NHTQ, k_NHTQ, v_NHTK = (x.flatten(0, 1) for x in (q_PBHTQ, k_PBHTQ, v_PBHTK))
-        out_NHTK = F.scaled_dot_product_attention(q_NHTQ, k_NHTQ, v_NHTK, **self.masking(key_mask_PBT, T),
+        # SDPA's fused kernels need one head dim for q, k and v (else it falls back to its
+        # math path, a T x T matrix per head: 12 GB at 16K tokens here): pad the shorter side
+        # with zeros. A zero query/key dim adds nothing to a score; a zero value dim is dropped.
+        width = max(self.key_dim + 1, D // H)
+        q_NHTE, k_NHTE, v_NHTE = (F.pad(x.flatten(0, 1), (0, width - x.shape[-1]))
+                                  for x in (q_PBHTQ, k_PBHTQ, v_PBHTK))
+        out_NHTE = F.scaled_dot_product_attention(q_NHTE, k_NHTE, v_NHTE, **self.masking(key_mask_PBT, T),
                                                   scale=1.0 / math.sqrt(self.key_dim / H))
-        return self.proj(out_NHTK.view(P, B, H, T, D // H).transpose(2, 3).reshape(P, B, T, D))
+        out_NHTK = out_NHTE[..., :D // H]
+        return self.proj(out_NHTK.reshape(P, B, H, T, D // H).transpose(2, 3).reshape(P, B, T, D))
 
     def masking(self, key_mask_PBT: torch.Tensor | None, length: int) -> dict:
         """SDPA's mask arguments: is_causal alone when nothing is padded (the fused path),
