@@ -39,8 +39,16 @@ def _run_spec(run_dir: Path) -> dict:
 
 def export_member(run_dir: Path, member: str = "best", out: Path | None = None) -> Path:
     tree = _run_spec(run_dir)
-    spec = JobSpec.model_validate(tree)
     member_id = _member_id(run_dir, member)
+    return _export(run_dir, tree, member_id, out or _default_folder(run_dir, member_id))
+
+
+def _default_folder(run_dir: Path, member_id: int) -> Path:
+    return run_dir / f"export-member{member_id}"
+
+
+def _export(run_dir: Path, tree: dict, member_id: int, out: Path) -> Path:
+    spec = JobSpec.model_validate(tree)
     try:
         checkpoint = final_checkpoint(run_dir, tree, member_id)
     except ValueError as err:
@@ -51,17 +59,21 @@ def export_member(run_dir: Path, member: str = "best", out: Path | None = None) 
     summary_member = (read_json(run_dir / SUMMARY).get("members") or {}).get(str(member_id)) or {}
     source = {"run_dir": str(run_dir.resolve()), "member": member_id, "step": int(checkpoint.state["step"]),
               "final_val_loss": summary_member.get("final_val_loss"), "hyperparams": summary_member.get("hyperparams")}
-    return save_member(out or run_dir / f"export-member{member_id}", checkpoint.state["model"], member=checkpoint.row,
+    return save_member(out, checkpoint.state["model"], member=checkpoint.row,
                        members=checkpoint.members,
                        config={"model": spec.model.model_dump(mode="json"), "task": spec.task.model_dump(mode="json"),
                                "shape": shape, "source": source})
 
 
 def load_member(path: Path, member: str = "best") -> ExportedModel:
-    """An export folder as it is, or a run directory's member (exported first, once)."""
+    """An export folder as it is, or a run directory's member: exported into its default
+    folder the first time, read from there afterwards (exporting builds the task's data)."""
     if (path / CONFIG).is_file():
         return load_exported(path)
-    return load_exported(export_member(path, member))
+    tree = _run_spec(path)
+    member_id = _member_id(path, member)
+    folder = _default_folder(path, member_id)
+    return load_exported(folder if (folder / CONFIG).is_file() else _export(path, tree, member_id, folder))
 
 
 def sample_text(path: Path, *, member: str, prompt: str, tokens: int, temperature: float, seed: int) -> str:

@@ -45,7 +45,8 @@ def final_checkpoint(run_dir: Path, spec: dict, member: int) -> MemberCheckpoint
         row, members, count = member % size, size, size * groups
     if not 0 <= member < count:
         raise ValueError(f"member {member} is not in this run: it has members 0..{count - 1}")
-    states = [torch.load(path, weights_only=True) for path in root.glob("**/model.pt")]
+    # Memory-mapped: comparing steps reads only each file's counters, not every weight.
+    states = [torch.load(path, weights_only=True, mmap=True) for path in root.glob("**/model.pt")]
     if not states:
         raise ValueError(f"{root}: no checkpoint (model.pt) of member {member}")
     return MemberCheckpoint(max(states, key=lambda state: int(state["step"])), row, members)
