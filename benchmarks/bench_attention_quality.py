@@ -41,7 +41,7 @@ def main():
     studies = [
         ("configs/listops.yaml", LISTOPS_KINDS, "ListOps: validation accuracy (10 classes)",
          [("accuracy", "final_val_accuracy", ".3f"), ("val loss", "final_val_loss", ".3f")]),
-        ("configs/quickstart.yaml", LM_KINDS, "stdlib-code LM: validation loss (nats/byte)",
+        ("configs/baseline_dense.yaml", LM_KINDS, "stdlib-code LM: validation loss (nats/byte)",
          [("val loss", "final_val_loss", ".3f")]),
     ]
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,7 +1,7 @@
-"""Step time and bytes per step of the quickstart model on 2 workers, for each
+"""Step time and bytes per step of the dense baseline model (configs/baseline_dense.yaml) on 2 workers, for each
 compression method and density, with the compressor's own time as a share of the step.
 
-    mpiexec -n 2 .venv/bin/python benchmarks/bench_compression.py [--steps 20] [--spec configs/quickstart.yaml]
+    mpiexec -n 2 .venv/bin/python benchmarks/bench_compression.py [--steps 20] [--spec configs/baseline_dense.yaml]
 
 Runs the real worker loop (DeepSpeed engine, gradient exchange over gloo) under mpiexec.
 `compress` is the selection alone (error feedback + compressor over every bucket, no
@@ -71,7 +71,7 @@ def measure(spec, args, comm):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--spec", default="configs/quickstart.yaml")
+    parser.add_argument("--spec", default="configs/baseline_dense.yaml")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
@@ -94,7 +94,7 @@ def main():
         label = method + (f"-{mode}" if mode else "")
         rows.append((label, density, step_s, exchange_s, compress_s, report))
     if comm.rank == 0:
-        print(f"\nquickstart model, {comm.size} workers (mpiexec + gloo), median of {args.steps} steps\n")
+        print(f"\nbaseline model, {comm.size} workers (mpiexec + gloo), median of {args.steps} steps\n")
         print(f"{'method':<20}{'density':>8}{'step ms':>10}{'exchange ms':>13}{'compress ms':>13}"
               f"{'compress/step':>15}{'bytes/step':>13}{'of dense':>10}")
         for label, density, step_s, exchange_s, compress_s, report in rows:

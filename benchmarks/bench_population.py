@@ -1,5 +1,5 @@
 """Population overhead: one training step of P members in one population-batched model
-against P separate single-member models stepped one after another (the quickstart
+against P separate single-member models stepped one after another (the dense baseline
 model: width 128, 2 layers, 4 heads, 16 sequences of 128 bytes per member).
 
     .venv/bin/python benchmarks/bench_population.py [--members 1 2 4 8 16 32] [--device cuda] [--bf16]
@@ -28,7 +28,7 @@ from trainers.optim import build_optimizer  # noqa: E402
 
 @dataclass(frozen=True)
 class Sizes:
-    """The model and the batch of one member (default: configs/quickstart.yaml's)."""
+    """The model and the batch of one member (default: configs/baseline_dense.yaml's)."""
 
     d_model: int = 128
     n_layers: int = 2

@@ -6,7 +6,7 @@ one markdown table. Under 8 minutes (budgeted; no GPU run has been made yet) on 
     python benchmarks/device_check.py --device cpu --quick --out OUT --parts 1,4
 
   1 population overhead time(P) / (P x time(1)), P = 1, 4, 16, 64, bf16 autocast, for the
-    quickstart model and one ~10x larger (bench_population.py)
+    dense baseline model and one ~10x larger (bench_population.py)
   2 forward + backward of every attention kind against SDPA, 1K .. 32K tokens (bench_attention.py)
   3 step phases of configs/netns_bench.yaml's model (bench_step_phases.py) and the projected
     speedup of top-k / random-k at density 0.01 over dense at 1 and 10 Gbit/s, W = 2 .. 64
@@ -43,7 +43,7 @@ class Plan:
     device: str
     members: list = field(default_factory=lambda: [1, 4, 16, 64])
     population_sizes: dict = field(default_factory=lambda: {
-        "quickstart": Sizes(), "10x": Sizes(d_model=256, n_layers=6, n_heads=4)})
+        "baseline": Sizes(), "10x": Sizes(d_model=256, n_layers=6, n_heads=4)})
     warmup: int = 2
     repeats: int = 5
     lengths: list = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384, 32768])
@@ -63,13 +63,13 @@ def make_plan(device: str, quick: bool, precision: str) -> Plan:
         return Plan(device, precision=precision)
     if not quick:  # a CPU: the same parts at sizes two cores finish in a few minutes
         return Plan(device, members=[1, 4, 16], warmup=1, repeats=3,
-                    population_sizes={"quickstart": Sizes(batch=2, seq_len=32),
+                    population_sizes={"baseline": Sizes(batch=2, seq_len=32),
                                       "10x": Sizes(d_model=256, n_layers=6, n_heads=4, batch=2, seq_len=32)},
                     lengths=[128, 256, 512], attention_max_seconds=1.0, phase_steps=4, phase_skip=1,
                     training_overrides=["train.micro_batch_size=4", "task.seq_len=64", "train.eval_batches=2"],
                     precision=precision, resume_tolerance=0.0)
     return Plan(device, members=[1, 2], warmup=1, repeats=1,  # --quick: the unit test's form
-                population_sizes={"quickstart": Sizes(d_model=32, n_layers=1, n_heads=2, batch=1, seq_len=16),
+                population_sizes={"baseline": Sizes(d_model=32, n_layers=1, n_heads=2, batch=1, seq_len=16),
                                   "10x": Sizes(d_model=96, n_layers=2, n_heads=2, batch=1, seq_len=16)},
                 lengths=[64, 128], attention_max_seconds=0.2,
                 phases_overrides=["model.d_model=64", "model.n_layers=2", "model.n_heads=2", "task.seq_len=32"],

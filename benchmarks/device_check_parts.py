@@ -56,7 +56,7 @@ def legal_options(kind: str, length: int) -> dict:
         current = {**defaults, **options}
         mapping = ", ".join(f"{key}: {value}" for key, value in current.items())
         try:
-            load_spec(ROOT / "configs/quickstart.yaml", [f"task.seq_len={length}", f"model.attention={{{mapping}}}"])
+            load_spec(ROOT / "configs/baseline_dense.yaml", [f"task.seq_len={length}", f"model.attention={{{mapping}}}"])
             return options
         except SpecError as err:
             refused = [p.path.rsplit(".", 1)[1] for p in err.problems if p.path.startswith("model.attention.")]

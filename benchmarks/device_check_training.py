@@ -52,7 +52,7 @@ def training_spec(plan, runs: Path):
         if "precision" not in TrainConfig.model_fields:
             raise ValueError(f"--precision {plan.precision}: the spec schema has no train.precision yet")
         overrides.append(f"train.precision={plan.precision}")
-    return load_spec(ROOT / "configs/quickstart.yaml", overrides)
+    return load_spec(ROOT / "configs/baseline_dense.yaml", overrides)
 
 
 def run_job(spec, *, resume_from: Path | None = None) -> list[dict]:

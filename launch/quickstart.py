@@ -15,8 +15,11 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from launch.backends.ray_private import PREEMPTION_WATCHER_ENV
-from launch.runs.files import SUMMARY, run_dir_in
+from launch.runs.files import EVENTS, REPORT, SPEC, SUMMARY, read_jsonl, run_dir_in
+from launch.runs.members import best_member
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
 from launch.spec.schema import load_spec
@@ -92,15 +95,37 @@ def report(run_dir: Path | None, returncode: int) -> int:
         return returncode or 1
     summary = json.loads(summary_path.read_text())
     print("\n" + "=" * 72)
-    print(f"quickstart {summary['status']}: {summary['steps']} steps, {summary['wall_time_s']:.0f} s wall, "
-          f"{summary['tokens_per_s']:,.0f} tokens/s in training")
-    print(f"validation loss {summary['final_val_loss']:.3f} nats/token "
-          f"(unigram baseline {summary['unigram_baseline']:.3f})")
-    print(f"results: {run_dir}  (metrics.jsonl, summary.json, spec.yaml, ds_config.json, checkpoints/)")
+    print("\n".join(closing_lines(run_dir, summary)))
     print("Ray head still running: `.venv/bin/ray job list --address http://127.0.0.1:8265`; "
           "stop it with `.venv/bin/ray stop`")
     return 0 if summary["status"] == "completed" else 1
 
+
+def closing_lines(run_dir: Path, summary: dict) -> list[str]:
+    """What the user just watched: the run, its best member and what it sent, where to look."""
+    members = summary.get("members") or {}
+    exploits = len(read_jsonl(run_dir / EVENTS))
+    lines = [f"quickstart {summary['status']}: {len(members)} member(s), {summary['steps']} steps, "
+             f"{summary['wall_time_s']:.0f} s wall, {summary['tokens_per_s'] or 0:,.0f} tokens/s in training, "
+             f"{exploits} PBT exploit(s)"]
+    try:
+        best = best_member(run_dir)
+    except ValueError as err:  # no validation loss yet (the job failed early)
+        return [*lines, str(err), f"results: {run_dir}"]
+    info = members[str(best)]
+    mutated = (yaml.safe_load((run_dir / SPEC).read_text())["population"].get("pbt") or {}).get(
+        "hyperparam_mutations") or {}
+    hyperparams = ", ".join(f"{name} {value:.3g}" for name, value in sorted((info.get("hyperparams") or {}).items())
+                            if name in mutated)
+    lines.append(f"best member: {best}, validation loss {info['final_val_loss']:.3f} nats/token (unigram baseline "
+                 f"{summary['unigram_baseline']:.3f})" + (f"; PBT left it at {hyperparams}" if hyperparams else ""))
+    sent, dense = info.get("bytes_sent_total"), info.get("dense_bytes_total")
+    if sent and dense:
+        lines.append(f"it sent {sent / 2**20:,.1f} MiB of gradients per worker where dense exchange sends "
+                     f"{dense / 2**20:,.1f} MiB ({sent / dense:.1%})")
+    lines.append(f"report: {run_dir / REPORT} (the population's losses, hyperparameters and exploits, plotted)")
+    lines.append(f"results: {run_dir}  (metrics.jsonl, summary.json, pbt_events.jsonl, checkpoints/, tensorboard/)")
+    return lines
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -17,6 +17,7 @@ from pathlib import Path
 
 SPEC, DS_CONFIG, SUMMARY = "spec.yaml", "ds_config.json", "summary.json"
 METRICS, EVENTS, RESTORES = "metrics.jsonl", "pbt_events.jsonl", "restores.jsonl"
+REPORT = "report.md"
 RUN_DIR_PREFIX = "run directory: "
 _RUN_DIR_LINE = re.compile(rf"{RUN_DIR_PREFIX}(\S+)")
 

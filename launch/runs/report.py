@@ -20,7 +20,7 @@ import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import EVENTS, METRICS, SPEC, SUMMARY, read_jsonl, save_figure, write_atomic
+from launch.runs.files import EVENTS, METRICS, REPORT, SPEC, SUMMARY, read_jsonl, save_figure, write_atomic
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -613,7 +613,7 @@ def _notes(run: Run) -> list[str]:
 
 
 def _write_md(run_dir: Path, lines: list[str]) -> Path:
-    return write_atomic(run_dir / "report.md", "\n".join(lines).rstrip() + "\n")
+    return write_atomic(run_dir / REPORT, "\n".join(lines).rstrip() + "\n")
 
 
 def _remove(path: Path) -> None:

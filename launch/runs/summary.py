@@ -13,6 +13,9 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
             "final_loss": mine[-1]["loss"],
             "final_val_accuracy": val[-1].get("val_accuracy") if val else None,
             "hyperparams": mine[-1].get("hyperparams"),
+            # What this member's slot sent and would have sent dense, per worker.
+            "bytes_sent_total": mine[-1].get("bytes_sent_total"),
+            "dense_bytes_total": mine[-1].get("dense_bytes_total"),
         }
     last = rows[-1] if rows else {}
     steps = last.get("step", 0)

@@ -41,7 +41,7 @@ def test_mpiexec_run_with_topk_over_mpi(tmp_path):
 
 
 # Plain SGD is the setting of "Sparsified SGD with Memory" (Stich et al. 2018). Measured on
-# the quickstart model, 2 workers, 300 steps, lr 0.5: dense 2.501, top-k 1% with error
+# the dense baseline model (configs/baseline_dense.yaml), 2 workers, 300 steps, lr 0.5: dense 2.501, top-k 1% with error
 # feedback 2.508, without 2.664 (nats/token). Asserted with margin.
 SGD = ("train.optimizer=sgd", "train.momentum=0.0", "train.lr=0.5", "distributed.backend=torch")
 EF_TOLERANCE = 0.05  # measured 0.007

@@ -42,8 +42,8 @@ def test_every_part_ran_without_ray(report):
 
 def test_population_ratios(report):
     models = report[0]["parts"]["1"]["models"]
-    assert set(models) == {"quickstart", "10x"}
-    assert models["10x"]["params_per_member"] > 5 * models["quickstart"]["params_per_member"]
+    assert set(models) == {"baseline", "10x"}
+    assert models["10x"]["params_per_member"] > 5 * models["baseline"]["params_per_member"]
     for model in models.values():
         assert [row["P"] for row in model["rows"]] == [1, 2]
         assert all(positive(row["batched_s"]) and positive(row["batched_ratio"]) for row in model["rows"])
