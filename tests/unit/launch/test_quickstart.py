@@ -36,8 +36,8 @@ def test_closing_lines_name_the_best_member_its_bytes_and_the_report(tmp_path):
 
 
 def test_closing_lines_without_a_validation_loss_say_so(tmp_path):
-    summary = write_summary(tmp_path, summarize([{"member": 0, "step": 5, "loss": 4.0, "bytes_sent_total": 0, "dense_bytes_total": 0}], {}, wall_time_s=9.0,
-                                                status="failed"))
+    rows = [{"member": 0, "step": 5, "loss": 4.0, "bytes_sent_total": 0, "dense_bytes_total": 0}]
+    summary = write_summary(tmp_path, summarize(rows, {}, wall_time_s=9.0, status="failed"))
     lines = closing_lines(tmp_path, summary)
     assert lines[0].startswith("quickstart failed: 1 member(s), 5 steps")
     assert "no member with a final validation loss" in lines[1] and lines[-1] == f"results: {tmp_path}"
