@@ -26,6 +26,7 @@ from trainers.loop import Worker
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
 # log from any node of a cluster.
 RunRecorder = ray.remote(num_cpus=0)(MetricsLog)
+RECORDER_NAME = "sparsepop-recorder"  # in the job's own namespace: one per driver
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,7 @@ def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s:
     ray.shutdown()
     rows = sorted(read_jsonl(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
     finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
-    say_how_to_resume(run.run_dir, interrupted)
+    say_how_to_resume(run.run_dir, interrupted, resumable=run.spec.population.groups == 1)
     raise SystemExit(interrupted.exit_status)
 
 
@@ -151,7 +152,8 @@ def on_this_node():
 def start_recorder(run_dir: Path, *, resume: bool = False):
     """The run's RunRecorder actor, pinned to this node (it writes the run directory), so
     that rank 0 may log from any node."""
-    return RunRecorder.options(scheduling_strategy=on_this_node()).remote(str(run_dir), resume=resume)
+    return RunRecorder.options(name=RECORDER_NAME, scheduling_strategy=on_this_node()).remote(str(run_dir),
+                                                                                             resume=resume)
 
 
 def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):

@@ -29,7 +29,7 @@ def resume_spec(run_dir: Path, overrides: list[str]) -> JobSpec:
         raise SpecError([Problem(str(path), "not a job spec (a mapping of sections)")])
     original = validate_tree(tree)
     spec = validate_tree(apply_overrides(original.model_dump(mode="json"), list(overrides)))
-    problems = spec_changes(original, spec)
+    problems = spec_changes(original, spec) + backend_limits(original, spec)
     if not problems and read_json(Path(run_dir) / SUMMARY).get("status") == "completed" \
             and spec.train.steps == original.train.steps:
         problems.append(Problem(EXTENSIBLE, f"the run has completed its {original.train.steps} steps; nothing to "
@@ -54,6 +54,21 @@ def spec_changes(original: JobSpec, spec: JobSpec) -> list[Problem]:
                    f"the run as it was, only {EXTENSIBLE} may be extended (start a new run to change it)")
         problems.append(Problem(key, why))
     return problems
+
+
+def backend_limits(original: JobSpec, spec: JobSpec) -> list[Problem]:
+    """What a flavour cannot resume: several groups at all (their groups may have
+    checkpointed different steps, and the rounds in between went with the coordinator), and
+    under Ray Tune a longer train.steps (the restored experiment keeps the stop criterion it
+    was started with, and Tune does not resume finished trials)."""
+    if original.population.groups > 1:
+        return [Problem("population.groups", f"a run of {original.population.groups} groups cannot be resumed yet "
+                                             "(its groups may have checkpointed different steps); start it again "
+                                             "with `launch run`")]
+    if original.population.backend == "tune" and spec.train.steps != original.train.steps:
+        return [Problem(EXTENSIBLE, "a Ray Tune run resumes with the train.steps it was started with (Tune's "
+                                    "restored experiment keeps its stop criterion); drop --set train.steps")]
+    return []
 
 
 def differing_keys(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
