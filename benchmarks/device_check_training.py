@@ -4,10 +4,8 @@ GPU, gloo on CPU), with a checkpoint halfway, then a fresh Worker that resumes f
 checkpoint; its metric rows must reproduce the uninterrupted run's (timing fields excluded).
 
 No Ray and no mpi4py: the run directory, the metric log and the checkpoint folders are
-those of the mpiexec launcher (launch/backends/mpi.py), whose store never resumes (an
-mpiexec job always starts fresh), hence `ResumingCheckpoints` below.
+those of the mpiexec launcher (launch/backends/mpi.py), resuming as `launch resume` does.
 """
-import contextlib
 import json
 import math
 import shutil
@@ -30,13 +28,7 @@ def resuming_checkpoints(root: Path, keep: int):
     """The mpiexec launcher's checkpoint folders, for one rank, resuming from `latest.json`."""
     from launch.backends.mpi import DirectoryCheckpoints
 
-    class ResumingCheckpoints(DirectoryCheckpoints):
-        @contextlib.contextmanager
-        def latest(self):
-            marker = self.root / "latest.json"
-            yield self.root / json.loads(marker.read_text())["folder"] if marker.exists() else None
-
-    return ResumingCheckpoints(root, rank=0, barrier=lambda: None, keep=keep)
+    return DirectoryCheckpoints(root, rank=0, barrier=lambda: None, keep=keep, resume=True)
 
 
 def training_spec(plan, runs: Path):

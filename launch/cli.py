@@ -22,6 +22,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "head started with `ray start` on this machine), or starts a local Ray instance. Prints "
                     "the run directory at start and end.")
     add_spec_args(run)
+    resume = commands.add_parser(
+        "resume", help="continue an interrupted or failed run from its last checkpoint",
+        description="Continue the job of RUN_DIR (printed by `run`), whose driver is gone, from its last complete "
+                    "checkpoint, into the same run directory: the metrics of the finished run equal an "
+                    "uninterrupted run's (timing aside). The spec is the run's spec.yaml; only train.steps may "
+                    "be extended. An mpiexec job resumes under mpiexec with the same number of ranks.")
+    resume.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
+    resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="train.steps=N",
+                        help="train for N steps in all instead of the run's train.steps (N larger); the "
+                             "learning-rate schedule becomes that of a run launched with N steps")
     validate = commands.add_parser(
         "validate", help="print the fully resolved spec (defaults filled) or its errors",
         description="Validate a job spec without running anything: prints the resolved spec as YAML, or "
@@ -114,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             from launch.study.sweep import run_study
 
             return run_study(args.spec, args.overrides, dry_run=args.dry_run, max_concurrent=args.max_concurrent)
+        if args.command == "resume":
+            from launch.backends import run_job
+            from launch.runs.resume import resume_spec
+
+            run_job(resume_spec(Path(args.run_dir), args.overrides), resume=Path(args.run_dir).resolve())
+            return 0
         spec = load_spec(args.spec, args.overrides)
         if args.command == "validate":
             print(spec.to_yaml(), end="")
@@ -123,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         run_job(spec)
         return 0
     except SpecError as err:
-        return report_spec_error(err, args.spec)
+        return report_spec_error(err, args.run_dir if args.command == "resume" else args.spec)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

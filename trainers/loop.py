@@ -139,6 +139,9 @@ class Worker:
         self.train_time_s = 0.0  # seconds spent in training steps, carried across restarts
         self.bytes_sent_total = torch.zeros(plan.members, dtype=torch.float64)  # per member, this worker
         self.dense_bytes_total = torch.zeros(plan.members, dtype=torch.float64)
+        # [P] losses of the steps since the last logged row, whose mean the next row reports;
+        # checkpointed, so that a resumed run's first row averages the same steps.
+        self.window_losses: list[torch.Tensor] = []
         self.val_batches = self.data.val_batches(rank=rank, world_size=world_size,
                                                  batch_size=plan.train.micro_batch_size,
                                                  max_batches=plan.train.eval_batches)
@@ -158,7 +161,7 @@ class Worker:
                 members=self.plan.members, initial_hyperparams=self.population.initial)
         tokens_per_step = (train.micro_batch_size * train.grad_accum_steps * self.world_size
                            * self.plan.task.seq_len)
-        window_start, window_losses = time.perf_counter(), []
+        window_start = time.perf_counter()
         rounds = self.plan.rounds
         stop = rounds.begin(self)
         while self.step < stop:
@@ -169,7 +172,7 @@ class Worker:
             # Every step, so that a diverged member is seen (and replaced) at once, with the
             # same numbers on every worker.
             loss_P = self._mean_across_workers(loss_P)
-            window_losses.append(loss_P)
+            self.window_losses.append(loss_P)
             done = self.step == stop
             round_due = rounds.is_round(self.step)
             evaluate = (self.step % train.eval_interval == 0 or done
@@ -177,10 +180,10 @@ class Worker:
             val_loss_P, val_accuracy_P = self._evaluate() if evaluate else (None, None)
             if self.step % train.log_interval == 0 or evaluate:
                 elapsed = time.perf_counter() - window_start
-                tokens_per_s = len(window_losses) * tokens_per_step / elapsed
-                self._log(lr_P, torch.stack(window_losses).mean(0), val_loss_P, val_accuracy_P,
+                tokens_per_s = len(self.window_losses) * tokens_per_step / elapsed
+                self._log(lr_P, torch.stack(self.window_losses).mean(0), val_loss_P, val_accuracy_P,
                           self.step * tokens_per_step, bytes_report, tokens_per_s)
-                window_start, window_losses = time.perf_counter(), []
+                window_start, self.window_losses = time.perf_counter(), []
             use_val = self.plan.pbt_metric == "val_loss" and val_loss_P is not None
             rounds.after_step(self, val_loss_P if use_val else loss_P, bytes_report)
             if self.step % self.plan.checkpoint_interval == 0 or done:
@@ -324,7 +327,9 @@ class Worker:
         worker) and the members' fp16 loss scales."""
         if self.rank == 0:
             atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
-                         "model": self.engine.module.state_dict(), "population": self.population.state_dict()},
+                         "model": self.engine.module.state_dict(), "population": self.population.state_dict(),
+                         "log_window": torch.stack(self.window_losses) if self.window_losses
+                         else torch.zeros(0, self.plan.members)},
                         folder / "model.pt")
         atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
                      "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -354,6 +359,8 @@ class Worker:
         self.dense_bytes_total = worker_state["dense_bytes_total"]
         self.step = int(state["step"])
         self.train_time_s = float(state["train_time_s"])
+        # Checkpoints written before the window was kept hold none: the window restarts here.
+        self.window_losses = list(state.get("log_window", torch.zeros(0, self.plan.members)).unbind(0))
         # The model's dropout rates and the optimizer's learning rates and weight decays came
         # with the checkpoint: the population's rule (they differ after a Tune PBT exploit).
         self.apply_hyperparams()

@@ -6,6 +6,9 @@ under an MPI launcher rather than Ray:
 Every rank runs this; ranks are discovered through MPI. Rank 0 owns the run directory
 (same files as the Ray launcher) and broadcasts its path; the worker loop is the same.
 Checkpoints are folders under `<run_dir>/checkpoints/` finished by a `latest.json` marker.
+A stop signal (mpiexec forwards SIGINT/SIGTERM to every rank) ends the job at the end of a
+step, on every rank alike, as `interrupted`; `mpiexec -n W python -m launch resume RUN_DIR`
+continues it from the checkpoint `latest.json` names.
 Nothing here imports Ray (or matplotlib, until rank 0 writes the report at the end).
 """
 import contextlib
@@ -15,14 +18,17 @@ import shutil
 import socket
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
+from launch.backends.interrupts import Interrupted, StopRequest, say_how_to_resume, signals_noted
 from launch.backends.plan import worker_plan
 from launch.runs.directory import finish_run, prepare_run_dir
-from launch.runs.files import write_atomic
+from launch.runs.files import read_json, write_atomic
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from trainers.contracts import PerturbationRounds
 from trainers.loop import Worker, import_deepspeed
 
 
@@ -48,8 +54,9 @@ def init_torch_distributed(comm, backend: str) -> None:
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
 
 
-def run_mpi_job(spec: JobSpec) -> Path | None:
-    """Run this rank's part of the job; rank 0 returns the run directory."""
+def run_mpi_job(spec: JobSpec, *, resume: Path | None = None) -> Path | None:
+    """Run this rank's part of the job (or resume the run in `resume`); rank 0 returns the
+    run directory."""
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -59,18 +66,27 @@ def run_mpi_job(spec: JobSpec) -> Path | None:
                                  f"rank(s); run `mpiexec -n {spec.distributed.num_workers} python -m launch run ...`")])
     import_deepspeed(spec.distributed.use_gpu)
     init_torch_distributed(comm, spec.distributed.comm_backend)
-    run_dir, ds_config = prepare_run_dir(spec) if comm.rank == 0 else (None, None)
+    run_dir, ds_config = prepare_run_dir(spec, resume) if comm.rank == 0 else (None, None)
     run_dir, ds_config = comm.bcast((run_dir, ds_config), root=0)
-    metrics = MetricsLog(str(run_dir)) if comm.rank == 0 else None
+    metrics = MetricsLog(str(run_dir), resume=resume is not None) if comm.rank == 0 else None
     checkpoints = DirectoryCheckpoints(run_dir / "checkpoints", rank=comm.rank, barrier=comm.Barrier,
-                                       keep=spec.run.keep_checkpoints)
+                                       keep=spec.run.keep_checkpoints, resume=resume is not None)
     started, error = time.perf_counter(), None
-    try:
-        Worker(worker_plan(spec, ds_config), rank=comm.rank, world_size=comm.size,
-               reporter=metrics, checkpoints=checkpoints).run()
-    except Exception as err:  # noqa: BLE001 - rank 0 must still write the summary
-        traceback.print_exc()
-        error = f"rank {comm.rank}: {type(err).__name__}: {err}"
+    with signals_noted() as stop:
+        plan = worker_plan(spec, ds_config)
+        plan = replace(plan, rounds=StopAtSignal(plan.rounds, stop, comm))
+        try:
+            Worker(plan, rank=comm.rank, world_size=comm.size, reporter=metrics, checkpoints=checkpoints).run()
+        except Interrupted as interrupted:
+            if comm.rank == 0:
+                rows, info = metrics.snapshot()
+                finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=None,
+                           interrupted=True)
+                say_how_to_resume(run_dir, interrupted, mpi_ranks=comm.size)
+            raise SystemExit(interrupted.exit_status) from None
+        except Exception as err:  # noqa: BLE001 - rank 0 must still write the summary
+            traceback.print_exc()
+            error = f"rank {comm.rank}: {type(err).__name__}: {err}"
     if comm.rank == 0:
         rows, info = metrics.snapshot()
         finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
@@ -83,13 +99,37 @@ def run_mpi_job(spec: JobSpec) -> Path | None:
     return None
 
 
+class StopAtSignal:
+    """The plan's rounds, and after every step the ranks' agreement on a stop signal (one
+    small MPI all-reduce): when any rank received one, every rank raises Interrupted after
+    the same step, none inside a collective."""
+
+    def __init__(self, rounds: PerturbationRounds, stop: StopRequest, comm):
+        self.rounds, self.stop, self.comm = rounds, stop, comm
+
+    def begin(self, worker: Worker) -> int:
+        return self.rounds.begin(worker)
+
+    def is_round(self, step: int) -> bool:
+        return self.rounds.is_round(step)
+
+    def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
+        self.rounds.after_step(worker, scores_P, bytes_report)
+        from mpi4py import MPI
+
+        signum = self.comm.allreduce(self.stop.signum, op=MPI.MAX)
+        if signum:
+            raise Interrupted(signum)
+
+
 class DirectoryCheckpoints:
     """`<root>/step_00000100/` per checkpoint; `<root>/latest.json` names the newest
     complete one (written by rank 0 after every rank has written its files), and only the
-    newest `keep` folders are kept."""
+    newest `keep` folders are kept. `resume`: the run is resumed, from the checkpoint
+    `latest.json` names."""
 
-    def __init__(self, root: Path, *, rank: int, barrier, keep: int):
-        self.root, self.rank, self.barrier, self.keep = root, rank, barrier, keep
+    def __init__(self, root: Path, *, rank: int, barrier, keep: int, resume: bool = False):
+        self.root, self.rank, self.barrier, self.keep, self.resume = root, rank, barrier, keep, resume
 
     def save(self, step: int, write_files) -> None:
         folder = self.root / f"step_{step:08d}"
@@ -105,5 +145,6 @@ class DirectoryCheckpoints:
 
     @contextlib.contextmanager
     def latest(self):
-        # An mpiexec job is not restarted by a supervisor: it always starts fresh.
-        yield None
+        # An mpiexec job is not restarted by a supervisor: it starts fresh, unless resumed.
+        marker = read_json(self.root / "latest.json") if self.resume else {}
+        yield self.root / marker["folder"] if marker.get("folder") else None

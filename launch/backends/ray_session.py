@@ -14,8 +14,10 @@ from pathlib import Path
 
 import ray
 
+from launch.backends.interrupts import Interrupted, run_in_thread, say_how_to_resume, signals_raise_interrupted
 from launch.backends.ray_private import PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs
 from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.files import METRICS, read_jsonl
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
@@ -24,6 +26,7 @@ from trainers.loop import Worker
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
 # log from any node of a cluster.
 RunRecorder = ray.remote(num_cpus=0)(MetricsLog)
+RECORDER_NAME = "sparsepop-recorder"  # in the job's own namespace: one per driver
 
 
 @dataclass(frozen=True)
@@ -34,28 +37,49 @@ class RayRun:
     run_dir: Path
     ds_config: dict
     recorder: object  # a RunRecorder actor handle
+    resuming: bool = False  # `launch resume`: the run directory holds an earlier driver's run
 
 
 def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
-               preflight: Callable[[], None] = lambda: None) -> Path:
+               preflight: Callable[[], None] = lambda: None, resume: Path | None = None) -> Path:
     """Join Ray, check the cluster (and the flavour's `preflight`) before anything is
-    written, create the run directory and its recorder, run `fit` (it returns the error
-    that ended training, or None), and write the summary and report whatever happened.
-    Returns the run directory; raises SpecError on input the cluster cannot satisfy."""
+    written, create the run directory (or reopen `resume`'s) and its recorder, run `fit` (it
+    returns the error that ended training, or None), and write the summary and report
+    whatever happened. A stop signal ends the run as `interrupted` (see interrupts.py): Ray
+    is left (which ends the job's workers), the summary written, and the process exits with
+    128 + the signal's number. Returns the run directory; raises SpecError on input the
+    cluster cannot satisfy."""
     connect_ray()
     check_resources(spec)
     preflight()
-    run_dir, ds_config = prepare_run_dir(spec)
-    run = RayRun(spec, run_dir, ds_config, start_recorder(run_dir))
+    run_dir, ds_config = prepare_run_dir(spec, resume)
+    run = RayRun(spec, run_dir, ds_config, start_recorder(run_dir, resume=resume is not None), resume is not None)
     started = time.perf_counter()
-    try:
-        error = fit(run)
-    except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
-        error = f"{type(err).__name__}: {err}"
-    rows, info = ray.get(run.recorder.snapshot.remote())
+    with signals_raise_interrupted():
+        try:
+            try:
+                error = run_in_thread(lambda: fit(run))
+            except Exception as err:  # noqa: BLE001 - the summary must be written whatever failed
+                error = f"{type(err).__name__}: {err}"
+            rows, info = ray.get(run.recorder.snapshot.remote())
+        except Interrupted as interrupted:
+            wind_down_interrupted(run, interrupted, wall_time_s=time.perf_counter() - started)
     rows = sorted(rows, key=lambda row: (row["step"], row["member"]))  # groups' and trials' rows interleave
     finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
     return run_dir
+
+
+def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s: float) -> None:
+    """Leave Ray first, so that no worker trains or checkpoints on: a local instance ends
+    with its processes, and a job's actors end with their driver on a cluster. The rows are
+    then read back from metrics.jsonl (the recorder is gone); they may reach past the last
+    checkpoint, which `launch resume` rewinds to. Exits with the signal's status."""
+    _, info = ray.get(run.recorder.snapshot.remote())
+    ray.shutdown()
+    rows = sorted(read_jsonl(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
+    finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
+    say_how_to_resume(run.run_dir, interrupted, resumable=run.spec.population.groups == 1)
+    raise SystemExit(interrupted.exit_status)
 
 
 def connect_ray() -> None:
@@ -125,10 +149,11 @@ def on_this_node():
     return NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(), soft=False)
 
 
-def start_recorder(run_dir: Path):
+def start_recorder(run_dir: Path, *, resume: bool = False):
     """The run's RunRecorder actor, pinned to this node (it writes the run directory), so
     that rank 0 may log from any node."""
-    return RunRecorder.options(scheduling_strategy=on_this_node()).remote(str(run_dir))
+    return RunRecorder.options(name=RECORDER_NAME, scheduling_strategy=on_this_node()).remote(str(run_dir),
+                                                                                             resume=resume)
 
 
 def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = "checkpoints"):

@@ -33,7 +33,8 @@ import ray.train
 from ray import tune
 
 from launch.backends.plan import population_controller, worker_plan
-from launch.backends.ray_session import ActorReporter, RayRun, RayTrainCheckpoints, ray_trainer, run_on_ray
+from launch.backends.ray_session import (RECORDER_NAME, ActorReporter, RayRun, RayTrainCheckpoints, ray_trainer,
+                                         run_on_ray)
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
 from pbt.hyperparams import HyperparamStore
@@ -190,17 +191,20 @@ def _trial_name(trial) -> str:
     return _member_name(trial.config)
 
 
-def _event_logger(recorder):
-    def log(event) -> None:
-        recorder.log_events.remote([event.to_json()])
+class EventLogger:
+    """The scheduler's `on_event`: an exploit to the run's recorder, found by its name when
+    called. Tune pickles the scheduler with its experiment, and a restored experiment
+    (`launch resume`) must reach the new driver's recorder, not the one it was pickled with."""
+
+    def __call__(self, event) -> None:
+        ray.get_actor(RECORDER_NAME).log_events.remote([event.to_json()])
         say(f"[pbt] step {event.step}: member {event.target} <- member {event.source}; "
             + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
 
-    return log
 
-
-def run_tune_job(spec: JobSpec) -> Path:
-    """Run the population as Ray Tune trials to completion; returns the run directory."""
+def run_tune_job(spec: JobSpec, *, resume: Path | None = None) -> Path:
+    """Run the population as Ray Tune trials to completion (or resume the run in `resume`);
+    returns the run directory."""
     def fit(run: RayRun) -> str | None:
         concurrent = concurrent_trials(spec)
         initial = population_controller(spec).initial  # the vectorized backend's draw, for the same seed
@@ -210,20 +214,13 @@ def run_tune_job(spec: JobSpec) -> Path:
         trainable = tune.with_resources(
             tune.with_parameters(member_trial, spec=spec, ds_config=run.ds_config, recorder=run.recorder,
                                  rounds_dir=str(run.run_dir / "rounds")), {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
-        tuner = tune.Tuner(
-            trainable, param_space=param_space(initial),
-            tune_config=tune.TuneConfig(scheduler=build_scheduler(spec.population.pbt,
-                                                                  on_event=_event_logger(run.recorder)),
-                                        max_concurrent_trials=concurrent, trial_name_creator=_trial_name,
-                                        trial_dirname_creator=_trial_name),
-            # Worker failures are retried inside each round (run.max_failures); a trial whose round
-            # still fails stops, and the run reports it. `stop` ends a trial at its last step before
-            # PBT sees that result (no exploit of a finished member, no paused trial to resume).
-            run_config=tune.RunConfig(name="tune", storage_path=str(run.run_dir), verbose=0,
-                                      stop={TIME_ATTR: spec.train.steps},
-                                      checkpoint_config=tune.CheckpointConfig(
-                                          num_to_keep=checkpoints_to_keep(spec, concurrent)),
-                                      failure_config=tune.FailureConfig(max_failures=0)))
+        if run.resuming:
+            # Ray's own experiment restore: every unfinished trial continues from the last checkpoint
+            # Tune recorded for it, with the scheduler and run config the experiment was started with.
+            tuner = tune.Tuner.restore(str(run.run_dir / "tune"), trainable, resume_unfinished=True,
+                                       resume_errored=True)
+        else:
+            tuner = new_tuner(spec, trainable, initial, concurrent, run.run_dir)
         print(f"Ray Tune PBT: {spec.population.size} trials of {spec.distributed.num_workers} worker(s), "
               f"{concurrent} at a time; Tune's experiment directory {run.run_dir / 'tune'}", flush=True)
         try:
@@ -232,4 +229,21 @@ def run_tune_job(spec: JobSpec) -> Path:
             shutil.rmtree(run.run_dir / "rounds", ignore_errors=True)
         return "; ".join(failed) or None
 
-    return run_on_ray(spec, fit, preflight=lambda: check_synch_fits(spec, concurrent_trials(spec)))
+    return run_on_ray(spec, fit, preflight=lambda: check_synch_fits(spec, concurrent_trials(spec)), resume=resume)
+
+
+def new_tuner(spec: JobSpec, trainable, initial: dict, concurrent: int, run_dir: Path) -> tune.Tuner:
+    """A new Tune experiment of the population's trials in run_dir/tune."""
+    return tune.Tuner(
+        trainable, param_space=param_space(initial),
+        tune_config=tune.TuneConfig(scheduler=build_scheduler(spec.population.pbt, on_event=EventLogger()),
+                                    max_concurrent_trials=concurrent, trial_name_creator=_trial_name,
+                                    trial_dirname_creator=_trial_name),
+        # Worker failures are retried inside each round (run.max_failures); a trial whose round
+        # still fails stops, and the run reports it. `stop` ends a trial at its last step before
+        # PBT sees that result (no exploit of a finished member, no paused trial to resume).
+        run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
+                                  stop={TIME_ATTR: spec.train.steps},
+                                  checkpoint_config=tune.CheckpointConfig(
+                                      num_to_keep=checkpoints_to_keep(spec, concurrent)),
+                                  failure_config=tune.FailureConfig(max_failures=0)))

@@ -11,9 +11,11 @@ from launch.spec.schema import JobSpec
 from launch.spec.deepspeed_config import build_deepspeed_config
 
 
-def prepare_run_dir(spec: JobSpec) -> tuple[Path, dict]:
-    """Create the run directory with spec.yaml and ds_config.json; returns (dir, DeepSpeed config)."""
-    run_dir = fresh_dir(spec.storage_dir(), spec.name)
+def prepare_run_dir(spec: JobSpec, resume: Path | None = None) -> tuple[Path, dict]:
+    """Create the run directory with spec.yaml and ds_config.json; returns (dir, DeepSpeed config).
+    `resume`: the run directory of a run being resumed instead (launch/runs/resume.py checked
+    `spec` against it), whose spec.yaml is written again: it may extend train.steps."""
+    run_dir = resume or fresh_dir(spec.storage_dir(), spec.name)
     announce_run_dir(run_dir)
     ds_config = build_deepspeed_config(spec)
     write_atomic(run_dir / SPEC, spec.to_yaml())
@@ -21,11 +23,15 @@ def prepare_run_dir(spec: JobSpec) -> tuple[Path, dict]:
     return run_dir, ds_config
 
 
-def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: float, error: str | None) -> None:
-    """Write summary.json and the report, print the summary, and exit non-zero if training failed."""
+def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: float, error: str | None,
+               interrupted: bool = False) -> None:
+    """Write summary.json and the report, print the summary, and exit non-zero if training
+    failed. An interrupted run (a stop signal; `steps` is the last logged step) returns: its
+    launcher says how to resume and exits with the signal's status."""
     from launch.runs.report import write_report  # matplotlib: only once training is over
 
-    summary = summarize(rows, info, wall_time_s=wall_time_s, status="failed" if error else "completed")
+    status = "interrupted" if interrupted else "failed" if error else "completed"
+    summary = summarize(rows, info, wall_time_s=wall_time_s, status=status)
     if error:
         summary["error"] = error
     write_atomic(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")

@@ -5,18 +5,20 @@ mpiexec launcher uses it directly on rank 0."""
 import json
 from pathlib import Path
 
-from launch.runs.files import EVENTS, METRICS, RESTORES, write_atomic
+from launch.runs.files import EVENTS, METRICS, RESTORES, read_jsonl, write_atomic
 from launch.runs.tensorboard import MemberBoards
 
 
 class MetricsLog:
-    """Owns `metrics.jsonl`: appends rows, and rewinds after a restart from a checkpoint."""
+    """Owns `metrics.jsonl`: appends rows, and rewinds after a restart from a checkpoint.
+    `resume`: the run is resumed (`launch resume`): what it logged so far is read back, and
+    the workers rewind it to the checkpoint they restore."""
 
-    def __init__(self, run_dir: str):
+    def __init__(self, run_dir: str, *, resume: bool = False):
         self.metrics_path = Path(run_dir) / METRICS
         self.events_path = Path(run_dir) / EVENTS
-        self.rows: list[dict] = []
-        self.events: list[dict] = []
+        self.rows: list[dict] = read_jsonl(self.metrics_path) if resume else []
+        self.events: list[dict] = read_jsonl(self.events_path) if resume else []
         self.info: dict = {}
         self.boards = MemberBoards(run_dir)
 
@@ -37,7 +39,8 @@ class MetricsLog:
         """After a restart from the checkpoint at `step`, forget what was logged after it:
         all of it, or only the rows and the events (by target) of `members` (the group that
         restarted, population.groups > 1; the other groups go on)."""
-        self.boards.rewind(step, members)
+        # All of it: every member logged so far, a resumed run's included (no writer open yet).
+        self.boards.rewind(step, members if members is not None else sorted({row["member"] for row in self.rows}))
         stale = lambda record, member: record["step"] > step and (members is None or member in members)  # noqa: E731
         self.rows = [row for row in self.rows if not stale(row, row["member"])]
         self.events = [event for event in self.events if not stale(event, event["target"])]
