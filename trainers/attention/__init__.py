@@ -51,6 +51,7 @@ from trainers.attention.mra import MraAttention
 from trainers.attention.performer import PerformerAttention
 from trainers.attention.rpe_fft import RpeFftAttention
 from trainers.attention.softmax import SoftmaxAttention
+from trainers.attention.vars import VarsAttention
 
 KERNELS = {
     "softmax": SoftmaxAttention,
@@ -60,6 +61,7 @@ KERNELS = {
     "hypercube": HypercubeAttention,
     "mra": MraAttention,
     "rpe_fft": RpeFftAttention,
+    "vars": VarsAttention,
 }
 SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}

@@ -122,9 +122,28 @@ class MraAttentionConfig(_KindConfig):
         0, description="always refine a band of n blocks around the diagonal (local window)")
 
 
+class VarsAttentionConfig(_KindConfig):
+    """VARS-D (Shi et al. 2022): attention as unrolled sparse reconstruction of the values over
+    random features of the queries. Bidirectional only."""
+
+    kind: Literal["vars"] = "vars"
+    lam: float = Field(0.3, ge=0, description="sparsity weight lambda of the reconstruction (scaled by a "
+                                               "learned factor per member); 0 = plain least squares")
+    num_steps: NonNegativeInt = Field(5, description="unrolled ISTA steps after the first shrink")
+    feature_ratio: PositiveInt = Field(2, description="random features per head as a multiple of the head dim")
+    shrink: Literal["gelu", "soft"] = Field(
+        "gelu", description="gelu: the reference's smooth shrink sign(z) gelu(|z| - t); soft: the plain "
+                            "soft threshold sign(z) relu(|z| - t)")
+    dictionary: Literal["queries", "keys"] = Field(
+        "queries", description="queries: the reference's, keys tied to queries (the key projection goes unused); "
+                               "keys: the dictionary is built from the keys and the queries read the code out")
+    seed: int = Field(0, description="seed of the fixed random projection; with the layer index it fixes the "
+                                     "projection, identical on every data-parallel worker")
+
+
 AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
           FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
-          CollaborativeAttentionConfig],
+          CollaborativeAttentionConfig, VarsAttentionConfig],
     Field(discriminator="kind"),
 ]

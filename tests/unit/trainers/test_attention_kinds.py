@@ -21,6 +21,7 @@ OPTIONS = {
     "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
+    "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
 }
 CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
