@@ -43,6 +43,7 @@ Kinds that hold random state (performer, lara) keep buffers shared by all member
 group, with no leading member axis: `projection_MK` and `training_calls.count`.
 """
 from trainers.attention.collaborative import CollaborativeAttention
+from trainers.attention.contextpool import ContextPoolAttention
 from trainers.attention.flash import FlashBlock
 from trainers.attention.hypercube import HypercubeAttention
 from trainers.attention.lara import LaraAttention
@@ -63,6 +64,6 @@ KERNELS = {
     "rpe_fft": RpeFftAttention,
     "vars": VarsAttention,
 }
-SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention}
+SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention, "contextpool": ContextPoolAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}
 ALL_KINDS: dict[str, type] = {**KERNELS, **SUBLAYERS, **BLOCKS}

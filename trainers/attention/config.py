@@ -141,9 +141,22 @@ class VarsAttentionConfig(_KindConfig):
                                      "projection, identical on every data-parallel worker")
 
 
+class ContextPoolConfig(_KindConfig):
+    """ContextPool (Huang et al. 2022): each token pools its neighbourhood with a learned weight
+    and a learned Gaussian support before softmax attention. Bidirectional only."""
+
+    kind: Literal["contextpool"] = "contextpool"
+    max_support: PositiveFloat = Field(
+        2.0, description="largest support size: a token's Gaussian window has std up to this many tokens (pixels "
+                         "on a grid) and is cut at radius ceil(3 * max_support); cost grows with that radius "
+                         "(linearly in 1-D, quadratically on a grid)")
+    predictor_width: PositiveInt = Field(32, description="hidden width of the per-token network that predicts the "
+                                                         "pooling weight and support size")
+
+
 AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
           FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
-          CollaborativeAttentionConfig, VarsAttentionConfig],
+          CollaborativeAttentionConfig, VarsAttentionConfig, ContextPoolConfig],
     Field(discriminator="kind"),
 ]

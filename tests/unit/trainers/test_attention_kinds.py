@@ -22,6 +22,7 @@ OPTIONS = {
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
     "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
+    "contextpool": {"max_support": 1.5},
 }
 CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
@@ -92,7 +93,7 @@ def test_model_gradients_flow_and_are_finite(case):
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
     # The first block's attention weights must get a real signal, for every member.
     first = model.blocks[0]
-    attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind in SUBLAYERS
+    attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind == "collaborative"
                    else first.attn.qkv.weight)
     assert (attn_weight.grad.flatten(1).abs().sum(1) > 0).all()
 
