@@ -48,7 +48,7 @@ Choices the reference or the paper leave open, or where this kind departs from t
   not orthogonalised, as in the reference. It is a buffer shared by the group's members.
 - The reference's q * K^(-1/4) scaling before the unit normalisation is dropped: it
   cancels.
-- Learned factors are per member (leading axis P): A [P, M, M], s_lam [P], s_L [P], shared
+- Learned factors are per member (leading axis P): A [P, M, M], s_lam [P, 1], s_L [P, 1], shared
   by the layer's heads as the reference shares them. Nothing keeps s_L positive (nor does
   the reference).
 - Key padding (key_mask_NT): a padded token's feature row is zeroed before the column
@@ -99,8 +99,10 @@ class VarsAttention(nn.Module):
         generator = seeded_generator(config.seed, layer)
         self.register_buffer("projection_MK", torch.randn(features, head_dim, generator=generator))
         self.mix_PMM = nn.Parameter(torch.eye(features).repeat(members, 1, 1))  # A, init I
-        self.lam_scale_P = nn.Parameter(torch.ones(members))  # s_lam
-        self.step_scale_P = nn.Parameter(torch.ones(members))  # s_L
+        # [P, 1], not [P]: every parameter of the model has a feature axis after the member
+        # axis (per-member clipping, the optimizer and the exchange flatten from axis 1).
+        self.lam_scale_P1 = nn.Parameter(torch.ones(members, 1))  # s_lam
+        self.step_scale_P1 = nn.Parameter(torch.ones(members, 1))  # s_L
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
@@ -124,8 +126,8 @@ class VarsAttention(nn.Module):
         bound_PBH11 = gram_PBHMM.abs().sum(-1).amax(-1).detach()[..., None, None] + 1.0
         mix_P11MM = self.mix_PMM.to(dtype).view(P, 1, 1, M, M)
         learned_gram_PBHMM = mix_P11MM @ gram_PBHMM @ mix_P11MM
-        step_PBH11 = bound_PBH11 / self.step_scale_P.to(dtype).view(P, 1, 1, 1, 1)
-        lam_P1111 = (self.lam_scale_P.to(dtype) * self.config.lam).view(P, 1, 1, 1, 1)
+        step_PBH11 = bound_PBH11 / self.step_scale_P1.to(dtype).view(P, 1, 1, 1, 1)
+        lam_P1111 = (self.lam_scale_P1.to(dtype) * self.config.lam).view(P, 1, 1, 1, 1)
         u_PBHMK = u_NHMK.view(P, N // P, H, M, K)
         x_PBHMK = shrink(u_PBHMK, lam_P1111, self.config.shrink)
         for _ in range(self.config.num_steps):

@@ -91,6 +91,8 @@ def test_model_gradients_flow_and_are_finite(case):
     model(token_ids(3)).float().square().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        # [P, ...] with a feature axis: per-member clipping and the optimizer flatten from axis 1.
+        assert param.dim() >= 2 and param.shape[0] == 3, name
     # The first block's attention weights must get a real signal, for every member.
     first = model.blocks[0]
     attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind == "collaborative"

@@ -109,8 +109,8 @@ def test_each_member_uses_its_own_learned_factors():
     before = kernel(q, k, v)
     with torch.no_grad():
         kernel.mix_PMM[1] += 0.05 * torch.randn_like(kernel.mix_PMM[1])
-        kernel.lam_scale_P[1] = 2.0
-        kernel.step_scale_P[1] = 0.5
+        kernel.lam_scale_P1[1] = 2.0
+        kernel.step_scale_P1[1] = 0.5
     after = kernel(q, k, v)
     torch.testing.assert_close(after[:2], before[:2], rtol=0, atol=0)
     assert not torch.allclose(after[2:], before[2:])
@@ -127,7 +127,7 @@ def test_population_transformer_trains_every_members_factors():
     logits.square().sum().backward()
     for block in model.blocks:
         kernel = block.attn.kernel
-        for param in (kernel.mix_PMM, kernel.lam_scale_P, kernel.step_scale_P):
+        for param in (kernel.mix_PMM, kernel.lam_scale_P1, kernel.step_scale_P1):
             assert param.shape[0] == 2 and (param.grad.reshape(2, -1).abs().sum(1) > 0).all()
     # Keys are tied to queries (as in the reference): the key third of qkv gets no gradient.
     key_columns = model.blocks[0].attn.qkv.weight.grad[:, :, 16:32]
