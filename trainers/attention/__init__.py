@@ -10,7 +10,8 @@ Three registries:
       Learned kernel parameters (rpe_fft's relative-position table) have a leading member axis P.
   SUBLAYERS: kinds that replace the standard block's whole attention sublayer (q/k/v and
       output projections included) because they act on x, not on q, k, v, such as
-      collaborative attention's shared projections; norms, MLP and residuals stay. Built
+      collaborative attention's shared projections, or contextpool's pooling of x before
+      q/k/v; norms, MLP and residuals stay. Built
       as `cls(model_config, members=P, causal=bool, layer=i)`; forward maps x [P, B, T, D]
       (and key_mask_PBT) to the sublayer's output [P, B, T, D], before the residual.
   BLOCKS: kinds that replace the whole block (attention and MLP), such as FLASH's
@@ -39,8 +40,8 @@ raises (LARA and MRA have no causal form).
 Block-sparse kinds (hypercube, mra) cut the tokens into blocks and pad T up to a multiple
 of the block size internally, masking the padded keys; they hold no weights or buffers.
 
-Kinds that hold random state (performer, lara) keep buffers shared by all members of the
-group, with no leading member axis: `projection_MK` and `training_calls.count`.
+Kinds that hold random state (performer, lara, vars) keep buffers shared by all members of
+the group, with no leading member axis: `projection_MK` and `training_calls.count`.
 """
 from trainers.attention.collaborative import CollaborativeAttention
 from trainers.attention.contextpool import ContextPoolAttention
