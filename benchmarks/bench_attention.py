@@ -39,8 +39,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash", "rpe_fft", "collaborative", "vars",
-         "contextpool"]
+KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash", "rpe_fft", "collaborative"]
 LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
 WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"

@@ -60,10 +60,10 @@ KERNELS = {
     "linear": LinearAttention,
     "performer": PerformerAttention,
     "lara": LaraAttention,
+    "vars": VarsAttention,
     "hypercube": HypercubeAttention,
     "mra": MraAttention,
     "rpe_fft": RpeFftAttention,
-    "vars": VarsAttention,
 }
 SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention, "contextpool": ContextPoolAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}

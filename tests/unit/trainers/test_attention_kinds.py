@@ -16,13 +16,13 @@ OPTIONS = {
     "linear": {"chunk_size": 8},
     "performer": {"chunk_size": 8, "nb_features": 16},
     "lara": {"num_landmarks": 4},
+    "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
+    "contextpool": {"max_support": 1.5},
     "flash": {"group_size": 8, "qk_dim": 16},
     "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
     "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
-    "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
-    "contextpool": {"max_support": 1.5},
 }
 CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
