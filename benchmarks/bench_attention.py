@@ -7,10 +7,10 @@
 
 The layer: width 256, 4 heads, batch 1, one member (P = 1), training mode, each kind's
 default options. What is timed is what the kind replaces in the model:
-  kernel kinds (softmax, linear, performer, lara, hypercube, mra, rpe_fft): the model's
+  kernel kinds (softmax, linear, performer, lara, hypercube, mra, rpe_fft, vars): the model's
       SelfAttention (qkv projection, kernel, output projection); baseline `softmax`.
-  sublayer kinds (collaborative, key_dim 64 = width/4): the sublayer that replaces
-      SelfAttention, projections included; baseline `softmax`.
+  sublayer kinds (collaborative, key_dim 64 = width/4; contextpool, pooling in 1-D): the
+      sublayer that replaces SelfAttention, projections included; baseline `softmax`.
   block kinds (flash): one block, which does the work of attention AND the MLP; its
       baseline is `softmax+mlp`, the model's TransformerBlock with softmax attention.
 Speedup: baseline time of the same scope, causality and length / this kind's time.

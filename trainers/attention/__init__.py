@@ -10,7 +10,8 @@ Three registries:
       Learned kernel parameters (rpe_fft's relative-position table) have a leading member axis P.
   SUBLAYERS: kinds that replace the standard block's whole attention sublayer (q/k/v and
       output projections included) because they act on x, not on q, k, v, such as
-      collaborative attention's shared projections; norms, MLP and residuals stay. Built
+      collaborative attention's shared projections, or contextpool's pooling of x before
+      q/k/v; norms, MLP and residuals stay. Built
       as `cls(model_config, members=P, causal=bool, layer=i)`; forward maps x [P, B, T, D]
       (and key_mask_PBT) to the sublayer's output [P, B, T, D], before the residual.
   BLOCKS: kinds that replace the whole block (attention and MLP), such as FLASH's
@@ -39,10 +40,11 @@ raises (LARA and MRA have no causal form).
 Block-sparse kinds (hypercube, mra) cut the tokens into blocks and pad T up to a multiple
 of the block size internally, masking the padded keys; they hold no weights or buffers.
 
-Kinds that hold random state (performer, lara) keep buffers shared by all members of the
-group, with no leading member axis: `projection_MK` and `training_calls.count`.
+Kinds that hold random state (performer, lara, vars) keep buffers shared by all members of
+the group, with no leading member axis: `projection_MK` and `training_calls.count`.
 """
 from trainers.attention.collaborative import CollaborativeAttention
+from trainers.attention.contextpool import ContextPoolAttention
 from trainers.attention.flash import FlashBlock
 from trainers.attention.hypercube import HypercubeAttention
 from trainers.attention.lara import LaraAttention
@@ -51,16 +53,18 @@ from trainers.attention.mra import MraAttention
 from trainers.attention.performer import PerformerAttention
 from trainers.attention.rpe_fft import RpeFftAttention
 from trainers.attention.softmax import SoftmaxAttention
+from trainers.attention.vars import VarsAttention
 
 KERNELS = {
     "softmax": SoftmaxAttention,
     "linear": LinearAttention,
     "performer": PerformerAttention,
     "lara": LaraAttention,
+    "vars": VarsAttention,
     "hypercube": HypercubeAttention,
     "mra": MraAttention,
     "rpe_fft": RpeFftAttention,
 }
-SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention}
+SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention, "contextpool": ContextPoolAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}
 ALL_KINDS: dict[str, type] = {**KERNELS, **SUBLAYERS, **BLOCKS}

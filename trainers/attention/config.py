@@ -51,6 +51,38 @@ class LaraAttentionConfig(_KindConfig):
     seed: int = Field(0, description="seed of the training-time proposal samples (eval uses the proposal means)")
 
 
+class VarsAttentionConfig(_KindConfig):
+    """VARS-D (Shi et al. 2022): attention as unrolled sparse reconstruction of the values over
+    random features of the queries. Bidirectional only."""
+
+    kind: Literal["vars"] = "vars"
+    lam: float = Field(0.3, ge=0, description="sparsity weight lambda of the reconstruction (scaled by a "
+                                               "learned factor per member); 0 = plain least squares")
+    num_steps: NonNegativeInt = Field(5, description="unrolled ISTA steps after the first shrink")
+    feature_ratio: PositiveInt = Field(2, description="random features per head as a multiple of the head dim")
+    shrink: Literal["gelu", "soft"] = Field(
+        "gelu", description="gelu: the reference's smooth shrink sign(z) gelu(|z| - t); soft: the plain "
+                            "soft threshold sign(z) relu(|z| - t)")
+    dictionary: Literal["queries", "keys"] = Field(
+        "queries", description="queries: the reference's, keys tied to queries (the key projection goes unused); "
+                               "keys: the dictionary is built from the keys and the queries read the code out")
+    seed: int = Field(0, description="seed of the fixed random projection; with the layer index it fixes the "
+                                     "projection, identical on every data-parallel worker")
+
+
+class ContextPoolConfig(_KindConfig):
+    """ContextPool (Huang et al. 2022): each token pools its neighbourhood with a learned weight
+    and a learned Gaussian support before softmax attention. Bidirectional only."""
+
+    kind: Literal["contextpool"] = "contextpool"
+    max_support: PositiveFloat = Field(
+        2.0, description="largest support size: a token's Gaussian window has std up to this many tokens (pixels "
+                         "on a grid) and is cut at radius ceil(3 * max_support); cost grows with that radius "
+                         "(linearly in 1-D, quadratically on a grid)")
+    predictor_width: PositiveInt = Field(32, description="hidden width of the per-token network that predicts the "
+                                                         "pooling weight and support size")
+
+
 class FlashAttentionConfig(_KindConfig):
     """FLASH gated attention unit with mixed-chunk attention (Hua et al. 2022).
 
@@ -124,6 +156,7 @@ class MraAttentionConfig(_KindConfig):
 
 AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
+          VarsAttentionConfig, ContextPoolConfig,
           FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
           CollaborativeAttentionConfig],
     Field(discriminator="kind"),

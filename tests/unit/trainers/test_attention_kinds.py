@@ -16,6 +16,8 @@ OPTIONS = {
     "linear": {"chunk_size": 8},
     "performer": {"chunk_size": 8, "nb_features": 16},
     "lara": {"num_landmarks": 4},
+    "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
+    "contextpool": {"max_support": 1.5},
     "flash": {"group_size": 8, "qk_dim": 16},
     "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
     "collaborative": {"key_dim": 8},
@@ -89,9 +91,11 @@ def test_model_gradients_flow_and_are_finite(case):
     model(token_ids(3)).float().square().mean().backward()
     for name, param in model.named_parameters():
         assert param.grad is not None and torch.isfinite(param.grad).all(), name
+        # [P, ...] with a feature axis: per-member clipping and the optimizer flatten from axis 1.
+        assert param.dim() >= 2 and param.shape[0] == 3, name
     # The first block's attention weights must get a real signal, for every member.
     first = model.blocks[0]
-    attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind in SUBLAYERS
+    attn_weight = (first.hidden.weight if kind in BLOCKS else first.attn.query_key.weight if kind == "collaborative"
                    else first.attn.qkv.weight)
     assert (attn_weight.grad.flatten(1).abs().sum(1) > 0).all()
 
