@@ -1,7 +1,9 @@
 """Spec section `distributed`: how many workers, on what, and DeepSpeed's own config."""
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from compression.spec_types import NonNegativeFloat, PositiveInt
 
 
 class DistributedConfig(BaseModel):
@@ -9,7 +11,7 @@ class DistributedConfig(BaseModel):
 
     num_workers: PositiveInt = Field(2, description="DeepSpeed workers (ranks), as in Ray's ScalingConfig")
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL; otherwise CPU and gloo")
-    resources_per_worker: dict[str, float] | None = Field(
+    resources_per_worker: dict[str, NonNegativeFloat] | None = Field(
         None, description="Ray resources per worker, e.g. {CPU: 2}; default 1 CPU (plus 1 GPU with use_gpu)")
     backend: Literal["torch", "mpi"] = Field(
         "torch", description="gradient exchange: torch.distributed (gloo/NCCL) or mpi (mpi4py, needs launcher: mpi)")

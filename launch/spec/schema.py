@@ -10,9 +10,10 @@ import typing
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compression.config import CompressionConfig
+from compression.spec_types import Int, PositiveInt, Seed
 from distrib.config import DistributedConfig
 from launch.spec.problems import Problem, SpecError, did_you_mean
 from launch.spec.rules import cross_section_problems
@@ -28,7 +29,7 @@ class RunConfig(BaseModel):
                          "relative to the directory `launch run` starts in)")
     checkpoint_interval: PositiveInt = Field(100, description="steps between checkpoints")
     keep_checkpoints: PositiveInt = Field(2, description="checkpoints kept on disk (Ray's num_to_keep)")
-    max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint "
+    max_failures: Int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint "
                               "(Ray's FailureConfig; -1 = unlimited)")
 
 
@@ -37,7 +38,7 @@ class JobSpec(BaseModel):
 
     name: str = Field("sparsepop", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="job name; letters, digits, '_', '.', '-'")
-    seed: int = 0
+    seed: Seed = Field(0, description="seed of every random draw (0 to 2**32 - 1)")
     task: TaskConfig = Field(default_factory=StdlibCodeTask)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
