@@ -1,4 +1,5 @@
-"""The number types of every spec section: never a boolean or text, finite unless said.
+"""The number types of every spec section (never a boolean or text, finite unless said),
+and how a spec value is quoted in a problem (`shorten`).
 
 Pydantic's lax mode takes `true` for 1 and the text "inf" for a float, and YAML reads
 `yes`, `on` and `true` as booleans and `.inf`/`.nan` as floats, so `lr: true` would train
@@ -55,3 +56,9 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 # Seeds feed numpy's SeedSequence (non-negative) and torch.manual_seed (< 2**64, after
 # adding a rank or member offset); 32 bits is what most tools take.
 Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
+
+
+def shorten(value: object, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters: an offending value may be megabytes long."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

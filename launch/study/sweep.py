@@ -71,7 +71,7 @@ import yaml
 from compression import METHODS, CompressionConfig
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
 from launch.spec.problems import Problem, SpecError
-from launch.spec.yaml_io import apply_overrides, parse_yaml
+from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
 
 if TYPE_CHECKING:  # launch.spec.schema imports torch (via trainers/): loaded when a grid is expanded
     from launch.spec.schema import JobSpec
@@ -130,9 +130,7 @@ class Grid:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[dict, dict]:
     """Read a sweep spec; returns (base tree without `sweep`, the sweep mapping)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError([Problem(str(path), "sweep spec not found" if not path.exists() else "not a file")])
-    tree = parse_yaml(path.read_text(), source=str(path))
+    tree = parse_yaml(read_spec_file(path, what="sweep spec"), source=str(path))
     if not isinstance(tree, dict):
         raise SpecError([Problem(str(path), "a sweep spec is a job spec (a mapping of sections) plus `sweep:`; "
                                             "see configs/compression_sweep.yaml")])
