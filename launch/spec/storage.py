@@ -22,7 +22,7 @@ def storage_problems(storage: str, name: str) -> list[Problem]:
     if "\0" in storage:
         return [Problem("run.storage", f"{shorten(storage)} holds a NUL character, which no path may contain")]
     path = Path(os.path.expanduser(storage)).absolute()
-    existing = next(p for p in (path, *path.parents) if p.exists())
+    existing = next(p for p in (path, *path.parents) if _exists(p))
     if not existing.is_dir():
         what = "is a file" if existing == path else f"cannot be created: {existing} is a file"
         return [Problem("run.storage", f"{shorten(str(path))} {what}; run directories go into a directory: "
@@ -47,6 +47,13 @@ def storage_problems(storage: str, name: str) -> list[Problem]:
                                                f"below it would pass the {path_max} bytes a path may have; "
                                                "choose a shorter one"))
     return problems
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # e.g. a name too long to look up: reported as such by the caller
+        return False
 
 
 def _limit(path: Path, name: str, default: int) -> int:

@@ -49,6 +49,15 @@ class SpecLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+    def construct_yaml_int(self, node):
+        try:
+            return super().construct_yaml_int(node)
+        except ValueError:  # Python refuses to read integers of more than 4300 digits
+            raise SpecShapeError(None, None, f"an integer of {len(node.value):,} digits; no spec value is that "
+                                 "large", node.start_mark) from None
+
+
+SpecLoader.add_constructor("tag:yaml.org,2002:int", SpecLoader.construct_yaml_int)
 # Floats with an exponent but no dot (1e-3, 5E+2) or an unsigned exponent (1.5e3), which
 # YAML 1.1 leaves as strings.
 SpecLoader.add_implicit_resolver(
