@@ -33,13 +33,14 @@ def deepspeed_config_problems(config: dict) -> list[tuple[str, str]]:
     bad = {key for key, _ in problems}
     rest = {key: value for key, value in config.items() if key not in bad}
     one_rank = {**rest, "train_batch_size": _one_rank_batch(rest)}
-    if _refusal(one_rank) is None:
+    refusal = _refusal(one_rank)
+    if refusal is None:
         return problems
     # Name the section: each key alone beside the batch keys (every check is a few ms).
     batch = {key: one_rank[key] for key in BATCH_KEYS if key in one_rank}
     named = [(key, _describe(key, config[key], error)) for key in rest if key not in BATCH_KEYS
              if (error := _refusal({**batch, key: config[key]})) is not None]
-    return problems + (named or [("", _describe("", config, _refusal(one_rank)))])
+    return problems + (named or [("", _describe("", config, refusal))])
 
 
 def _scalar_problem(key: str, value) -> str | None:

@@ -47,8 +47,8 @@ def deepspeed_problems(spec: JobSpec) -> list[Problem]:
     ds = spec.distributed.deepspeed
     checked = deepspeed_config_problems(build_deepspeed_config(spec))
     problems = [Problem(".".join(filter(None, ("distributed.deepspeed", key))), message) for key, message in checked]
-    refused = {key.split(".")[0] for key, _ in checked} | ({""} & {key for key, _ in checked})
-    if "" in refused:  # DeepSpeed refused the whole: the rules below would only guess
+    refused = {key.split(".")[0] for key, _ in checked}  # "" when DeepSpeed refused the whole
+    if "" in refused:  # the rules below would only guess
         return problems
     micro, accum, world = spec.train.micro_batch_size, spec.train.grad_accum_steps, spec.distributed.num_workers
     if "train_batch_size" in ds and "train_batch_size" not in refused and ds["train_batch_size"] != micro * accum * world:
