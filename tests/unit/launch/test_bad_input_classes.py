@@ -169,9 +169,10 @@ def test_every_worker_needs_examples(tmp_path, capsys):
 # ---------------------------------------------------------------- resources and attention sizes
 
 @pytest.mark.parametrize("override", ["distributed.resources_per_worker={CPU: -1}",
-                                      "distributed.resources_per_worker={CPU: .inf}"])
-def test_resources_are_finite_and_not_negative(tmp_path, capsys, override):
-    assert "distributed.resources_per_worker.CPU" in refused(tmp_path, capsys, BASE, override)
+                                      "distributed.resources_per_worker={CPU: .inf}",
+                                      "distributed.resources_per_worker={CPU: 1.0e-6}"])
+def test_resources_are_finite_not_negative_and_in_rays_units(tmp_path, capsys, override):
+    assert "distributed.resources_per_worker" in refused(tmp_path, capsys, BASE, override)
 
 
 @pytest.mark.parametrize("attention, key", [
