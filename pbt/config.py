@@ -161,7 +161,8 @@ class PopulationConfig(BaseModel):
         "PBT ranks all G × size members together and a member may copy one of another group")
     round_timeout_s: FloatOrInf = Field(
         900.0, gt=0, description="groups > 1: how long a group waits at a PBT round for the other groups "
-        "(and for a donor's state) before failing with an error; covers a group restarting from its checkpoint")
+        "(and for a donor's state) before failing with an error; covers a group restarting from its checkpoint; "
+        ".inf waits without limit (the one spec value that may be infinite)")
 
     @model_validator(mode="after")
     def _pbt_needs_two(self):
