@@ -72,7 +72,7 @@ def deepspeed_problems(spec: JobSpec) -> list[Problem]:
     stage = zero.get("stage", 0) if isinstance(zero, dict) and "zero_optimization" not in refused else 0
     if isinstance(stage, str | bool):
         problems.append(Problem("distributed.deepspeed.zero_optimization.stage",
-                                f"{stage!r} is {'text' if isinstance(stage, str) else 'a boolean'}, not a stage "
+                                f"{shorten(stage)} is {'text' if isinstance(stage, str) else 'a boolean'}, not a stage "
                                 "number; write stage: 0 (a number, without quotes), the only stage sparsepop supports"))
     elif stage != 0:
         problems.append(Problem("distributed.deepspeed.zero_optimization.stage",
@@ -97,10 +97,9 @@ def task_problems(spec: JobSpec) -> list[Problem]:
         if problem := token_file_problem(task.path, task.dtype, task.vocab_size):
             return [Problem("task.path", problem)]
         splits = tail_split(len(load_token_file(task.path, task.dtype)), task.val_fraction)
-        return _lm_split_problems(splits, task.seq_len, workers, "a longer token file")
+        return _lm_split_problems(splits, task.seq_len, workers, file=True)
     if isinstance(task, StdlibCodeTask):
-        return _lm_split_problems(stdlib_corpus_lengths(task.val_fraction), task.seq_len, workers,
-                                  "a larger task.val_fraction")
+        return _lm_split_problems(stdlib_corpus_lengths(task.val_fraction), task.seq_len, workers, file=False)
     if isinstance(task, ImageFileTask):
         problems = image_file_problems(task.path, task.labels_path)
         if problems:
@@ -116,17 +115,19 @@ def task_problems(spec: JobSpec) -> list[Problem]:
     return []
 
 
-def _lm_split_problems(splits: tuple[int, int], seq_len: int, workers: int, remedy: str) -> list[Problem]:
+def _lm_split_problems(splits: tuple[int, int], seq_len: int, workers: int, *, file: bool) -> list[Problem]:
     """Each worker samples windows of seq_len + 1 tokens from its own shard of each split."""
-    problems = [problem for name, tokens in zip(("training", "validation"), splits)
-                if (problem := split_problem(name, tokens, seq_len=seq_len, workers=workers))]
-    if not problems:
+    short = {name: problem for name, tokens in zip(("training", "validation"), splits)
+             if (problem := split_problem(name, tokens, seq_len=seq_len, workers=workers))}
+    if not short:
         return []
     longest = min(splits) // workers // 2 - 1
     fixes = ([f"lower task.seq_len to at most {longest}"] if longest > 0 else []) + (
-        ["use fewer workers"] if workers > 1 else []) + [remedy]
-    fix = " or ".join(fixes) if len(fixes) < 3 else f"{', '.join(fixes[:-1])} or {fixes[-1]}"
-    return [Problem("task.seq_len", f"{seq_len} is too long for the data: {'; '.join(problems)}: {fix}")]
+        ["use fewer workers"] if workers > 1 else []) + (
+        [f"use a {'larger' if 'validation' in short else 'smaller'} task.val_fraction"] if len(short) == 1 else []) + (
+        ["use a longer token file"] if file else [])
+    fix = ", ".join(fixes[:-1]) + " or " + fixes[-1] if len(fixes) > 1 else fixes[0]
+    return [Problem("task.seq_len", f"{seq_len} is too long for the data: {'; '.join(short.values())}: {fix}")]
 
 
 # Attention sizes counted in tokens. A chunk or block longer than the sequence is padded to
