@@ -3,14 +3,24 @@
 Each is a frozen pydantic model that forbids unknown keys; launch/ parses the YAML once
 and hands each component only the sections it uses.
 """
+import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from compression.spec_types import Float, Int, PositiveFloat, PositiveInt
 from trainers.attention.config import AttentionConfig
 from trainers.npy_header import npy_header
+
+
+def _absolute(path: Path) -> Path:
+    # Ray Train's workers run in their own working directory, so a path relative to where
+    # `launch run` started would not be found there: it is made absolute at validation.
+    return Path(os.path.expanduser(path)).absolute()
+
+
+DataPath = Annotated[Path, AfterValidator(_absolute)]
 
 
 class Section(BaseModel):
@@ -41,7 +51,7 @@ class TokenFileTask(TaskSection):
 
     kind: Literal["token_file"] = "token_file"
     causal: ClassVar[bool] = True
-    path: Path = Field(description="absolute path of a .npy or raw .bin token file")
+    path: DataPath = Field(description="path of a .npy or raw .bin token file")
     dtype: Literal["uint16", "uint32"] = "uint16"
     vocab_size: PositiveInt = Field(description="ids must lie in [0, vocab_size)")
     seq_len: PositiveInt = 128
@@ -105,8 +115,8 @@ class ImageFileTask(TaskSection):
 
     kind: Literal["image_file"] = "image_file"
     causal: ClassVar[bool] = False
-    path: Path = Field(description="absolute path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
-    labels_path: Path = Field(description="absolute path of a .npy of N integer labels")
+    path: DataPath = Field(description="path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
+    labels_path: DataPath = Field(description="path of a .npy of N integer labels")
     val_fraction: Float = Field(0.1, gt=0, lt=1, description="tail of the images held out for validation")
 
     @property

@@ -161,6 +161,15 @@ def test_token_file_too_short(tmp_path, capsys, tokens, suffix, expected):
     assert expected in err
 
 
+def test_relative_data_paths_become_absolute(tmp_path, capsys, monkeypatch):
+    """Ray Train's workers run in their own directory: a relative path is resolved where
+    `launch` starts, as run.storage is."""
+    np.arange(5000, dtype=np.uint16).tofile(tmp_path / "tokens.bin")
+    monkeypatch.chdir(tmp_path)
+    out = accepted(tmp_path, capsys, BASE + "task: {kind: token_file, path: tokens.bin, vocab_size: 5000, seq_len: 16}\n")
+    assert f"path: {tmp_path / 'tokens.bin'}" in out
+
+
 def test_every_worker_needs_examples(tmp_path, capsys):
     err = refused(tmp_path, capsys, BASE + "task: {kind: listops, seq_len: 64, min_len: 10, max_len: 64, num_val: 1}\n")
     assert "task.num_val: 1 examples for 2 workers" in err
