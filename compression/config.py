@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from .methods import METHODS
+from .spec_types import Float, Int
 
 MethodName = Literal[tuple(METHODS)]  # "none", "topk", "randomk", "powersgd": the registry's names
 Scope = Literal["global", "layerwise"]
@@ -32,7 +33,7 @@ class CompressionConfig(BaseModel):
         "(sparse all-gather); randomk: k random coordinates per member; powersgd: rank-r "
         "factors of each weight matrix per member (Vogels et al. 2019; two all-reduces).",
     )
-    density: float = Field(
+    density: Float = Field(
         0.01,
         description="Fraction of coordinates sent per member and tensor, in (0, 1]; "
         "k = max(1, round(density * n)).",
@@ -58,21 +59,21 @@ class CompressionConfig(BaseModel):
         description="Dtype of gradient values on the wire (indices are always int32). "
         "Rounding error goes into the error-feedback residual.",
     )
-    warmup_steps: int = Field(
+    warmup_steps: Int = Field(
         0,
         ge=0,
         description="Steps 0..warmup_steps-1 send the exact dense fp32 gradient "
         "(as PowerSGD's start_powerSGD_iter) before compression starts.",
     )
 
-    rank: int | None = Field(
+    rank: Int | None = Field(
         None,
         ge=1,
         validate_default=True,
         description="powersgd only (and required there): the approximation rank r of every "
         "weight matrix, as torch's matrix_approximation_rank (try 1, 2, 4, ...).",
     )
-    min_compression_rate: float = Field(
+    min_compression_rate: Float = Field(
         2.0,
         gt=0,
         description="powersgd only (other methods ignore it): a matrix [n, m] is factorized "

@@ -13,11 +13,18 @@ The `pbt` keys keep the meanings of Ray Tune's `PopulationBasedTraining`
 (`burn_in` is its `burn_in_period`); pbt/selection.py and pbt/mutations.py say where
 and why we differ.
 """
-import math
 from typing import Callable, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+
+from compression.spec_types import Float, FloatOrInf, Int, PositiveInt
 
 # The hyperparameters PBT may mutate, each with the values it can take. `warmup` is a
 # fraction of train.steps so that it means the same thing for every run length.
@@ -39,7 +46,7 @@ class Mutation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     kind: Literal["loguniform", "uniform", "choice"]
-    values: tuple[float, ...]
+    values: tuple[Float, ...]
 
     @model_validator(mode="before")
     @classmethod
@@ -81,20 +88,20 @@ class PBTConfig(BaseModel):
 
     perturbation_interval: PositiveInt = Field(
         100, description="steps between exploit/explore rounds (Ray Tune's perturbation_interval)")
-    burn_in: int = Field(0, ge=0, description="no exploit before this step (Ray Tune's burn_in_period); "
+    burn_in: Int = Field(0, ge=0, description="no exploit before this step (Ray Tune's burn_in_period); "
                          "a member with a non-finite loss is replaced even during burn-in")
-    quantile_fraction: float = Field(
+    quantile_fraction: Float = Field(
         0.25, description="bottom fraction copies the top fraction, in (0, 0.5]; at least one member "
         "each when size >= 2 (Ray Tune's rule: ceil(size * fraction), at most size // 2)")
-    resample_probability: float = Field(
+    resample_probability: Float = Field(
         0.25, ge=0, le=1, description="chance that explore redraws a value instead of perturbing it")
-    perturbation_factors: tuple[float, ...] = Field(
+    perturbation_factors: tuple[Float, ...] = Field(
         (1.2, 0.8), description="explore multiplies a range value by one of these (result clipped to the range)")
     hyperparam_mutations: dict[str, Mutation] = Field(
         description=f"hyperparameter -> mutation; names: {', '.join(DOMAINS)}; {_FORMS}")
     metric: Literal["val_loss", "loss"] = Field("val_loss", description="what members are ranked by")
     mode: Literal["min", "max"] = Field("min", description="whether a lower or a higher metric is better")
-    bytes_penalty: float = Field(
+    bytes_penalty: Float = Field(
         0.0, ge=0, description="score = metric + bytes_penalty * (bytes sent / dense bytes) for mode min, "
         "metric - ... for mode max: sending more always counts against a member")
     synch: bool = Field(
@@ -115,7 +122,7 @@ class PBTConfig(BaseModel):
     @field_validator("perturbation_factors")
     @classmethod
     def _factors(cls, v: tuple[float, ...]) -> tuple[float, ...]:
-        if not v or any(not (f > 0 and math.isfinite(f)) for f in v):
+        if not v or any(f <= 0 for f in v):
             raise ValueError("perturbation_factors must be a non-empty list of positive numbers, e.g. [1.2, 0.8]")
         return v
 
@@ -152,9 +159,10 @@ class PopulationConfig(BaseModel):
     groups: PositiveInt = Field(
         1, description="G vectorized groups of `size` members, each trained by its own Ray Train worker group; "
         "PBT ranks all G × size members together and a member may copy one of another group")
-    round_timeout_s: float = Field(
+    round_timeout_s: FloatOrInf = Field(
         900.0, gt=0, description="groups > 1: how long a group waits at a PBT round for the other groups "
-        "(and for a donor's state) before failing with an error; covers a group restarting from its checkpoint")
+        "(and for a donor's state) before failing with an error; covers a group restarting from its checkpoint; "
+        ".inf waits without limit (the one spec value that may be infinite)")
 
     @model_validator(mode="after")
     def _pbt_needs_two(self):

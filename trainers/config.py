@@ -3,13 +3,24 @@
 Each is a frozen pydantic model that forbids unknown keys; launch/ parses the YAML once
 and hands each component only the sections it uses.
 """
+import os
 from pathlib import Path
 from typing import Annotated, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from compression.spec_types import Float, Int, PositiveFloat, PositiveInt
 from trainers.attention.config import AttentionConfig
 from trainers.npy_header import npy_header
+
+
+def _absolute(path: Path) -> Path:
+    # Ray Train's workers run in their own working directory, so a path relative to where
+    # `launch run` started would not be found there: it is made absolute at validation.
+    return Path(os.path.expanduser(path)).absolute()
+
+
+DataPath = Annotated[Path, AfterValidator(_absolute)]
 
 
 class Section(BaseModel):
@@ -32,7 +43,7 @@ class StdlibCodeTask(TaskSection):
     kind: Literal["stdlib_code"] = "stdlib_code"
     causal: ClassVar[bool] = True  # next-token prediction: attention must not look ahead
     seq_len: PositiveInt = Field(128, description="tokens per training sequence")
-    val_fraction: float = Field(0.05, gt=0, lt=1, description="share of files held out for validation")
+    val_fraction: Float = Field(0.05, gt=0, lt=1, description="share of files held out for validation")
 
 
 class TokenFileTask(TaskSection):
@@ -40,11 +51,11 @@ class TokenFileTask(TaskSection):
 
     kind: Literal["token_file"] = "token_file"
     causal: ClassVar[bool] = True
-    path: Path = Field(description="absolute path of a .npy or raw .bin token file")
+    path: DataPath = Field(description="path of a .npy or raw .bin token file")
     dtype: Literal["uint16", "uint32"] = "uint16"
     vocab_size: PositiveInt = Field(description="ids must lie in [0, vocab_size)")
     seq_len: PositiveInt = 128
-    val_fraction: float = Field(0.05, gt=0, lt=1, description="tail of the file held out for validation")
+    val_fraction: Float = Field(0.05, gt=0, lt=1, description="tail of the file held out for validation")
 
 
 class ListOpsTask(TaskSection):
@@ -57,7 +68,7 @@ class ListOpsTask(TaskSection):
     min_len: PositiveInt = Field(100, description="shortest expression in tokens (LRA: 500)")
     max_len: PositiveInt = Field(512, description="longest expression in tokens (LRA: 2000)")
     max_depth: PositiveInt = 10
-    max_args: int = Field(10, ge=2)
+    max_args: Int = Field(10, ge=2)
     num_train: PositiveInt = 5000
     num_val: PositiveInt = 500
     num_test: PositiveInt = 500
@@ -78,7 +89,7 @@ class PathfinderTask(TaskSection):
 
     kind: Literal["pathfinder"] = "pathfinder"
     causal: ClassVar[bool] = False  # classification: attention sees the whole image
-    size: int = Field(32, ge=8, description="image side in pixels (LRA: 32; Path-X: 128)")
+    size: Int = Field(32, ge=8, description="image side in pixels (LRA: 32; Path-X: 128)")
     difficulty: Literal["easy", "intermediate", "hard"] = Field(
         "hard", description="target curve length: 6, 9 or 14 paddles (LRA's Pathfinder: hard)")
     num_train: PositiveInt = Field(10_000, description="LRA: 160000 (80% of 200000)")
@@ -104,9 +115,9 @@ class ImageFileTask(TaskSection):
 
     kind: Literal["image_file"] = "image_file"
     causal: ClassVar[bool] = False
-    path: Path = Field(description="absolute path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
-    labels_path: Path = Field(description="absolute path of a .npy of N integer labels")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="tail of the images held out for validation")
+    path: DataPath = Field(description="path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
+    labels_path: DataPath = Field(description="path of a .npy of N integer labels")
+    val_fraction: Float = Field(0.1, gt=0, lt=1, description="tail of the images held out for validation")
 
     @property
     def grid(self) -> tuple[int, int] | None:
@@ -133,7 +144,7 @@ class ModelConfig(Section):
     n_layers: PositiveInt = 2
     n_heads: PositiveInt = 4
     d_ff: PositiveInt | None = Field(None, description="feed-forward width; default 4 * d_model")
-    dropout: float = Field(0.0, ge=0, lt=1)
+    dropout: Float = Field(0.0, ge=0, lt=1)
     attention: AttentionConfig = Field(default={"kind": "softmax"}, validate_default=True)
 
     @model_validator(mode="after")
@@ -153,13 +164,15 @@ class TrainConfig(Section):
     grad_accum_steps: PositiveInt = 1
     optimizer: Literal["adamw", "sgd"] = "adamw"
     lr: PositiveFloat = 1e-3
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.95)
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    warmup_steps: int = Field(0, ge=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    betas: tuple[Annotated[Float, Field(ge=0, lt=1)], Annotated[Float, Field(ge=0, lt=1)]] = Field(
+        (0.9, 0.95), description="AdamW's decay rates of the gradient's mean and square, each in [0, 1) "
+                                 "(as torch.optim.AdamW requires)")
+    momentum: Float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    warmup_steps: Int = Field(0, ge=0)
     lr_schedule: Literal["constant", "cosine"] = "cosine"
-    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
-    grad_clip: float = Field(1.0, ge=0, description="global-norm clip; 0 disables")
+    min_lr_ratio: Float = Field(0.1, ge=0, le=1, description="cosine floor as a fraction of lr")
+    grad_clip: Float = Field(1.0, ge=0, description="global-norm clip; 0 disables")
     log_interval: PositiveInt = 10
     eval_interval: PositiveInt = 50
     eval_batches: PositiveInt = 8

@@ -1,12 +1,27 @@
 """The DeepSpeed config of a job, built in one pure function from the spec.
 
 Key names are DeepSpeed's own. The user's `distributed.deepspeed` mapping is merged in;
-the keys the spec owns were checked for agreement when the spec was validated.
+the keys the spec owns were checked for agreement, and the merged config by DeepSpeed's
+own config model (distrib/deepspeed_check.py), when the spec was validated.
 """
-import copy
+from __future__ import annotations
 
-from launch.spec.rules import deepspeed_owned_keys
-from launch.spec.schema import JobSpec
+import copy
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the schema's rules check this config, so the schema imports this module
+    from launch.spec.schema import JobSpec
+
+
+def deepspeed_owned_keys(spec: JobSpec) -> dict[str, object]:
+    """DeepSpeed keys the spec owns; a pass-through value must agree with the spec."""
+    return {
+        "train_micro_batch_size_per_gpu": spec.train.micro_batch_size,
+        "gradient_accumulation_steps": spec.train.grad_accum_steps,
+        # DeepSpeed's clip takes one norm over every member; train.grad_clip is applied
+        # per member by the worker instead.
+        "gradient_clipping": 0.0,
+    }
 
 
 def build_deepspeed_config(spec: JobSpec) -> dict:

@@ -6,6 +6,8 @@ import difflib
 import sys
 from dataclasses import dataclass
 
+MAX_PATH = 200  # a key path is built from the user's keys, which may be any length
+
 
 @dataclass(frozen=True)
 class Problem:
@@ -13,7 +15,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        path = self.path if len(self.path) <= MAX_PATH else self.path[:MAX_PATH] + "..."
+        return f"{path}: {self.message}"
 
 
 class SpecError(Exception):

@@ -10,13 +10,14 @@ import typing
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from compression.config import CompressionConfig
+from compression.spec_types import Int, PositiveInt, Seed, shorten
 from distrib.config import DistributedConfig
 from launch.spec.problems import Problem, SpecError, did_you_mean
 from launch.spec.rules import cross_section_problems
-from launch.spec.yaml_io import apply_overrides, parse_yaml
+from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
 from pbt.config import PopulationConfig
 from trainers.config import ModelConfig, StdlibCodeTask, TaskConfig, TrainConfig
 
@@ -28,7 +29,7 @@ class RunConfig(BaseModel):
                          "relative to the directory `launch run` starts in)")
     checkpoint_interval: PositiveInt = Field(100, description="steps between checkpoints")
     keep_checkpoints: PositiveInt = Field(2, description="checkpoints kept on disk (Ray's num_to_keep)")
-    max_failures: int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint "
+    max_failures: Int = Field(1, ge=-1, description="worker-group restarts from the last checkpoint "
                               "(Ray's FailureConfig; -1 = unlimited)")
 
 
@@ -37,7 +38,7 @@ class JobSpec(BaseModel):
 
     name: str = Field("sparsepop", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
                       description="job name; letters, digits, '_', '.', '-'")
-    seed: int = 0
+    seed: Seed = Field(0, description="seed of every random draw (0 to 2**32 - 1)")
     task: TaskConfig = Field(default_factory=StdlibCodeTask)
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -58,9 +59,7 @@ class JobSpec(BaseModel):
 def load_spec(path: str | Path, overrides: list[str] = ()) -> JobSpec:
     """Read, override and validate a spec file. Raises SpecError listing every problem."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError([Problem(str(path), "spec file not found" if not path.exists() else "not a file")])
-    tree = parse_yaml(path.read_text(), source=str(path))
+    tree = parse_yaml(read_spec_file(path), source=str(path))
     if tree is None:
         raise SpecError([Problem(str(path), "the spec file is empty; start from configs/quickstart.yaml")])
     if not isinstance(tree, dict):
@@ -83,28 +82,37 @@ def validate_tree(tree: dict) -> JobSpec:
 
 
 def _problem_from_pydantic(error: dict) -> Problem:
-    path, allowed = _walk(error["loc"])
+    path, allowed, models = _walk(error["loc"])
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         hint = did_you_mean(str(error["loc"][-1]), allowed)
         message = "unknown key" + (hint or f"; valid keys: {', '.join(sorted(allowed))}")
     elif error["type"] == "union_tag_invalid":
         tags = [t.strip(" '") for t in error["ctx"]["expected_tags"].split(",")]
-        tag = error["ctx"]["tag"]
+        tag = str(error["ctx"]["tag"])
         path += ".kind"
-        message = f"unknown kind {tag!r}" + (did_you_mean(tag, tags) or f"; valid kinds: {', '.join(tags)}")
+        message = f"unknown kind {shorten(tag)}" + (did_you_mean(tag, tags) or f"; valid kinds: {', '.join(tags)}")
+    elif error["type"] == "union_tag_not_found":
+        path += ".kind"
+        message = f"required key is missing: name the kind, one of {', '.join(map(str, map(_kind_of, models)))}"
     elif error["type"] == "missing":
         message = "required key is missing"
+    elif error["type"] in ("model_type", "dict_type"):
+        message = f"must be a mapping of keys (`key: value` lines, or {{key: value}}), got {shorten(error['input'])}"
+    elif error["type"] == "finite_number":
+        message = (f"expected a finite number, got {error['input']}; only population.round_timeout_s takes .inf "
+                   "(no time limit)")
     elif "input" in error and not isinstance(error["input"], dict | list):
-        message += f" (got {error['input']!r})"
+        message += f" (got {shorten(error['input'])})"
     return Problem(path or "spec", message)
 
 
-def _walk(loc: tuple) -> tuple[str, set[str]]:
-    """Dotted path as the user wrote it (without pydantic's union tags), and the keys
-    allowed beside the last element (for 'did you mean')."""
+def _walk(loc: tuple) -> tuple[str, set[str], list[type[BaseModel]]]:
+    """Dotted path as the user wrote it (without pydantic's union tags), the keys allowed
+    beside the last element (for 'did you mean') and the models the last element may be."""
     models: list[type[BaseModel]] = [JobSpec]
     shown: list[str] = []
+    parent_fields: set[str] = set()
     for item in loc:
         fields = {name for m in models for name in m.model_fields}
         tagged = [m for m in models if _kind_of(m) == item]
@@ -115,7 +123,7 @@ def _walk(loc: tuple) -> tuple[str, set[str]]:
         annotations = [m.model_fields[item].annotation for m in models if item in m.model_fields]
         parent_fields = fields
         models = [m for a in annotations for m in _models_in(a)]
-    return ".".join(shown), parent_fields if loc else set()
+    return ".".join(shown), parent_fields, models
 
 
 def _kind_of(model: type[BaseModel]):

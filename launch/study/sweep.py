@@ -14,7 +14,8 @@ uses that to add "top-k without error feedback" without a random-k twin).
 
 Expansion (`expand_grid`): every combination is applied to the base spec and validated by
 `launch.spec.schema.validate_tree`, so a bad key or value is reported as `sweep.<key>: ...` and
-nothing starts. Combinations that would run the same job are dropped, by this rule:
+nothing starts. A grid may not set a key and its parent (`train.lr` beside `train`): one would
+silently override the other. Combinations that would run the same job are dropped, by this rule:
   - a method ignores the `compression.*` keys its entry in compression/methods.py does not
     read: method `none` (dense all-reduce) ignores every other `compression.*` key
     (density, error_feedback, scope, randomk_mode, value_dtype, warmup_steps);
@@ -69,9 +70,10 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from compression import METHODS, CompressionConfig
+from compression.spec_types import shorten
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
 from launch.spec.problems import Problem, SpecError
-from launch.spec.yaml_io import apply_overrides, parse_yaml
+from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
 
 if TYPE_CHECKING:  # launch.spec.schema imports torch (via trainers/): loaded when a grid is expanded
     from launch.spec.schema import JobSpec
@@ -130,9 +132,7 @@ class Grid:
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[dict, dict]:
     """Read a sweep spec; returns (base tree without `sweep`, the sweep mapping)."""
     path = Path(path)
-    if not path.is_file():
-        raise SpecError([Problem(str(path), "sweep spec not found" if not path.exists() else "not a file")])
-    tree = parse_yaml(path.read_text(), source=str(path))
+    tree = parse_yaml(read_spec_file(path, what="sweep spec"), source=str(path))
     if not isinstance(tree, dict):
         raise SpecError([Problem(str(path), "a sweep spec is a job spec (a mapping of sections) plus `sweep:`; "
                                             "see configs/compression_sweep.yaml")])
@@ -216,10 +216,18 @@ def _sweep_shape_problems(grid: Any, where: str) -> list[Problem]:
         elif key in RESERVED_KEYS or key.split(".")[0] == "sweep":
             problems.append(Problem(at, f"cannot be swept: {RESERVED_KEYS.get(key, RESERVED_KEYS['sweep'])}"))
         elif not isinstance(values, list) or not values:
-            problems.append(Problem(at, f"must be a non-empty list of values to try, got {values!r}"
-                                        + (f"; write [{values}]" if not isinstance(values, list) else "")))
+            problems.append(Problem(at, f"must be a non-empty list of values to try, got {shorten(values)}"
+                                        + (f"; write [{shorten(values)}]" if not isinstance(values, list) else "")))
         elif len({json.dumps(v, sort_keys=True, default=str) for v in values}) != len(values):
-            problems.append(Problem(at, f"lists a value twice: {values!r}"))
+            problems.append(Problem(at, f"lists a value twice: {shorten(values)}"))
+    # A key beside its parent: whichever is applied last wins, so the trial's label (made of
+    # both) would lie, and a parent's value replaces the base spec's whole section.
+    keys = [key for key in grid if isinstance(key, str)]
+    for key in keys:
+        for parent in (k for k in keys if key.startswith(k + ".")):
+            problems.append(Problem(f"{where}.{key}", f"set beside its parent {where}.{parent}, which sets it too: a "
+                                                      "trial would run one value under a label naming both; sweep "
+                                                      f"{key} alone, or put its values inside {parent}'s"))
     return problems
 
 
@@ -241,7 +249,7 @@ def _name_the_key(problem: Problem, overrides: dict[str, Any], where: str = "swe
     other problem of a combination names the combination."""
     for key, value in overrides.items():
         if problem.path == key or problem.path.startswith(key + ".") or key.startswith(problem.path + "."):
-            message = problem.message if "(got" in problem.message else f"{problem.message} (value {value!r})"
+            message = problem.message if "(got" in problem.message else f"{problem.message} (value {shorten(value)})"
             return Problem(f"{where}.{key}", message)
     combo = ", ".join(f"{k}={v}" for k, v in overrides.items())
     return Problem(problem.path, f"{problem.message} (in the combination {combo})")

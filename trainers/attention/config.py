@@ -6,7 +6,15 @@ default. `trainers/config.py` defaults the section to `{"kind": "softmax"}`.
 """
 from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveFloat, PositiveInt
+from pydantic import BaseModel, ConfigDict, Field
+
+from compression.spec_types import (
+    Float,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Seed,
+)
 
 
 class _KindConfig(BaseModel):
@@ -34,7 +42,7 @@ class PerformerAttentionConfig(_KindConfig):
     nb_features: PositiveInt = Field(64, description="random features per head; error shrinks like 1/sqrt(nb_features)")
     redraw_interval: NonNegativeInt = Field(
         1000, description="training forward passes (micro-batches) between feature redraws; 0 = never redraw")
-    seed: int = Field(0, description="seed of the random projection; with the layer index and the redraw count it "
+    seed: Seed = Field(0, description="seed of the random projection; with the layer index and the redraw count it "
                                      "fixes the projection, identical on every data-parallel worker")
     chunk_size: PositiveInt = Field(64, description="causal form: tokens per chunk")
 
@@ -46,9 +54,9 @@ class LaraAttentionConfig(_KindConfig):
     num_landmarks: PositiveInt = Field(16, description="proposals C: the real tokens are split into C disjoint "
                                                        "contiguous segments whose query and key means centre "
                                                        "the proposals; cost is O(T * C) per head")
-    alpha_coeff: float = Field(1.0, ge=0, description="weight of the query-dependent part of the multiple "
+    alpha_coeff: Float = Field(1.0, ge=0, description="weight of the query-dependent part of the multiple "
                                                       "importance sampling weights; 0 = balance heuristic only")
-    seed: int = Field(0, description="seed of the training-time proposal samples (eval uses the proposal means)")
+    seed: Seed = Field(0, description="seed of the training-time proposal samples (eval uses the proposal means)")
 
 
 class VarsAttentionConfig(_KindConfig):

@@ -6,6 +6,7 @@ from trainers.contracts import TaskData
 from trainers.tasks.image_file import load_image_file
 from trainers.tasks.listops import ListOpsData
 from trainers.tasks.lm import LMData, load_token_file, stdlib_corpus
+from trainers.tasks.splits import tail_split
 from trainers.tasks.pathfinder_data import pathfinder_data
 
 
@@ -15,7 +16,7 @@ def build_task_data(task: TaskConfig, *, seed: int) -> TaskData:
         return LMData(train, val, vocab_size=256, seq_len=task.seq_len, seed=seed)
     if isinstance(task, TokenFileTask):
         tokens = load_token_file(task.path, task.dtype)
-        split = int(len(tokens) * (1 - task.val_fraction))
+        split, _ = tail_split(len(tokens), task.val_fraction)
         return LMData(tokens[:split], tokens[split:], vocab_size=task.vocab_size, seq_len=task.seq_len, seed=seed)
     if isinstance(task, ListOpsTask):
         return ListOpsData(seq_len=task.seq_len, num_train=task.num_train, num_val=task.num_val,

@@ -5,6 +5,7 @@ import numpy as np
 
 from trainers.npy_header import npy_header
 from trainers.tasks.images import ImageData
+from trainers.tasks.splits import tail_split
 
 
 def image_file_problems(path: Path, labels_path: Path) -> list[tuple[str, str]]:
@@ -48,7 +49,7 @@ def load_image_file(path: Path, labels_path: Path, *, val_fraction: float, seed:
     """The images memory-mapped, split into train and validation (the tail) as token_file is."""
     images = np.load(path, mmap_mode="r", allow_pickle=False)
     labels = np.load(labels_path, allow_pickle=False).astype(np.int64)
-    split = int(len(labels) * (1 - val_fraction))
+    split, _ = tail_split(len(labels), val_fraction)
     if not 0 < split < len(labels):
         raise ValueError(f"{len(labels)} images leave an empty split at val_fraction {val_fraction}")
     return ImageData({"train": (images[:split], labels[:split]), "val": (images[split:], labels[split:])},

@@ -6,6 +6,8 @@ Order: the windows of (member, step) come from a generator seeded by
 (seed, rank, member, step), so every member has its own data order and any step's batch
 can be recomputed after a restart without saving loader state.
 """
+import functools
+import os
 import sysconfig
 import zlib
 from pathlib import Path
@@ -15,31 +17,59 @@ import torch
 
 # Test suites and vendored packages are not "the standard library's own source".
 _SKIPPED_DIRS = {"site-packages", "dist-packages", "test", "tests", "idle_test"}
+_SEPARATOR = b"\n\n"
 
 
 def stdlib_source_files() -> list[Path]:
     """The interpreter's standard-library .py files, in a deterministic order."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = [p for p in root.rglob("*.py") if not _SKIPPED_DIRS.intersection(p.relative_to(root).parts)]
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [name for name in subfolders if name not in _SKIPPED_DIRS]  # not walked at all
+        files += [Path(folder, name) for name in names if name.endswith(".py")]
     return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
-def stdlib_corpus(val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, val) byte streams. The split is by file (a stable hash of the relative
-    path), so no file contributes to both."""
+def _stdlib_split(val_fraction: float) -> tuple[list[Path], list[Path]]:
+    """(train files, validation files): by a stable hash of the relative path, so no file
+    contributes to both."""
     root = Path(sysconfig.get_paths()["stdlib"])
     train, val = [], []
     for path in stdlib_source_files():
         bucket = zlib.crc32(path.relative_to(root).as_posix().encode()) % 10_000
-        (val if bucket < val_fraction * 10_000 else train).append(path.read_bytes())
-    to_array = lambda chunks: np.frombuffer(b"\n\n".join(chunks), dtype=np.uint8)  # noqa: E731
-    return to_array(train), to_array(val)
+        (val if bucket < val_fraction * 10_000 else train).append(path)
+    return train, val
+
+
+def stdlib_corpus(val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) byte streams: each split's files joined by a blank line."""
+    return tuple(np.frombuffer(_SEPARATOR.join(p.read_bytes() for p in files), dtype=np.uint8)
+                 for files in _stdlib_split(val_fraction))
+
+
+@functools.lru_cache
+def stdlib_corpus_lengths(val_fraction: float) -> tuple[int, int]:
+    """The lengths of `stdlib_corpus`'s streams, from the files' sizes (nothing read)."""
+    return tuple(sum(p.stat().st_size for p in files) + len(_SEPARATOR) * max(len(files) - 1, 0)
+                 for files in _stdlib_split(val_fraction))
+
+
+def split_problem(name: str, tokens: int, *, seq_len: int, workers: int) -> str | None:
+    """Why a split of `tokens` tokens cannot be cut into `workers` shards of at least two
+    windows of seq_len + 1 tokens each (what LMData samples from), or None."""
+    need = 2 * (seq_len + 1)
+    if tokens // workers >= need:
+        return None
+    shards = f"each of {workers} workers' shards" if workers > 1 else "it"
+    return (f"the {name} split has {tokens:,} tokens; {shards} needs at least 2 × (seq_len + 1) = {need:,}")
 
 
 def token_file_problem(path: Path, dtype: str, vocab_size: int) -> str | None:
     """What is wrong with a token file, checked before any work starts (None if fine)."""
     if not path.is_file():
         return f"token file not found: {path}"
+    if path.stat().st_size == 0:
+        return f"{path} is empty; a token file holds the ids of the text to train on"
     if path.suffix == ".npy":
         with path.open("rb") as handle:
             try:
@@ -81,8 +111,8 @@ class LMData:
         self.train, self.val = train, val
         self.vocab_size, self.seq_len, self.seed = vocab_size, seq_len, seed
         for name, stream in (("training", train), ("validation", val)):
-            if len(stream) < 2 * (seq_len + 1):
-                raise ValueError(f"the {name} split has {len(stream)} tokens, too few for seq_len {seq_len}")
+            if problem := split_problem(name, len(stream), seq_len=seq_len, workers=1):
+                raise ValueError(problem)
 
     def shard_bounds(self, stream: np.ndarray, rank: int, world_size: int) -> tuple[int, int]:
         size = len(stream) // world_size

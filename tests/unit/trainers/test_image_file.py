@@ -32,7 +32,8 @@ def test_grey_images_round_trip(tmp_path):
 def test_colour_channels_average_to_grey(tmp_path):
     images = np.zeros((4, 2, 2, 3), np.uint8)
     images[..., 0], images[..., 1] = 255, 100  # mean 118.33 -> 118
-    data = build_task_data(validate_tree({"task": _write(tmp_path, images, np.array([0, 1, 0, 1]))}).task, seed=0)
+    data = build_task_data(validate_tree({"task": _write(tmp_path, images, np.array([0, 1, 0, 1])),
+                                          "distributed": {"num_workers": 1}}).task, seed=0)
     tokens, _ = data.val_batches(rank=0, world_size=1, batch_size=4)[0]
     assert data.grid == (2, 2) and (tokens == 118).all()
 

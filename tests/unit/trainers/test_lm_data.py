@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from trainers.tasks.lm import LMData, stdlib_corpus, stdlib_source_files
+from trainers.tasks.lm import LMData, stdlib_corpus, stdlib_corpus_lengths, stdlib_source_files
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +61,9 @@ def test_stdlib_corpus_is_split_by_file():
     assert train.dtype == np.uint8 and 0.01 < len(val) / (len(train) + len(val)) < 0.15
     lm = LMData(train, val, vocab_size=256, seq_len=64, seed=0)
     assert 2.5 < lm.unigram_baseline() < np.log(256)  # bytes of code are far from uniform
+    assert stdlib_corpus_lengths(0.05) == (len(train), len(val))  # what validation checks seq_len against
 
 
 def test_too_short_split_is_a_clear_error():
-    with pytest.raises(ValueError, match="validation split has 10 tokens, too few for seq_len 64"):
+    with pytest.raises(ValueError, match=r"validation split has 10 tokens; it needs at least 2 × \(seq_len \+ 1\) = 130"):
         LMData(np.zeros(1000, dtype=np.int64), np.zeros(10, dtype=np.int64), vocab_size=2, seq_len=64, seed=0)
