@@ -64,7 +64,7 @@ class VarsAttentionConfig(_KindConfig):
     random features of the queries. Bidirectional only."""
 
     kind: Literal["vars"] = "vars"
-    lam: float = Field(0.3, ge=0, description="sparsity weight lambda of the reconstruction (scaled by a "
+    lam: Float = Field(0.3, ge=0, description="sparsity weight lambda of the reconstruction (scaled by a "
                                                "learned factor per member); 0 = plain least squares")
     num_steps: NonNegativeInt = Field(5, description="unrolled ISTA steps after the first shrink")
     feature_ratio: PositiveInt = Field(2, description="random features per head as a multiple of the head dim")
@@ -74,7 +74,7 @@ class VarsAttentionConfig(_KindConfig):
     dictionary: Literal["queries", "keys"] = Field(
         "queries", description="queries: the reference's, keys tied to queries (the key projection goes unused); "
                                "keys: the dictionary is built from the keys and the queries read the code out")
-    seed: int = Field(0, description="seed of the fixed random projection; with the layer index it fixes the "
+    seed: Seed = Field(0, description="seed of the fixed random projection; with the layer index it fixes the "
                                      "projection, identical on every data-parallel worker")
 
 
