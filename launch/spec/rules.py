@@ -8,6 +8,7 @@ from compression import METHODS
 from launch.spec.problems import Problem
 from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import ALL_KINDS
+from trainers.attention.grid import requires_grid
 from trainers.config import ImageFileTask, TokenFileTask
 from trainers.tasks.image_file import image_file_problems
 from trainers.tasks.lm import token_file_problem
@@ -94,6 +95,12 @@ def model_problems(spec: JobSpec) -> list[Problem]:
                                 "predicts the next token, which needs causal attention; use softmax, linear, "
                                 "performer, flash, hypercube, rpe_fft or collaborative, or a bidirectional task "
                                 "such as listops"))
+    if requires_grid(ALL_KINDS[kind]) and spec.task.grid is None:
+        without = ", ".join(sorted(name for name, cls in ALL_KINDS.items() if not requires_grid(cls)))
+        problems.append(Problem("model.attention.kind",
+                                f"{kind!r} weights tokens by their distance on an image grid, but task.kind "
+                                f"{spec.task.kind!r} has no grid (1-D tokens); use a task with a grid (pathfinder, "
+                                f"image_file) or a kind that needs none: {without}"))
     if kind == "collaborative" and attention.key_dim > spec.model.d_model:
         problems.append(Problem("model.attention.key_dim",
                                 f"{attention.key_dim} exceeds model.d_model ({spec.model.d_model}): the shared "
