@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.attention.config import LinearAttentionConfig, RippleAttentionConfig
+from trainers.attention.config import LinearAttentionConfig, RippleAttentionConfig, RpeFftAttentionConfig
 from trainers.attention.linear import LinearAttention
 from trainers.attention.ripple import RippleAttention, ripple_attention
+from trainers.attention.rpe_fft import RpeFftAttention
 
 P, B, H, K = 2, 2, 3, 8
 
@@ -59,6 +60,22 @@ def test_query_independent_weights_equal_explicit():
     weights = kernel.ring_weights(q)
     assert torch.equal(weights[0, 0, 0], weights[B - 1, H - 1, 23])  # one member's weights, any query
     torch.testing.assert_close(kernel(q, k, v), explicit_ripple(q, k, v, weights, (4, 6)), rtol=1e-5, atol=1e-5)
+
+
+def test_query_independent_ripple_is_rpe_fft_with_a_ring_mask():
+    """Two independent implementations (summed-area tables, 2-D FFT) of one computation: with
+    weights that ignore the query, ripple is rpe_fft on the grid with f(dy, dx) = alpha of the
+    ring max(|dy|, |dx|)."""
+    grid, rings = (5, 6), 3
+    ripple = random_kernel(grid, rings=rings, query_dependent=False)
+    q, k, v = random_inputs(30)
+    alpha_PW = ripple.ring_weights(q)[::B, 0, 0]  # member p's weights: row p*B
+    rpe = RpeFftAttention(RpeFftAttentionConfig(), members=P, head_dim=K, causal=False, grid=grid)
+    Ry, Rx = rpe.offsets_yx
+    ring_YX = torch.maximum(torch.arange(-Ry, Ry + 1)[:, None].abs(), torch.arange(-Rx, Rx + 1)[None, :].abs())
+    with torch.no_grad():
+        rpe.log_mask_PHYX.copy_(alpha_PW[:, ring_YX.clamp(max=rings)].log().unsqueeze(1))
+    torch.testing.assert_close(ripple(q, k, v), rpe(q, k, v), rtol=1e-6, atol=1e-6)
 
 
 def test_float32_inputs_and_tables_stay_close():
