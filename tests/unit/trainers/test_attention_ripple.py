@@ -6,7 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainers.attention.config import LinearAttentionConfig, RippleAttentionConfig, RpeFftAttentionConfig
+from trainers.attention.config import (
+    LinearAttentionConfig,
+    RippleAttentionConfig,
+    RpeFftAttentionConfig,
+)
 from trainers.attention.linear import LinearAttention
 from trainers.attention.ripple import RippleAttention, ripple_attention
 from trainers.attention.rpe_fft import RpeFftAttention
