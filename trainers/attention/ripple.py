@@ -46,17 +46,19 @@ Choices the paper leaves open (or that the kernel interface decides):
   only (a ring surrounds the query; the paper has no causal form).
 - Precision: a box sum is a difference of prefix sums over up to T keys, so the tables run in
   float64 by default (`table_dtype`), as rpe_fft's FFTs do; the rest in fp32.
-- Memory: a pass over C = `feature_chunk` features of phi builds a [N, H, Y+1, X+1, C*J] table
-  and R rings of lookups of that size; each ring's lookups are recomputed in backward
-  (torch.utils.checkpoint), so backward keeps the tables, O(T M J) numbers in all (rpe_fft's
-  FFTs keep as much), and one ring's lookups at a time instead of R.
+- Memory: a pass over C = `feature_chunk` features of phi builds a [N, H, Y+1, X+1, C*J] table;
+  backward keeps the tables, O(T M J) numbers in all (rpe_fft's FFTs keep as much), and
+  recomputes each ring's box from them (`_RingSums`, a hand-written backward), so one ring's
+  box is alive at a time instead of R.
+- Speed: every ring reads and writes table-sized tensors of T M J numbers, so a step costs
+  about R times linear attention's state work, in float64 by default; on this CPU that is
+  seconds per layer at 32x32 with K = 64 (README), far slower than SDPA at these sizes.
 """
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from trainers.attention.config import RippleAttentionConfig
 from trainers.attention.grid import grid_shape
@@ -134,23 +136,75 @@ def ripple_attention(q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.T
         table_NHYXF = F.pad(a_NHTCJ.reshape(N, H, Y, X, -1).cumsum(2).cumsum(3), (0, 0, 1, 0, 1, 0))
         total_NHCJ = table_NHYXF[:, :, -1, -1].unflatten(-1, (C, -1))  # Box_inf
         out_NHYXJ = out_NHYXJ + torch.einsum("nhyxc,nhcj->nhyxj", phi_q_NHYXC * coef_NHYXW[..., -1:], total_NHCJ)
-        for r in range(coef_NHTW.shape[-1] - 1):
-            # Recomputed in backward: one ring's lookups alive at a time, not R of them.
-            out_NHYXJ = out_NHYXJ + checkpoint(_ring_term, table_NHYXF, phi_q_NHYXC * coef_NHYXW[..., r:r + 1], r,
-                                               use_reentrant=False)
+        weighted_q_NHYXRC = phi_q_NHYXC.unsqueeze(-2) * coef_NHYXW[..., :-1, None]  # c_r phi(q_i), every ring
+        out_NHYXJ = out_NHYXJ + _RingSums.apply(table_NHYXF, weighted_q_NHYXRC)
     out_NHTJ = out_NHYXJ.reshape(N, H, T, -1)
     out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
     return out_NHTK.to(v_NHTK.dtype)
 
 
-def _ring_term(table_NHYXF: torch.Tensor, phi_q_NHYXC: torch.Tensor, r: int) -> torch.Tensor:
-    """phi(q_i)^T Box_r(i) for every query i, from the summed-area table: [N, H, Y, X, J]."""
-    Y, X = table_NHYXF.shape[2] - 1, table_NHYXF.shape[3] - 1
-    rows_Y = torch.arange(Y, device=table_NHYXF.device)
-    cols_X = torch.arange(X, device=table_NHYXF.device)
-    # The square of radius r around (y, x), clipped to the image: rows [y-r, y+r], cols [x-r, x+r].
-    top, bottom = (rows_Y - r).clamp(min=0), (rows_Y + r + 1).clamp(max=Y)
-    left, right = (cols_X - r).clamp(min=0), (cols_X + r + 1).clamp(max=X)
-    band_NHYXF = table_NHYXF[:, :, bottom] - table_NHYXF[:, :, top]  # the box's rows, every column prefix
-    box_NHYXF = band_NHYXF[:, :, :, right] - band_NHYXF[:, :, :, left]
-    return torch.einsum("nhyxc,nhyxcj->nhyxj", phi_q_NHYXC, box_NHYXF.unflatten(-1, (phi_q_NHYXC.shape[-1], -1)))
+class _RingSums(torch.autograd.Function):
+    """sum_r c_r phi(q_i)^T Box_r(i) from the summed-area table S ([N, H, Y+1, X+1, C*J]) and the
+    weighted queries c_r phi(q_i) ([N, H, Y, X, R, C]): [N, H, Y, X, J].
+
+    S gets `rings` more rows and columns on each side (zeros before, as its first row and
+    column are; copies of its last after), so the corners of every clipped square are
+    shifted slices of it, not gathers. The backward is written by hand: autograd through R
+    rings of slices would allocate and zero-fill a table-sized gradient per slice (4R of
+    them); here each ring adds its four corners into one gradient table, and only one
+    ring's box (recomputed) is alive at a time, in backward as in forward."""
+
+    @staticmethod
+    def forward(ctx, table_NHYXF: torch.Tensor, weighted_q_NHYXRC: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(table_NHYXF, weighted_q_NHYXRC)
+        bordered_NHYXF = _border(table_NHYXF, weighted_q_NHYXRC.shape[-2])
+        out_NHYXJ = 0
+        for r in range(weighted_q_NHYXRC.shape[-2]):
+            box_NHYXCJ = _box(bordered_NHYXF, r, weighted_q_NHYXRC)
+            out_NHYXJ = out_NHYXJ + torch.einsum("nhyxc,nhyxcj->nhyxj", weighted_q_NHYXRC[..., r, :], box_NHYXCJ)
+        return out_NHYXJ
+
+    @staticmethod
+    def backward(ctx, grad_NHYXJ: torch.Tensor):
+        table_NHYXF, weighted_q_NHYXRC = ctx.saved_tensors
+        _, _, Y, X, R, _ = weighted_q_NHYXRC.shape
+        bordered_NHYXF = _border(table_NHYXF, R)
+        grad_bordered_NHYXF = torch.zeros_like(bordered_NHYXF)
+        grad_q_NHYXRC = torch.empty_like(weighted_q_NHYXRC)
+        for r in range(R):
+            box_NHYXCJ = _box(bordered_NHYXF, r, weighted_q_NHYXRC)
+            grad_q_NHYXRC[..., r, :] = torch.einsum("nhyxcj,nhyxj->nhyxc", box_NHYXCJ, grad_NHYXJ)
+            grad_box_NHYXF = torch.einsum("nhyxc,nhyxj->nhyxcj", weighted_q_NHYXRC[..., r, :], grad_NHYXJ).flatten(-2)
+            top, bottom = R - r, R + r + 1
+            grad_bordered_NHYXF[:, :, bottom:bottom + Y, bottom:bottom + X] += grad_box_NHYXF
+            grad_bordered_NHYXF[:, :, top:top + Y, bottom:bottom + X] -= grad_box_NHYXF
+            grad_bordered_NHYXF[:, :, bottom:bottom + Y, top:top + X] -= grad_box_NHYXF
+            grad_bordered_NHYXF[:, :, top:top + Y, top:top + X] += grad_box_NHYXF
+        # Undo the border: the zeros before are constants; the copies after were of the last row / column.
+        grad_NHYXF = grad_bordered_NHYXF
+        for axis in (3, 2):
+            core = grad_NHYXF.narrow(axis, R, grad_NHYXF.shape[axis] - 2 * R).clone()
+            core.narrow(axis, core.shape[axis] - 1, 1).add_(
+                grad_NHYXF.narrow(axis, grad_NHYXF.shape[axis] - R, R).sum(axis, keepdim=True))
+            grad_NHYXF = core
+        return grad_NHYXF, grad_q_NHYXRC
+
+
+def _border(table_NHYXF: torch.Tensor, rings: int) -> torch.Tensor:
+    """`rings` rows and columns more on each side: zeros before, copies of the last after."""
+    for axis in (2, 3):
+        last = table_NHYXF.narrow(axis, table_NHYXF.shape[axis] - 1, 1)
+        after = last.expand(*last.shape[:axis], rings, *last.shape[axis + 1:])
+        table_NHYXF = torch.cat([torch.zeros_like(after), table_NHYXF, after], axis)
+    return table_NHYXF
+
+
+def _box(bordered_NHYXF: torch.Tensor, r: int, weighted_q_NHYXRC: torch.Tensor) -> torch.Tensor:
+    """Box_r(i): the sum of a over the square of radius r around each query (y, x), clipped to
+    the image, [N, H, Y, X, C, J]. Its rows span table rows max(y - r, 0) .. min(y + r + 1, Y),
+    i.e. bordered rows y - r + R .. y + r + 1 + R (likewise columns)."""
+    _, _, Y, X, R, C = weighted_q_NHYXRC.shape
+    top, bottom = R - r, R + r + 1
+    band_NHYXF = bordered_NHYXF[:, :, bottom:bottom + Y] - bordered_NHYXF[:, :, top:top + Y]  # the box's rows
+    box_NHYXF = band_NHYXF[:, :, :, bottom:bottom + X] - band_NHYXF[:, :, :, top:top + X]
+    return box_NHYXF.unflatten(-1, (C, -1))
