@@ -161,7 +161,7 @@ def print_table(results: dict, names: list, modes: list, lengths: list, baseline
                 ratio = (f"{row['ms'] / previous['ms']:.2f}" if previous and previous["length"] * factor == length
                          else "")
                 base = results.get((baseline_of[name], causal, length), {})
-                speedup = f"{base['ms'] / row['ms']:.2f}x" if "ms" in base else ""
+                speedup = f"{base['ms'] / row['ms']:.3g}x" if "ms" in base else ""  # 3 digits: 0.0044x
                 print(f"{name:<12} {mode:<7} {length:>6} {row['ms']:>10.1f} {ratio:>11} {speedup:>8} "
                       f"{baseline_of[name]:<12} {row['mb']:>8.1f}")
                 previous = {**row, "length": length}
