@@ -6,7 +6,8 @@ An export is a folder with two files:
                      counters) are stored as they are. The metadata names the tensors that
                      had a member axis, so the loader can restore it.
   config.json        the model section of the spec, the task section, the shape facts of the
-                     model (vocabulary, sequence length, causal, classes, padding id) and
+                     model (vocabulary, sequence length, causal, classes, padding id, the
+                     task's grid (H, W) or null) and
                      where the member came from (run, member id, step, validation loss).
 
 `load_exported(folder)` returns an `ExportedModel`: an nn.Module that maps token ids [B, T]
@@ -26,7 +27,7 @@ from trainers.model import PopulationTransformer
 
 FORMAT = "sparsepop-export/1"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-SHAPE_KEYS = ("vocab_size", "max_seq_len", "causal", "num_classes", "pad_id")
+SHAPE_KEYS = ("vocab_size", "max_seq_len", "causal", "num_classes", "pad_id", "grid")
 
 
 def member_tensors(population_state: dict[str, torch.Tensor], member: int, members: int,
@@ -50,8 +51,10 @@ def member_tensors(population_state: dict[str, torch.Tensor], member: int, membe
 
 def build_single(config: dict) -> PopulationTransformer:
     """A members=1 model of an export's config.json."""
-    return PopulationTransformer(ModelConfig.model_validate(config["model"]), members=1,
-                                 **{key: config["shape"][key] for key in SHAPE_KEYS})
+    shape = {key: config["shape"][key] for key in SHAPE_KEYS if key != "grid"}
+    grid = config["shape"].get("grid")  # exports written before grids existed lack it (all were 1-D)
+    return PopulationTransformer(ModelConfig.model_validate(config["model"]), members=1, **shape,
+                                 grid=tuple(grid) if grid is not None else None)  # JSON holds it as a list
 
 
 def save_member(out: Path, population_state: dict[str, torch.Tensor], *, member: int, members: int,

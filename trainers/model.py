@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.attention import BLOCKS, KERNELS, SUBLAYERS
+from trainers.attention.grid import grid_kwargs
 from trainers.config import ModelConfig
 from trainers.layers import (
     BatchedEmbedding,
@@ -25,14 +26,16 @@ from trainers.layers import (
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
         self.n_heads = config.n_heads
         head_dim = config.d_model // config.n_heads
         self.qkv = BatchedLinear(members, config.d_model, 3 * config.d_model)
         # `layer` keys the random features of performer / lara, so layers draw different ones.
-        self.kernel = KERNELS[config.attention.kind](config.attention, members=members, head_dim=head_dim,
-                                                     causal=causal, layer=layer)
+        kernel = KERNELS[config.attention.kind]
+        self.kernel = kernel(config.attention, members=members, head_dim=head_dim, causal=causal, layer=layer,
+                             **grid_kwargs(kernel, grid))
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 
@@ -62,11 +65,15 @@ class MLP(nn.Module):
 class TransformerBlock(nn.Module):
     """Pre-norm block: x + attn(norm(x)), then x + mlp(norm(x))."""
 
-    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int):
+    def __init__(self, config: ModelConfig, *, members: int, causal: bool, layer: int,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
         self.norm_attn = BatchedLayerNorm(members, config.d_model)
-        attention = SUBLAYERS.get(config.attention.kind, SelfAttention)  # kinds that need x, not q/k/v
-        self.attn = attention(config, members=members, causal=causal, layer=layer)
+        sublayer = SUBLAYERS.get(config.attention.kind)  # kinds that need x, not q/k/v
+        if sublayer is None:
+            self.attn = SelfAttention(config, members=members, causal=causal, layer=layer, grid=grid)
+        else:
+            self.attn = sublayer(config, members=members, causal=causal, layer=layer, **grid_kwargs(sublayer, grid))
         self.norm_mlp = BatchedLayerNorm(members, config.d_model)
         self.mlp = MLP(config, members=members)
         self.dropout = MemberDropout(members, config.dropout)
@@ -85,10 +92,14 @@ class PopulationTransformer(nn.Module):
 
     With a `pad_id` (tasks that pad, such as ListOps), every block gets a key mask
     computed from the ids, so padding is never attended to (see `key_mask`).
+
+    `grid` (H, W): the task's tokens are an image read row by row (None for 1-D tasks);
+    it is handed to the attention kinds that read it (trainers/attention/grid.py).
     """
 
     def __init__(self, config: ModelConfig, *, members: int, vocab_size: int, max_seq_len: int,
-                 causal: bool, num_classes: int | None = None, pad_id: int | None = None):
+                 causal: bool, num_classes: int | None = None, pad_id: int | None = None,
+                 grid: tuple[int, int] | None = None):
         super().__init__()
         self.members = members
         self.pad_id = pad_id
@@ -99,9 +110,10 @@ class PopulationTransformer(nn.Module):
         if kind in BLOCKS:
             make_block = lambda i: BLOCKS[kind](config.attention, members=members, d_model=config.d_model,  # noqa: E731
                                                 n_layers=config.n_layers, causal=causal, dropout=config.dropout,
-                                                layer=i)
+                                                layer=i, **grid_kwargs(BLOCKS[kind], grid))
         else:
-            make_block = lambda i: TransformerBlock(config, members=members, causal=causal, layer=i)  # noqa: E731
+            make_block = lambda i: TransformerBlock(config, members=members, causal=causal, layer=i,  # noqa: E731
+                                                    grid=grid)
         self.blocks = nn.ModuleList(make_block(i) for i in range(config.n_layers))
         self.norm_out = BatchedLayerNorm(members, config.d_model)
         self.classifier = (BatchedLinear(members, config.d_model, num_classes)

@@ -12,6 +12,7 @@ from launch.spec.problems import Problem
 from launch.spec.storage import storage_problems
 from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import ALL_KINDS
+from trainers.attention.grid import requires_grid
 from trainers.config import (
     ImageFileTask,
     ListOpsTask,
@@ -163,6 +164,12 @@ def model_problems(spec: JobSpec) -> list[Problem]:
                                 f"{attention.max_offset} is beyond any offset of a {seq_len}-token sequence (at most "
                                 f"{seq_len - 1}): the table of 2 × max_offset + 1 values per member would hold values "
                                 f"no token pair uses; set it to at most {max(seq_len - 1, RPE_DEFAULT_OFFSET)}"))
+    if requires_grid(ALL_KINDS[kind]) and spec.task.grid is None:
+        without = ", ".join(sorted(name for name, cls in ALL_KINDS.items() if not requires_grid(cls)))
+        problems.append(Problem("model.attention.kind",
+                                f"{kind!r} weights tokens by their distance on an image grid, but task.kind "
+                                f"{spec.task.kind!r} has no grid (1-D tokens); use a task with a grid (pathfinder, "
+                                f"image_file) or a kind that needs none: {without}"))
     if kind == "collaborative" and attention.key_dim > spec.model.d_model:
         problems.append(Problem("model.attention.key_dim",
                                 f"{attention.key_dim} exceeds model.d_model ({spec.model.d_model}): the shared "

@@ -34,6 +34,12 @@ exchange treat them per member (rpe_fft's table, collaborative's projections and
 `layer` (default 0) is the block's index in the model: kinds with random features key
 their private generators by it (trainers/attention/seeding.py, never the global RNG), so
 layers draw different features while every data-parallel worker draws the same ones.
+Grids: kinds that read the task's grid (H, W) (image tokens read row by row) set
+`uses_grid = True` and take a `grid=` keyword ((H, W) or None) in their constructor; kinds
+that cannot run without one also set `requires_grid = True` (ripple; the spec's rules refuse
+them on 1-D tasks). Read the attributes through trainers/attention/grid.py, whose default is
+False, so kinds without them need no change.
+
 Every class has `supports_causal`; building one with causal=True where it is False
 raises (LARA and MRA have no causal form).
 
@@ -51,6 +57,7 @@ from trainers.attention.lara import LaraAttention
 from trainers.attention.linear import LinearAttention
 from trainers.attention.mra import MraAttention
 from trainers.attention.performer import PerformerAttention
+from trainers.attention.ripple import RippleAttention
 from trainers.attention.rpe_fft import RpeFftAttention
 from trainers.attention.softmax import SoftmaxAttention
 from trainers.attention.vars import VarsAttention
@@ -64,6 +71,7 @@ KERNELS = {
     "hypercube": HypercubeAttention,
     "mra": MraAttention,
     "rpe_fft": RpeFftAttention,
+    "ripple": RippleAttention,
 }
 SUBLAYERS: dict[str, type] = {"collaborative": CollaborativeAttention, "contextpool": ContextPoolAttention}
 BLOCKS: dict[str, type] = {"flash": FlashBlock}

@@ -114,11 +114,40 @@ class RpeFftAttentionConfig(_KindConfig):
     feature_chunk: PositiveInt = Field(
         8, description="feature dims of phi(k) transformed per FFT pass: bounds the [N, H, 2T, chunk, K+1] "
                        "complex intermediate (memory) at the cost of more, smaller passes")
+    grid_mask: bool = Field(
+        True, description="on a task with a grid (H, W): f is a function of the offset (d_row, d_col) on the grid "
+                          "(2-D block-Toeplitz mask by 2-D FFT, a table of (2*min(max_offset, H-1)+1) x "
+                          "(2*min(max_offset, W-1)+1) entries); false: f(i - j) along the row-major sequence, "
+                          "as on 1-D tasks. Ignored on 1-D tasks")
     fft_dtype: Literal["float64", "float32"] = Field(
         "float64", description="precision of the FFT convolutions: float32 rounds each row's sums to about 1e-7 "
                                "of the LARGEST row's, so rows with a small normaliser (the first tokens of a "
                                "causal sequence, or a sharply decaying f) lose digits as T grows; float64 does "
                                "not, at about twice the FFT time and memory")
+
+
+class RippleAttentionConfig(_KindConfig):
+    """Ripple attention (Zheng, Pan, Kong 2022): linear attention whose keys are weighted by
+    their ring (Chebyshev distance) around the query on the image grid, by stick-breaking
+    weights. Needs a task with a grid; bidirectional only."""
+
+    kind: Literal["ripple"] = "ripple"
+    rings: PositiveInt = Field(
+        8, description="r-hat: rings 0 .. rings-1 around the query (ring r = keys at Chebyshev distance r) each "
+                       "get their own stick-breaking weight, every farther key shares the rest of the stick; cost "
+                       "is O(T * rings) per feature pair (rings >= max(H, W) gives every ring its own weight, "
+                       "O(T^1.5) on a square grid)")
+    query_dependent: bool = Field(
+        True, description="beta_r = sigmoid(b_r + w_r . q / sqrt(K)) per query (w starts at 0); false: "
+                          "beta_r = sigmoid(b_r), the same for every query")
+    feature_chunk: PositiveInt = Field(
+        8, description="feature dims of phi(k) per summed-area-table pass: bounds the [N, H, T, chunk, K+1] "
+                       "table (memory) at the cost of more, smaller passes")
+    table_dtype: Literal["float64", "float32"] = Field(
+        "float64", description="precision of the summed-area tables: a box sum is a difference of prefix sums "
+                               "over up to T keys, so float32 leaves the small inner rings an absolute error "
+                               "near 1e-7 * T times a key's size; float64 does not, at about twice the time and "
+                               "memory of the tables")
 
 
 class CollaborativeAttentionConfig(_KindConfig):
@@ -166,6 +195,6 @@ AttentionConfig = Annotated[
     Union[SoftmaxAttentionConfig, LinearAttentionConfig, PerformerAttentionConfig, LaraAttentionConfig,
           VarsAttentionConfig, ContextPoolConfig,
           FlashAttentionConfig, HypercubeAttentionConfig, MraAttentionConfig, RpeFftAttentionConfig,
-          CollaborativeAttentionConfig],
+          CollaborativeAttentionConfig, RippleAttentionConfig],
     Field(discriminator="kind"),
 ]

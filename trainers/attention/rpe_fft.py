@@ -24,10 +24,14 @@ Choices the paper leaves open:
   the parameter count does not depend on the task's length.
 - Causal: f(r) = 0 for r < 0, so the mask is lower triangular (the negative half of the
   table is then unused and gets zero gradient).
-- 2-D (block-Toeplitz) grids, for a later vision issue: the table grows one axis per grid
-  dimension ([P, H, R_rows, R_cols], indexed by (di, dj)) and the 1-D FFT becomes a 2-D FFT
-  over the zero-padded (2*rows, 2*cols) grid; `relative_mask` and `toeplitz_apply` are the
-  two places that change. The 1-D case is the single-axis table used here.
+- 2-D grids (the paper's block-Toeplitz case): on a task with a grid (Y, X) (tokens are an
+  image read row by row, T = Y*X) the mask is f(dy, dx) of the offset on the grid, chosen
+  automatically (`grid_mask: false` keeps f(i - j) along the row-major sequence). The table
+  is [P, 1, 2*R_y + 1, 2*R_x + 1] with R_y = min(max_offset, Y - 1) (likewise R_x): every
+  offset of the grid its own value unless max_offset clamps, so its size follows the task's
+  grid as the position embedding follows its length. S and z are then 2-D convolutions over
+  the grid, by 2-D FFTs on the zero-padded (2Y, 2X) grid (toeplitz.py). Bidirectional only
+  (an image has no order to be causal in).
 - Memory: the FFT needs phi(k)_m v_k for every feature pair (m, k): a [N, H, M, K+1, L]
   tensor, 2*M*(K+1) numbers per token (over 8 K per token at K = 64). It is built and
   transformed C = feature_chunk features of phi(k) at a time, so the temporaries of one
@@ -48,21 +52,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
+from trainers.attention.grid import grid_shape
 from trainers.attention.toeplitz import toeplitz_apply
 
 
 class RpeFftAttention(nn.Module):
     supports_causal = True
+    uses_grid = True  # 2-D mask on a task with a grid; 1-D tasks need none
 
     def __init__(self, config: RpeFftAttentionConfig, *, members: int, head_dim: int, causal: bool,
-                 layer: int = 0):
+                 layer: int = 0, grid: tuple[int, int] | None = None):
         super().__init__()
         self.causal = causal
         self.max_offset = config.max_offset
         self.feature_chunk = config.feature_chunk
         self.fft_dtype = getattr(torch, config.fft_dtype)
-        # log f per member and offset, shared by the heads (see the module docstring).
-        self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
+        self.grid = grid if config.grid_mask else None
+        if self.grid is None:
+            # log f per member and offset, shared by the heads (see the module docstring).
+            self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
+            return
+        if causal:
+            raise ValueError("rpe_fft's 2-D grid mask is bidirectional; set grid_mask: false for a causal model")
+        self.offsets_yx = tuple(min(config.max_offset, side - 1) for side in self.grid)
+        self.log_mask_PHYX = nn.Parameter(torch.zeros(members, 1, *(2 * r + 1 for r in self.offsets_yx)))
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
@@ -75,12 +88,17 @@ class RpeFftAttention(nn.Module):
         v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
         T = v_NHTK.shape[-2]
         fft_dtype = torch.promote_types(dtype, self.fft_dtype)
-        mask_PHL = self.relative_mask(T).to(fft_dtype)
+        if self.grid is None:
+            tokens = (T,)
+            mask_PHL = self.relative_mask(T).to(fft_dtype)
+        else:
+            tokens = grid_shape(self.grid, T, "rpe_fft")  # the token axis as (Y, X) for the 2-D FFT
+            mask_PHL = self.relative_mask_2d().to(fft_dtype)
         out_NHTJ = 0
         for phi_q_NHTC, phi_k_NHTC in zip(phi_q_NHTM.split(self.feature_chunk, -1),
                                           phi_k_NHTM.split(self.feature_chunk, -1)):
             a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC.to(fft_dtype), v_NHTJ.to(fft_dtype))
-            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT).to(dtype)
+            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT.unflatten(-1, tokens)).flatten(-len(tokens)).to(dtype)
             out_NHTJ = out_NHTJ + torch.einsum("nhtc,nhcjt->nhtj", phi_q_NHTC, state_NHCJT)
         out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
         return out_NHTK.to(v_NHTK.dtype)
@@ -94,3 +112,14 @@ class RpeFftAttention(nn.Module):
         unused = (offset < 0) if self.causal else (offset == -length)
         return f_PHL.masked_fill(unused, 0.0)
 
+    def relative_mask_2d(self) -> torch.Tensor:
+        """f on the (2Y, 2X) FFT grid, each axis laid out as in `relative_mask` (offsets
+        -Y and -X never occur: 0 there). [P, H, 2Y, 2X]."""
+        axes = []
+        for side, max_offset in zip(self.grid, self.offsets_yx):
+            n = torch.arange(2 * side, device=self.log_mask_PHYX.device)
+            offset = torch.where(n < side, n, n - 2 * side)
+            axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset == -side))
+        (rows, unused_rows), (cols, unused_cols) = axes
+        f_PHYX = self.log_mask_PHYX[:, :, rows[:, None], cols[None, :]].exp()
+        return f_PHYX.masked_fill(unused_rows[:, None] | unused_cols[None, :], 0.0)

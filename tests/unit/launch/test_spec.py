@@ -111,12 +111,23 @@ def test_float_without_dot_in_file_is_a_float(tmp_path):
     ("model: {attention: {kind: mra, block_size: 0}}\n", [], "model.attention.block_size: Input should be greater"),
     ("model: {attention: {kind: hypercube, block_size: 0}}\n", [],
      "model.attention.block_size: Input should be greater"),
+    ("task: {kind: listops}\nmodel: {attention: {kind: ripple}}\n", [],
+     "model.attention.kind: 'ripple' weights tokens by their distance on an image grid, but task.kind 'listops' "
+     "has no grid (1-D tokens); use a task with a grid (pathfinder, image_file) or a kind that needs none: "),
+    ("model: {attention: {kind: ripple}}\n", [], "model.attention.kind: 'ripple' is bidirectional only"),
+    ("task: {kind: pathfinder}\nmodel: {attention: {kind: ripple, rings: 0}}\n", [],
+     "model.attention.rings: Input should be greater than 0"),
     ("name: x\n", ["train.lr"], "--set: 'train.lr' is not of the form key.path=value"),
     ("name: x\n", ["name.first=1"], "name: --set name.first: this key holds a str, not a mapping"),
     ("name: x\n", ["train.lr=[1"], "--set train.lr: invalid YAML"),
 ])
 def test_bad_input_names_the_key(tmp_path, text, overrides, expected):
     assert any(expected in p for p in problems_of(tmp_path, text, overrides)), problems_of(tmp_path, text, overrides)
+
+
+def test_grid_kinds_are_accepted_on_a_task_with_a_grid(tmp_path):
+    spec = load_spec(write(tmp_path, "task: {kind: pathfinder, size: 8}\nmodel: {attention: {kind: ripple}}\n"))
+    assert spec.task.grid == (8, 8) and spec.model.attention.rings == 8
 
 
 def test_all_problems_reported_together(tmp_path):

@@ -1,12 +1,14 @@
 """Properties every attention kind must have, as a kernel and inside PopulationTransformer:
 shapes for P in {1, 3}, member independence, no look-ahead when causal, finite gradients,
-and the spec section's parsing."""
+and the spec section's parsing. Kinds that need a grid see the T = 21 tokens as a 3 x 7
+image."""
 import pydantic
 import pytest
 import torch
 
 from trainers.attention import ALL_KINDS, BLOCKS, KERNELS, SUBLAYERS
 from trainers.attention.config import LaraAttentionConfig, LinearAttentionConfig
+from trainers.attention.grid import grid_kwargs, requires_grid
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -23,12 +25,18 @@ OPTIONS = {
     "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
+    "ripple": {"rings": 3, "feature_chunk": 3},
 }
 CLASSES = ALL_KINDS
 CASES = [(kind, causal) for kind in OPTIONS for causal in (True, False) if CLASSES[kind].supports_causal or not causal]
 CAUSAL_KINDS = [kind for kind, causal in CASES if causal]
 KERNEL_CASES = [(kind, causal) for kind, causal in CASES if kind in KERNELS]
 VOCAB, CLASSES_OUT, T, B = 13, 5, 21, 2
+GRID = (3, 7)  # for the kinds that need one: T tokens as an image
+
+
+def grid_for(cls: type) -> dict:
+    return grid_kwargs(cls, GRID) if requires_grid(cls) else {}
 
 
 def case_id(case):
@@ -40,7 +48,8 @@ def build_model(kind: str, *, members: int, causal: bool, dropout: float = 0.0) 
                          attention={"kind": kind, **OPTIONS[kind]})
     torch.manual_seed(0)
     return PopulationTransformer(config, members=members, vocab_size=VOCAB, max_seq_len=32, causal=causal,
-                                 num_classes=None if causal else CLASSES_OUT, pad_id=None if causal else 0)
+                                 num_classes=None if causal else CLASSES_OUT, pad_id=None if causal else 0,
+                                 **grid_for(CLASSES[kind]))
 
 
 def token_ids(members: int) -> torch.Tensor:
@@ -104,7 +113,7 @@ def test_model_gradients_flow_and_are_finite(case):
 
 def make_kernel(kind: str, causal: bool):
     config = ModelConfig(attention={"kind": kind, **OPTIONS[kind]}).attention
-    return KERNELS[kind](config, members=3, head_dim=8, causal=causal)
+    return KERNELS[kind](config, members=3, head_dim=8, causal=causal, **grid_for(KERNELS[kind]))
 
 
 def qkv(N: int = 3, H: int = 2, length: int = T, K: int = 8, requires_grad: bool = False):

@@ -1,11 +1,17 @@
 """Padding is invisible, for every attention kind (ALL_KINDS; kinds added later are
 covered automatically): outputs at real positions equal those of the unpadded sequence
 computed alone (key mask None, the fast path), whatever the padding holds and however
-much of it is appended. Eval mode, so random-feature kinds use fixed features; fp32."""
+much of it is appended. Eval mode, so random-feature kinds use fixed features; fp32.
+
+Kinds that need a grid (ripple) see each sequence as one row of pixels, grid (1, T): the
+tokens of the unpadded sequence are then the first pixels of that row, at the same
+distances from each other. Their grid is fixed when they are built, so they are built for
+each length, from the same seed."""
 import pytest
 import torch
 
 from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
+from trainers.attention.grid import requires_grid
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -35,6 +41,11 @@ def attention_config(kind: str):
     return ModelConfig(attention={"kind": kind, **OPTIONS.get(kind, {})}).attention
 
 
+def row_grid(cls: type, length: int) -> dict:
+    """The `grid=` a kind that needs one gets for `length` tokens: one row of pixels."""
+    return {"grid": (1, length)} if requires_grid(cls) else {}
+
+
 def key_mask(length: int) -> torch.Tensor:
     """[len(LENGTHS), length]: True at the real tokens of each sequence."""
     return torch.arange(length) < torch.tensor(LENGTHS)[:, None]
@@ -50,16 +61,21 @@ def scramble_padding(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("case", cases(KERNELS), ids=case_id)
 def test_kernel_ignores_padding(case, extra):
     kind, causal = case
-    kernel = KERNELS[kind](attention_config(kind), members=1, head_dim=8, causal=causal).eval()
+
+    def kernel(length: int):
+        torch.manual_seed(0)
+        return KERNELS[kind](attention_config(kind), members=1, head_dim=8, causal=causal,
+                             **row_grid(KERNELS[kind], length)).eval()
+
     T = max(LENGTHS) + extra
     generator = torch.Generator().manual_seed(2)
     q, k, v = (torch.randn(len(LENGTHS), 2, T, 8, generator=generator) for _ in range(3))
     mask_NT = key_mask(T)
     mask_N1T = mask_NT.unsqueeze(1)
-    padded = kernel(*(scramble_padding(x, mask_N1T) for x in (q, k, v)), mask_NT)
+    padded = kernel(T)(*(scramble_padding(x, mask_N1T) for x in (q, k, v)), mask_NT)
     assert torch.isfinite(padded).all()  # padding rows too: they feed later layers
     for n, length in enumerate(LENGTHS):
-        alone = kernel(*(x[n:n + 1, :, :length] for x in (q, k, v)), None)
+        alone = kernel(length)(*(x[n:n + 1, :, :length] for x in (q, k, v)), None)
         torch.testing.assert_close(padded[n:n + 1, :, :length], alone, **TOL)
 
 
@@ -68,16 +84,19 @@ def test_kernel_ignores_padding(case, extra):
 def test_block_ignores_padding(case, extra):
     kind, causal = case
     P, D = 2, 16
-    torch.manual_seed(0)
-    block = BLOCKS[kind](attention_config(kind), members=P, d_model=D, n_layers=2, causal=causal,
-                         dropout=0.0).eval()
+
+    def block(length: int):
+        torch.manual_seed(0)
+        return BLOCKS[kind](attention_config(kind), members=P, d_model=D, n_layers=2, causal=causal,
+                            dropout=0.0, **row_grid(BLOCKS[kind], length)).eval()
+
     T = max(LENGTHS) + extra
     x_PBTD = torch.randn(P, len(LENGTHS), T, D, generator=torch.Generator().manual_seed(3))
     mask_PBT = key_mask(T).expand(P, -1, -1)
-    padded = block(scramble_padding(x_PBTD, mask_PBT), mask_PBT)
+    padded = block(T)(scramble_padding(x_PBTD, mask_PBT), mask_PBT)
     assert torch.isfinite(padded).all()
     for b, length in enumerate(LENGTHS):
-        alone = block(x_PBTD[:, b:b + 1, :length], None)
+        alone = block(length)(x_PBTD[:, b:b + 1, :length], None)
         torch.testing.assert_close(padded[:, b:b + 1, :length], alone, **TOL)
 
 
@@ -89,14 +108,18 @@ def test_model_output_does_not_change_when_padding_is_appended(case):
     pad_id, vocab, max_len = 0, 13, 40
     config = ModelConfig(d_model=32, n_heads=2, n_layers=2, dropout=0.0,
                          attention={"kind": kind, **OPTIONS.get(kind, {})})
-    torch.manual_seed(0)
-    model = PopulationTransformer(config, members=2, vocab_size=vocab, max_seq_len=max_len, causal=causal,
-                                  num_classes=None if causal else 5, pad_id=pad_id).eval()
+
+    def model(length: int):
+        torch.manual_seed(0)
+        return PopulationTransformer(config, members=2, vocab_size=vocab, max_seq_len=max_len, causal=causal,
+                                     num_classes=None if causal else 5, pad_id=pad_id,
+                                     **row_grid(ALL_KINDS[kind], length)).eval()
+
     tokens = torch.randint(1, vocab, (2, len(LENGTHS), max_len), generator=torch.Generator().manual_seed(1))
     ids_PBT = torch.where(key_mask(max_len), tokens, pad_id)
-    reference = model(ids_PBT[..., :max(LENGTHS)])
+    reference = model(max(LENGTHS))(ids_PBT[..., :max(LENGTHS)])
     for T in (max(LENGTHS) + 3, max_len):
-        logits = model(ids_PBT[..., :T])
+        logits = model(T)(ids_PBT[..., :T])
         if causal:
             for b, length in enumerate(LENGTHS):
                 torch.testing.assert_close(logits[:, b, :length], reference[:, b, :length], **TOL)

@@ -107,3 +107,64 @@ def test_toeplitz_convolution_gradcheck_and_value(mask_heads):
     expected = torch.einsum("nhij,nhxj->nhxi", toeplitz_PHTT, a_NHxT)
     torch.testing.assert_close(toeplitz_apply(g_PHL, a_NHxT), expected)
     assert torch.autograd.gradcheck(toeplitz_apply, (g_PHL.requires_grad_(), a_NHxT.requires_grad_()))
+
+
+# --- on a 2-D grid: block-Toeplitz mask f(d_row, d_col) by 2-D FFT ------------------------
+
+def grid_kernel(grid, *, max_offset: int = 40, **options) -> RpeFftAttention:
+    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=max_offset, feature_chunk=3, **options), members=P,
+                             head_dim=K, causal=False, grid=grid)
+    with torch.no_grad():
+        kernel.log_mask_PHYX.normal_(generator=torch.Generator().manual_seed(7))
+    return kernel
+
+
+def explicit_grid_attention(kernel: RpeFftAttention, q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None):
+    """Linear attention masked by M[i, j] = exp(table[clamp(dy), clamp(dx)]), (dy, dx) the
+    offset of token i from token j on the grid, read straight from the table. fp64."""
+    (Y, X), (Ry, Rx) = kernel.grid, kernel.offsets_yx
+    rows, cols = torch.arange(Y * X) // X, torch.arange(Y * X) % X
+    dy_TT = (rows[:, None] - rows[None, :]).clamp(-Ry, Ry) + Ry
+    dx_TT = (cols[:, None] - cols[None, :]).clamp(-Rx, Rx) + Rx
+    mask_PHTT = kernel.log_mask_PHYX.detach().double()[:, :, dy_TT, dx_TT].exp()
+    mask_NHTT = mask_PHTT.repeat_interleave(q_NHTK.shape[0] // P, dim=0)
+    a_NHTT = (F.elu(q_NHTK.double()) + 1) @ (F.elu(k_NHTK.double()) + 1).transpose(-2, -1) * mask_NHTT
+    if key_mask_NT is not None:
+        a_NHTT = a_NHTT * key_mask_NT[:, None, None, :]
+    return (a_NHTT / a_NHTT.sum(-1, keepdim=True)) @ v_NHTK.double()
+
+
+@pytest.mark.parametrize("grid,max_offset", [((5, 7), 40), ((6, 6), 2), ((1, 9), 40), ((16, 16), 5)])
+def test_grid_mask_equals_explicit_masked_attention(grid, max_offset):
+    kernel = grid_kernel(grid, max_offset=max_offset)
+    assert kernel.log_mask_PHYX.shape == (P, 1, 2 * min(max_offset, grid[0] - 1) + 1,
+                                          2 * min(max_offset, grid[1] - 1) + 1)
+    q, k, v = random_inputs(grid[0] * grid[1], seed=grid[1])
+    torch.testing.assert_close(kernel(q, k, v), explicit_grid_attention(kernel, q, k, v).float(),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_grid_mask_ignores_padded_keys():
+    kernel = grid_kernel((4, 5))
+    q, k, v = random_inputs(20)
+    key_mask_NT = torch.rand(P * B, 20, generator=torch.Generator().manual_seed(3)) > 0.4
+    key_mask_NT[:, 0] = True
+    torch.testing.assert_close(kernel(q, k, v, key_mask_NT=key_mask_NT),
+                               explicit_grid_attention(kernel, q, k, v, key_mask_NT).float(), rtol=1e-4, atol=1e-5)
+
+
+def test_grid_mask_gradcheck_and_options():
+    kernel = grid_kernel((2, 3), max_offset=1).double()  # a clamped offset (dx = +-2) and a small gradcheck
+    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(6, N=P, heads=1))
+    table = kernel.log_mask_PHYX.detach().clone().requires_grad_()
+
+    def attention(q, k, v, table):
+        return torch.func.functional_call(kernel, {"log_mask_PHYX": table}, (q, k, v))
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, table))
+    with pytest.raises(ValueError, match="7 tokens are not the grid's 2x3 = 6"):
+        kernel(*(x.detach()[:, :, :1].expand(-1, -1, 7, -1) for x in (q, k, v)))
+    one_d = RpeFftAttention(RpeFftAttentionConfig(grid_mask=False), members=P, head_dim=K, causal=True, grid=(3, 4))
+    assert one_d.grid is None and one_d.log_mask_PHR.shape == (P, 1, 2049)  # f(i - j) along the sequence
+    with pytest.raises(ValueError, match="bidirectional"):
+        RpeFftAttention(RpeFftAttentionConfig(), members=P, head_dim=K, causal=True, grid=(3, 4))

@@ -21,6 +21,8 @@ def population(model: dict, **shape) -> tuple[PopulationTransformer, dict]:
 
 LM = {"vocab_size": 256, "max_seq_len": 16, "causal": True, "num_classes": None, "pad_id": None}
 CLASSIFIER = {"vocab_size": 20, "max_seq_len": 16, "causal": False, "num_classes": 10, "pad_id": 0}
+# An image task: the export must carry the grid (config.json holds it as a list) for ripple.
+IMAGES = {"vocab_size": 256, "max_seq_len": 16, "causal": False, "num_classes": 2, "pad_id": None, "grid": (4, 4)}
 
 
 @pytest.mark.parametrize("model,shape", [
@@ -28,6 +30,7 @@ CLASSIFIER = {"vocab_size": 20, "max_seq_len": 16, "causal": False, "num_classes
     ({"d_model": 32, "n_layers": 1, "n_heads": 2, "attention": {"kind": "performer", "nb_features": 8}}, LM),
     ({"d_model": 32, "n_layers": 1, "n_heads": 2, "attention": {"kind": "flash", "group_size": 4, "qk_dim": 8}}, LM),
     ({"d_model": 32, "n_layers": 1, "n_heads": 2}, CLASSIFIER),
+    ({"d_model": 32, "n_layers": 1, "n_heads": 2, "attention": {"kind": "ripple", "rings": 2}}, IMAGES),
 ])
 def test_exported_member_has_the_members_logits(tmp_path, model, shape):
     net, config = population(model, **shape)
