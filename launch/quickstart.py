@@ -15,7 +15,8 @@ import sys
 import time
 from pathlib import Path
 
-from launch.backends.ray_private import PREEMPTION_WATCHER_ENV
+from distrib.rendezvous import LOOPBACK_INTERFACES
+from launch.backends.ray_private import CLUSTERS_ENV, PREEMPTION_WATCHER_ENV
 from launch.runs.files import SUMMARY, run_dir_in
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
@@ -39,9 +40,14 @@ def ensure_auth_token(env: dict) -> None:
 
 def start_head(env: dict) -> None:
     print("starting a local Ray head on 127.0.0.1 (dashboard http://127.0.0.1:8265)", flush=True)
+    # Everything the head starts listens on 127.0.0.1 only (docs/scaling.md): Ray's
+    # single-machine mode (without it Ray swaps 127.0.0.1 for the machine's address and binds
+    # its servers to all interfaces), and the process groups of the jobs' workers, which
+    # inherit the head's environment.
+    head_env = {**env, CLUSTERS_ENV: "0", **{k: env.get(k, v) for k, v in LOOPBACK_INTERFACES.items()}}
     subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head",
                     "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+                   env=head_env, check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not dashboard_is_up():
         if time.monotonic() > deadline:
