@@ -74,9 +74,10 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def run_watching_listeners(args: list[str], *, poll_s: float = 0.2, timeout: float = 600,
+def run_watching_listeners(args: list[str], *, also: tuple[int, ...] = (), poll_s: float = 0.2, timeout: float = 600,
                            **popen) -> tuple[subprocess.CompletedProcess, set[tuple[str, int, int, str]]]:
-    """Run `args` to its end, noting every TCP listener its process tree holds meanwhile."""
+    """Run `args` to its end, noting every TCP listener its process tree (and the trees of
+    the processes `also`) holds meanwhile."""
     seen: set[tuple[str, int, int, str]] = set()
     deadline = time.monotonic() + timeout
     with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen) as proc:
@@ -90,7 +91,7 @@ def run_watching_listeners(args: list[str], *, poll_s: float = 0.2, timeout: flo
             if time.monotonic() > deadline:
                 proc.kill()
                 raise subprocess.TimeoutExpired(args, timeout)
-            seen.update(listeners(process_tree(proc.pid)))
+            seen.update(listeners(set().union(*(process_tree(pid) for pid in (proc.pid, *also)))))
             time.sleep(poll_s)
         for reader in readers:
             reader.join()
