@@ -40,14 +40,13 @@ CLUSTERS_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 def ray_on_loopback_only() -> None:
     """Ray's single-machine mode, for a local instance this process is about to start.
 
-    Ray binds its servers (GCS, raylet, core workers, dashboard agent, runtime-env agent,
-    client server) to all interfaces, except when the node's address is loopback: then to
-    127.0.0.1. But on Linux it turns a node address of 127.0.0.1 into the machine's interface
-    address (`services.resolve_ip_for_localhost`), unless multi-node clusters are off, as
-    they are by default on Windows and macOS (`CLUSTERS_ENV=0`): then the node is 127.0.0.1
-    and no other node can join. This process read that setting when it
-    imported Ray, so it is changed here too; the environment variable reaches the processes
-    Ray starts."""
+    Ray's gRPC servers (GCS, raylet, core workers, the dashboard agent's) listen on all
+    interfaces unless the node's address is loopback, then on 127.0.0.1 (its agents listen
+    on the node's address). On Linux, though, Ray turns a node address of 127.0.0.1 into the
+    machine's interface address (`services.resolve_ip_for_localhost`), unless multi-node
+    clusters are off, as they are by default on Windows and macOS (`CLUSTERS_ENV=0`): then
+    the node is 127.0.0.1 and no other node can join. This process read the setting when it
+    imported Ray, so it is changed here too; the variable reaches the processes Ray starts."""
     from ray._private import ray_constants
 
     os.environ[CLUSTERS_ENV] = "0"
