@@ -17,7 +17,8 @@ from pathlib import Path
 
 import yaml
 
-from launch.backends.ray_private import PREEMPTION_WATCHER_ENV
+from distrib.rendezvous import LOOPBACK_INTERFACES
+from launch.backends.ray_private import CLUSTERS_ENV, PREEMPTION_WATCHER_ENV
 from launch.runs.files import EVENTS, REPORT, SPEC, SUMMARY, read_jsonl, run_dir_in
 from launch.runs.members import best_member
 from launch.spec.arguments import add_spec_args
@@ -40,11 +41,19 @@ def ensure_auth_token(env: dict) -> None:
                    env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def loopback_head_env(env: dict) -> dict:
+    """The environment of a `ray start --head --node-ip-address=127.0.0.1` whose processes all
+    listen on 127.0.0.1 only (docs/scaling.md): Ray's single-machine mode (without it Ray
+    swaps 127.0.0.1 for the machine's address and binds its servers to all interfaces), and
+    gloo/NCCL on `lo` for the jobs' workers, which inherit the head's environment."""
+    return {**env, CLUSTERS_ENV: "0", **{name: env.get(name, lo) for name, lo in LOOPBACK_INTERFACES.items()}}
+
+
 def start_head(env: dict) -> None:
     print("starting a local Ray head on 127.0.0.1 (dashboard http://127.0.0.1:8265)", flush=True)
     subprocess.run([str(Path(sys.executable).with_name("ray")), "start", "--head",
                     "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", "--disable-usage-stats"],
-                   env=env, check=True, stdout=subprocess.DEVNULL)
+                   env=loopback_head_env(env), check=True, stdout=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while not dashboard_is_up():
         if time.monotonic() > deadline:

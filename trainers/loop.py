@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from compression import CompressionConfig
+from distrib.build_lock import clear_stale_build_locks
 from distrib.deepspeed_glue import build_communicator, exchange_gradients, take_over_gradient_exchange
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
@@ -72,6 +73,8 @@ class WorkerPlan:
 def import_deepspeed(use_gpu: bool):
     # DeepSpeed picks its accelerator at import; on CPU say so instead of letting it probe.
     os.environ.setdefault("DS_ACCELERATOR", "cuda" if use_gpu else "cpu")
+    # DeepSpeed JIT-builds ops when it starts; a lock left by a killed build would hang it forever.
+    clear_stale_build_locks()
     import deepspeed
 
     return deepspeed

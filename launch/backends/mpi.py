@@ -21,6 +21,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from distrib import rendezvous
 from launch.backends.interrupts import Interrupted, StopRequest, say_how_to_resume, signals_noted
 from launch.backends.plan import worker_plan
 from launch.runs.directory import finish_run, prepare_run_dir
@@ -33,25 +34,26 @@ from trainers.loop import Worker, import_deepspeed
 
 
 def init_torch_distributed(comm, backend: str) -> None:
-    """torch.distributed for DeepSpeed from MPI facts: loopback when every rank is on one
-    host (else rank 0's address, or MASTER_ADDR if set), and a free port chosen by rank 0."""
+    """torch.distributed for DeepSpeed from MPI facts: rank 0 serves the rendezvous store on
+    loopback when every rank is on one host (else on rank 0's address, or MASTER_ADDR if
+    set), listening on that address only, on a free port it broadcasts."""
     hosts = comm.allgather(socket.gethostname())
+    one_host = len(set(hosts)) == 1
+    if one_host:
+        rendezvous.use_loopback_interfaces()  # gloo's own connections too
     if comm.rank == 0:
-        if len(set(hosts)) == 1:
-            address = "127.0.0.1"
-        else:
-            address = os.environ.get("MASTER_ADDR") or socket.gethostbyname(socket.gethostname())
-        with socket.socket() as sock:
-            sock.bind((address, 0))
-            port = sock.getsockname()[1]
+        address = rendezvous.LOOPBACK if one_host else (
+            os.environ.get("MASTER_ADDR") or socket.gethostbyname(socket.gethostname()))
+        address, port = rendezvous.serve_store(address)
     else:
         address = port = None
     address, port = comm.bcast((address, port), root=0)
-    os.environ.update(RANK=str(comm.rank), WORLD_SIZE=str(comm.size), MASTER_ADDR=address, MASTER_PORT=str(port),
+    os.environ.update(RANK=str(comm.rank), WORLD_SIZE=str(comm.size),
                       LOCAL_RANK=str(hosts[:comm.rank].count(hosts[comm.rank])))
+    rendezvous.join_process_group(backend, rank=comm.rank, world_size=comm.size, address=address, port=port)
     import deepspeed
 
-    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)
+    deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False)  # takes the group above
 
 
 def run_mpi_job(spec: JobSpec, *, resume: Path | None = None) -> Path | None:

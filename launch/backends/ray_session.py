@@ -14,8 +14,10 @@ from pathlib import Path
 
 import ray
 
+from distrib.rendezvous import LOOPBACK, use_loopback_interfaces
 from launch.backends.interrupts import Interrupted, run_in_thread, say_how_to_resume, signals_raise_interrupted
-from launch.backends.ray_private import PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs
+from launch.backends.ray_private import (PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs,
+                                         ray_on_loopback_only)
 from launch.runs.directory import finish_run, prepare_run_dir
 from launch.runs.files import METRICS, read_jsonl
 from launch.runs.recorder import MetricsLog
@@ -99,8 +101,11 @@ def connect_ray() -> None:
         except ConnectionError:
             if address != "auto":
                 raise
-    # The dashboard serves Ray's state API, which Ray Train polls; keep it on loopback.
-    ray.init(address="local", dashboard_host="127.0.0.1", logging_level="WARNING")
+    # Everything Ray starts listens on 127.0.0.1 (docs/scaling.md), the dashboard included
+    # (it serves Ray's state API, which Ray Train polls), and so do the workers' process groups.
+    ray_on_loopback_only()
+    use_loopback_interfaces()
+    ray.init(address="local", dashboard_host=LOOPBACK, logging_level="WARNING")
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see ray_private)
 
 
@@ -160,12 +165,14 @@ def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = 
     """A TorchTrainer of distributed.num_workers workers running `ray_train_worker` with
     `loop_config`, keeping its checkpoints in run_dir/name."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
+
+    from launch.backends.ray_rendezvous import BoundTorchConfig
 
     return TorchTrainer(
         ray_train_worker,
         train_loop_config=loop_config,
-        torch_config=TorchConfig(backend=spec.distributed.comm_backend),
+        torch_config=BoundTorchConfig(backend=spec.distributed.comm_backend),  # its store on the node's address
         scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=spec.distributed.use_gpu,
                                      resources_per_worker=spec.distributed.worker_resources()),
         run_config=RunConfig(name=name, storage_path=str(run_dir),

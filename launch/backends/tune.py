@@ -133,9 +133,10 @@ def trial_plan(spec: JobSpec, ds_config: dict, *, member: int, hyperparams: dict
                    rounds=TrialRounds(spec.population.pbt.perturbation_interval))
 
 
-def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, rounds_dir: str) -> None:
-    """Tune's function trainable: rounds until train.steps, each reported with its checkpoint.
-    run.storage is on storage every node mounts, so workers read checkpoints in place."""
+def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, rounds_dir: str, keep: int) -> None:
+    """Tune's function trainable: rounds until train.steps, each reported with its checkpoint,
+    of which the newest `keep` stay on disk. run.storage is on storage every node mounts, so
+    workers read checkpoints in place."""
     member, metric = config[MEMBER_KEY], spec.population.pbt.metric
     plan = trial_plan(spec, ds_config, member=member, hyperparams=trial_hyperparams(config))
     while True:
@@ -149,8 +150,21 @@ def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, roun
         tune.report({TIME_ATTR: step, metric: result.metrics[metric]},
                     checkpoint=tune.Checkpoint(result.checkpoint.path))
         shutil.rmtree(result.path, ignore_errors=True)  # Tune keeps its own copy
+        prune_checkpoints(Path(tune.get_checkpoint().path).parent, keep)
         if step >= spec.train.steps:
             return
+
+
+def prune_checkpoints(trial_dir: Path, keep: int) -> None:
+    """Remove all but the newest `keep` of a trial's checkpoints (`checkpoint_NNNNNN`, numbered
+    in the order the trial wrote them). Tune's own num_to_keep cannot be used: when PBT
+    compares a running trial that is among the best, it asks the trial to save, and a function
+    trainable answers with the checkpoint it just reported, which Tune then registers a second
+    time. Tune so counts such a checkpoint twice: it keeps half as many as asked (a donor's
+    may go before the trial that cloned it restores it), and, having deleted the folder for
+    one entry, logs `ERROR ... Error handling checkpoint ... FileNotFoundError` for the other."""
+    for old in sorted(trial_dir.glob("checkpoint_*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- the driver
@@ -213,7 +227,8 @@ def run_tune_job(spec: JobSpec, *, resume: Path | None = None) -> Path:
         # that requests nothing, so it asks for (some of) the memory it really uses.
         trainable = tune.with_resources(
             tune.with_parameters(member_trial, spec=spec, ds_config=run.ds_config, recorder=run.recorder,
-                                 rounds_dir=str(run.run_dir / "rounds")), {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
+                                 rounds_dir=str(run.run_dir / "rounds"), keep=checkpoints_to_keep(spec, concurrent)),
+            {"cpu": 0, "memory": TRIAL_MEMORY_BYTES})
         if run.resuming:
             # Ray's own experiment restore: every unfinished trial continues from the last checkpoint
             # Tune recorded for it, with the scheduler and run config the experiment was started with.
@@ -242,8 +257,7 @@ def new_tuner(spec: JobSpec, trainable, initial: dict, concurrent: int, run_dir:
         # Worker failures are retried inside each round (run.max_failures); a trial whose round
         # still fails stops, and the run reports it. `stop` ends a trial at its last step before
         # PBT sees that result (no exploit of a finished member, no paused trial to resume).
+        # Tune deletes no checkpoint: the trials prune their own (see prune_checkpoints).
         run_config=tune.RunConfig(name="tune", storage_path=str(run_dir), verbose=0,
                                   stop={TIME_ATTR: spec.train.steps},
-                                  checkpoint_config=tune.CheckpointConfig(
-                                      num_to_keep=checkpoints_to_keep(spec, concurrent)),
                                   failure_config=tune.FailureConfig(max_failures=0)))

@@ -1,5 +1,6 @@
 """`ray job submit ... -- python -m launch run SPEC` against a Ray head this test starts
-on loopback and stops again."""
+on loopback, as `make quickstart` does, and stops again; nothing of the head or the job
+listens beyond the machine."""
 import json
 import socket
 import subprocess
@@ -9,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from launch.quickstart import loopback_head_env
 from tests.integration.conftest import REPO, free_port, launch_env, run_dir_of
+from tests.listeners import is_loopback, run_watching_listeners
 
 RAY = str(Path(sys.executable).with_name("ray"))
 
@@ -26,17 +29,18 @@ def wait_for_port(port: int, timeout: float) -> None:
 
 @pytest.fixture
 def ray_head(tmp_path):
-    """A Ray head in the foreground (`--block`): terminating it stops its daemons."""
+    """A Ray head in the foreground (`--block`, so its daemons and the jobs' processes are its
+    descendants): terminating it stops its daemons. Yields (dashboard URL, head pid)."""
     gcs, dashboard = free_port(), free_port()
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
          f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
          "--disable-usage-stats"],
-        env=launch_env(), stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
+        env=loopback_head_env(launch_env()), stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
     try:
         wait_for_port(dashboard, timeout=120)
-        yield f"http://127.0.0.1:{dashboard}"
+        yield f"http://127.0.0.1:{dashboard}", head.pid
     finally:
         head.terminate()
         try:
@@ -46,12 +50,13 @@ def ray_head(tmp_path):
 
 
 def test_ray_job_submit_round_trip(ray_head, tmp_path):
+    dashboard, head = ray_head
     storage = tmp_path / "runs"
-    done = subprocess.run(
-        [RAY, "job", "submit", "--address", ray_head, "--working-dir", ".", "--",
+    done, seen = run_watching_listeners(
+        [RAY, "job", "submit", "--address", dashboard, "--working-dir", ".", "--",
          "python", "-m", "launch", "run", "configs/tiny.yaml", "--set", f"run.storage={storage}"],
         # The job CLI reads RAY_ADDRESS before --address: point both at this test's head.
-        cwd=REPO, env={**launch_env(), "RAY_ADDRESS": ray_head}, capture_output=True, text=True, timeout=400)
+        also=(head,), cwd=REPO, env={**launch_env(), "RAY_ADDRESS": dashboard}, timeout=400)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "succeeded" in output
@@ -60,3 +65,5 @@ def test_ray_job_submit_round_trip(ray_head, tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["steps"] == 20
     assert "[step 20/20]" in output  # progress lines reach `ray job logs`
+    assert sorted(entry for entry in seen if not is_loopback(entry[0])) == []
+    assert any("RayTrainWorker" in command for *_, command in seen), seen  # the job's workers were seen
