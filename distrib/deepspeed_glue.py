@@ -24,6 +24,22 @@ def build_communicator(backend: str) -> Communicator:
     raise ValueError(f"unknown distributed backend {backend!r}; valid: torch, mpi")
 
 
+SHARED_MEMORY_OP = "deepspeed_shm_comm"  # DeepSpeed's ShareMemCommBuilder.NAME
+
+
+def skip_shared_memory_op(deepspeed) -> None:
+    """Keep DeepSpeed from JIT-building its shared-memory all-reduce when it starts on CPU.
+
+    DeepSpeed's torch backend builds that C++ op in every process it starts (40-85 s of
+    compiling on this 2-core machine whenever the cached build is missing or stale, and a
+    build killed midway leaves a lock on which every later job waits forever), yet only
+    `inference_all_reduce` uses it; our gradients go through torch.distributed (gloo)
+    or mpi4py. DeepSpeed skips an op it records as incompatible, falling back to
+    torch.distributed, so the op is recorded as such (tests/unit/distrib check this
+    against the installed DeepSpeed)."""
+    deepspeed.ops.__compatible_ops__[SHARED_MEMORY_OP] = False
+
+
 def take_over_gradient_exchange(engine) -> None:
     """Switch off DeepSpeed's own all-reduce (honoured in backward and step under ZeRO 0/1)."""
     engine.enable_backward_allreduce = False

@@ -30,7 +30,12 @@ import torch
 
 from compression import CompressionConfig
 from distrib.build_lock import clear_stale_build_locks
-from distrib.deepspeed_glue import build_communicator, exchange_gradients, take_over_gradient_exchange
+from distrib.deepspeed_glue import (
+    build_communicator,
+    exchange_gradients,
+    skip_shared_memory_op,
+    take_over_gradient_exchange,
+)
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, load
@@ -77,6 +82,8 @@ def import_deepspeed(use_gpu: bool):
     clear_stale_build_locks()
     import deepspeed
 
+    if not use_gpu:
+        skip_shared_memory_op(deepspeed)
     return deepspeed
 
 
