@@ -19,10 +19,12 @@ from pathlib import Path
 
 from launch.backends.plan import worker_plan
 from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.failures import STORAGE_ERRNOS, Failure
 from launch.runs.files import write_atomic
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from trainers.checkpoint import sealed_step
 from trainers.loop import Worker, import_deepspeed
 
 
@@ -64,13 +66,16 @@ def run_mpi_job(spec: JobSpec) -> Path | None:
     metrics = MetricsLog(str(run_dir)) if comm.rank == 0 else None
     checkpoints = DirectoryCheckpoints(run_dir / "checkpoints", rank=comm.rank, barrier=comm.Barrier,
                                        keep=spec.run.keep_checkpoints)
-    started, error = time.perf_counter(), None
+    started, error, worker = time.perf_counter(), None, None
     try:
-        Worker(worker_plan(spec, ds_config), rank=comm.rank, world_size=comm.size,
-               reporter=metrics, checkpoints=checkpoints).run()
+        worker = Worker(worker_plan(spec, ds_config), rank=comm.rank, world_size=comm.size,
+                        reporter=metrics, checkpoints=checkpoints)
+        worker.run()
     except Exception as err:  # noqa: BLE001 - rank 0 must still write the summary
-        traceback.print_exc()
-        error = f"rank {comm.rank}: {type(err).__name__}: {err}"
+        failure = Failure.of(err, rank=comm.rank, step=worker.step if worker else None)
+        if failure.errno not in STORAGE_ERRNOS:  # a full disk needs no traceback, a bug does
+            traceback.print_exc()
+        error = failure.describe()
     if comm.rank == 0:
         rows, info = metrics.snapshot()
         finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
@@ -107,3 +112,9 @@ class DirectoryCheckpoints:
     def latest(self):
         # An mpiexec job is not restarted by a supervisor: it always starts fresh.
         yield None
+
+    def earlier(self, latest: Path) -> list[Path]:
+        """The complete checkpoints before `latest`, newest first (incomplete ones: see
+        trainers/checkpoint.py)."""
+        steps = {folder: sealed_step(folder) for folder in self.root.glob("step_*") if folder != Path(latest)}
+        return sorted((folder for folder, step in steps.items() if step is not None), key=steps.get, reverse=True)

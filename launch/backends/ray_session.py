@@ -16,6 +16,7 @@ import ray
 
 from launch.backends.ray_private import PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs
 from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.failures import Failure
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
@@ -149,13 +150,16 @@ def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = 
     )
 
 
-def fit_error(trainer) -> str | None:
-    """Run a TorchTrainer to its end; the error that ended it, or None."""
+def fit_error(trainer, recorder) -> str | None:
+    """Run a TorchTrainer to its end; the error that ended it, or None. The recorder's
+    failures (launch/runs/failures.py) say it best: the failing rank, step and error, or
+    why restarting stopped (the workers of the attempt after that return at once, so the
+    fit itself ends without error then)."""
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - reported in the summary, never lost
-        return f"{type(err).__name__}: {err}"
-    return None
+        return ray.get(recorder.failure_error.remote()) or f"{type(err).__name__}: {err}"
+    return ray.get(recorder.stop_reason.remote())
 
 
 # ---------------------------------------------------------------- inside a Ray Train worker
@@ -170,27 +174,48 @@ def ray_train_worker(config: dict) -> None:
 
     quiet_ray_train_worker_logs()
     context = ray.train.get_context()
-    Worker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
-           reporter=config["reporter"], checkpoints=config["checkpoints"]).run()
+    rank, recorder = context.get_world_rank(), config["reporter"].recorder
+    if ray.get(recorder.stop_reason.remote()) is not None:
+        return  # restarting stopped (launch/runs/failures.py): the driver reports why
+    worker = None
+    try:
+        worker = Worker(config["plan"], rank=rank, world_size=context.get_world_size(),
+                        reporter=config["reporter"], checkpoints=config["checkpoints"])
+        worker.run()
+    except Exception as err:
+        # Recorded before Ray Train hears of it, so that its restart sees whether to go on.
+        ray.get(recorder.record_failure.remote(Failure.of(err, rank=rank, step=worker.step if worker else None)))
+        raise
 
 
 class ActorReporter:
-    """Fire-and-forget calls to the RunRecorder actor (Ray keeps their order)."""
+    """Calls to the RunRecorder actor (Ray keeps their order), fire-and-forget, except that
+    a call that failed (the recorder could not write: a full disk) raises its error in the
+    worker at the next call, which stops the worker."""
 
     def __init__(self, recorder):
         self.recorder = recorder
+        self.pending = None  # the last call's result
+
+    def _call(self, method, *args, **kwargs) -> None:
+        if self.pending is not None:
+            try:
+                ray.get(self.pending)
+            except ray.exceptions.RayTaskError as err:
+                raise err.cause from None  # the recorder's OSError, without Ray's wrapping
+        self.pending = method.remote(*args, **kwargs)
 
     def log(self, rows):
-        self.recorder.log.remote(rows)
+        self._call(self.recorder.log, rows)
 
     def log_events(self, lines):
-        self.recorder.log_events.remote(lines)
+        self._call(self.recorder.log_events, lines)
 
     def rewind(self, step):
-        self.recorder.rewind.remote(step)
+        self._call(self.recorder.rewind, step)
 
     def set_info(self, **info):
-        self.recorder.set_info.remote(**info)
+        self._call(self.recorder.set_info, **info)
 
 
 class RayTrainCheckpoints:
@@ -200,6 +225,8 @@ class RayTrainCheckpoints:
     def save(self, step: int, write_files) -> None:
         import ray.train
 
+        # Ray copies the files into run_dir/<name>/checkpoint_<time>/ in no set order and
+        # without fsync; the workers' seals tell a complete copy (trainers/checkpoint.py).
         with tempfile.TemporaryDirectory() as tmp:
             write_files(Path(tmp))
             ray.train.report(self.metrics(step), checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -218,3 +245,12 @@ class RayTrainCheckpoints:
             return
         with checkpoint.as_directory() as folder:
             yield folder
+
+    def earlier(self, latest: Path) -> list[Path]:
+        """The other checkpoints Ray Train keeps (run.keep_checkpoints), newest first."""
+        import ray.train
+
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
+        order = sorted(range(len(reported)), key=lambda i: (reported[i].metrics.get("step", -1), i), reverse=True)
+        return [Path(reported[i].checkpoint.path) for i in order if Path(reported[i].checkpoint.path) != Path(latest)]
