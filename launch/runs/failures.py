@@ -4,10 +4,11 @@ Ray Train restarts a failed worker group from its last checkpoint, up to run.max
 times (-1: without end). A failure that a restart cannot cure would then loop forever, so
 the run stops, with that failure as its error, when:
 
-- the same failure happens for the REPEATS_TO_STOP-th time: the same step, the same error
-  type and the same message (for an OSError its errno and description, not the file name:
-  Ray names each checkpoint folder by the time). A deterministic bug at step 57 stops at
-  the third attempt that reaches step 57; a worker lost to a flaky node fails elsewhere;
+- the same failure happens for the REPEATS_TO_STOP-th time: the same rank, the same step
+  (0: before the first step, as in a restore; None: the worker was not even built), the same error type and the same
+  message (for an OSError its errno, not the file name: Ray names each checkpoint folder
+  by the time). A deterministic bug at step 57 stops at the third attempt that reaches
+  step 57; a worker lost to a flaky node fails elsewhere;
 - at once, when a write runs out of space or quota or meets a read-only file system, and
   whenever the recorder cannot write the run directory: a run directory that cannot take
   the results is not cured by retrying.
@@ -23,8 +24,7 @@ KEPT = 20  # failures listed in summary.json; the count covers them all
 
 @dataclass(frozen=True)
 class Failure:
-    """One error that ended a worker (rank) or the recorder (rank None) at `step` (None:
-    before training started)."""
+    """One error that ended a worker (rank) or the recorder (rank None) at `step`."""
 
     rank: int | None
     step: int | None
@@ -38,14 +38,13 @@ class Failure:
         return cls(rank, step, type(err).__name__, str(err), code)
 
     def signature(self) -> tuple:
-        """What makes two failures "the same" (the rank aside: any rank may hit it first)."""
-        if self.errno is not None:
-            return self.step, self.error_type, self.errno
-        return self.step, self.error_type, self.message
+        """What makes two failures "the same". The rank counts, so that an error every rank
+        hits (a corrupt checkpoint) counts once per attempt."""
+        return self.rank, self.step, self.error_type, self.message if self.errno is None else self.errno
 
     def describe(self) -> str:
         where = "the recorder" if self.rank is None else f"rank {self.rank}"
-        when = "before training" if self.step is None else f"at step {self.step}"
+        when = "while starting" if self.step is None else f"at step {self.step}"
         return f"{where} {when}: {self.error_type}: {self.message}"
 
 
