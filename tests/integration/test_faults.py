@@ -59,7 +59,7 @@ def start(tmp_path):
             driver.wait(timeout=60)
 
 
-def wait_for(driver: subprocess.Popen, log: Path, ready, timeout: float = 240):
+def wait_for(driver: subprocess.Popen, log: Path, ready, timeout: float = 480):
     """Poll until `ready(run_dir)` returns something; that, with the run directory."""
     deadline = time.monotonic() + timeout
     while driver.poll() is None and time.monotonic() < deadline:
@@ -81,7 +81,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(tmp_path, star
     (older, _), (newest, folder) = checkpoints[-2:]
     corrupt(folder / "model.pt")
     kill_a_worker(driver)
-    driver.wait(timeout=300)
+    driver.wait(timeout=480)
     output = log.read_text()
     assert driver.returncode == 0, output[-4000:]
     assert f"skipping the checkpoint {folder}: {folder / 'model.pt'}: corrupt" in output
@@ -101,7 +101,7 @@ def test_a_failure_repeating_at_the_same_step_stops_the_job(tmp_path, start):
     folder = checkpoints[-1][1]
     corrupt(folder / "model.pt")
     kill_a_worker(driver)
-    driver.wait(timeout=300)
+    driver.wait(timeout=480)
     output = log.read_text()
     assert driver.returncode == 1, output[-4000:]
     summary = json.loads((run_dir / SUMMARY).read_text())
@@ -119,7 +119,7 @@ def test_a_full_disk_stops_the_job_cleanly(tmp_path, start):
                             "run.max_failures=-1")
         wait_for(driver, log, registered_checkpoints)
         disk.fill()
-        driver.wait(timeout=300)
+        driver.wait(timeout=480)
         output = log.read_text()
         run_dir = run_dir_of(output)
         assert driver.returncode == 1, output[-4000:]
