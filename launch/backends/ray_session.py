@@ -171,11 +171,16 @@ def ray_train_worker(config: dict) -> None:
     flavour's driver. Ray ships the config as one object, so parts that share an object on
     the driver (a Tune trial's rounds and its checkpoints) still share it here."""
     import ray.train
+    import torch.distributed
 
     quiet_ray_train_worker_logs()
     context = ray.train.get_context()
     rank, recorder = context.get_world_rank(), config["reporter"].recorder
-    if ray.get(recorder.stop_reason.remote()) is not None:
+    # Rank 0's answer for all (Ray Train set the process group up): a rank that returned
+    # would leave the others waiting in their first collective.
+    stop = [ray.get(recorder.stop_reason.remote()) if rank == 0 else None]
+    torch.distributed.broadcast_object_list(stop, src=0)
+    if stop[0] is not None:
         return  # restarting stopped (launch/runs/failures.py): the driver reports why
     worker = None
     try:
