@@ -37,6 +37,10 @@ class CheckpointStore(Protocol):
     def latest(self) -> AbstractContextManager[str | Path | None]:
         """The newest checkpoint's folder to restore from, or None to start fresh."""
 
+    def earlier(self, latest: Path) -> list[Path]:
+        """The checkpoints before `latest`, newest first: where a restore falls back to when
+        `latest` is incomplete or corrupt."""
+
 
 class TaskData(Protocol):
     """A task's data (trainers/tasks/), sharded by rank and seeded per member and step."""

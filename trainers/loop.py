@@ -38,7 +38,7 @@ from distrib.deepspeed_glue import (
 )
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
-from trainers.checkpoint import atomic_save, load
+from trainers.checkpoint import atomic_save, restore_newest, seal
 from trainers.config import ModelConfig, TaskConfig, TrainConfig
 from trainers.contracts import CheckpointStore, HyperparamSource, PerturbationRounds, Reporter
 from trainers.loss_scaler import MemberLossScaler, members_unchanged, unscale_gradients_
@@ -335,6 +335,7 @@ class Worker:
         """Rank 0 writes the weights and counters; every rank its optimizer state, RNG states
         (the CPU's and every GPU's: dropout masks), error-feedback residuals (they differ per
         worker) and the members' fp16 loss scales."""
+        names = [f"worker_rank{self.rank}.pt"] + (["model.pt"] if self.rank == 0 else [])
         if self.rank == 0:
             atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
                          "model": self.engine.module.state_dict(), "population": self.population.state_dict(),
@@ -348,13 +349,18 @@ class Worker:
                      "exchange": self.exchange.state_dict(),
                      "bytes_sent_total": self.bytes_sent_total, "dense_bytes_total": self.dense_bytes_total},
                     folder / f"worker_rank{self.rank}.pt")
+        # Last: the checkpoint counts as complete once every rank's seal is there (trainers/checkpoint.py).
+        seal(folder, rank=self.rank, world_size=self.world_size, step=self.step, names=names)
 
     def _restore(self) -> None:
+        """From the newest checkpoint every rank reads intact: a corrupt or incomplete one is
+        named and skipped for the one before (trainers/checkpoint.py: restore_newest)."""
         with self.checkpoints.latest() as folder:
             if folder is None:
                 return
-            state = load(Path(folder) / "model.pt")
-            worker_state = load(Path(folder) / f"worker_rank{self.rank}.pt")
+            state, worker_state = restore_newest(
+                Path(folder), lambda: self.checkpoints.earlier(Path(folder)), rank=self.rank,
+                all_agree=lambda ok: bool(self._mean_across_workers(torch.tensor([float(ok)]))[0] == 1.0), say=say)
         self.engine.module.load_state_dict(state["model"])  # includes each member's dropout rate
         self.population.load_state_dict(state["population"])
         self.optimizer.load_state_dict(worker_state["optimizer"])  # includes each member's learning rate

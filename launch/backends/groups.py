@@ -79,7 +79,7 @@ class GroupReporter(ActorReporter):
         super().log([{**row, "member": layout.global_id(group, row["member"]), "group": group} for row in rows])
 
     def rewind(self, step):
-        self.recorder.rewind.remote(step, self.link.layout.global_ids(self.link.group))
+        self._call(self.recorder.rewind, step, self.link.layout.global_ids(self.link.group))
 
     def set_info(self, **info):
         super().set_info(**{**info, "members": self.link.layout.population, "groups": self.link.layout.groups,
@@ -167,7 +167,8 @@ class GroupRounds:
 def fit_group(spec: JobSpec, loop_config: dict, run_dir: str, group: int) -> str | None:
     """One group's TorchTrainer.fit() (a task, so that the G fits run side by side); the
     error that ended it, or None."""
-    return fit_error(ray_trainer(spec, loop_config, run_dir=Path(run_dir), name=f"checkpoints_g{group}"))
+    return fit_error(ray_trainer(spec, loop_config, run_dir=Path(run_dir), name=f"checkpoints_g{group}"),
+                     loop_config["reporter"].recorder)
 
 
 def group_plan(spec: JobSpec, ds_config: dict, link: GroupLink, global_state: dict) -> WorkerPlan:

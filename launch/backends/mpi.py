@@ -25,10 +25,12 @@ from distrib import rendezvous
 from launch.backends.interrupts import Interrupted, StopRequest, say_how_to_resume, signals_noted
 from launch.backends.plan import worker_plan
 from launch.runs.directory import finish_run, prepare_run_dir
+from launch.runs.failures import STORAGE_ERRNOS, Failure
 from launch.runs.files import read_json, write_atomic
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from trainers.checkpoint import sealed_step
 from trainers.contracts import PerturbationRounds
 from trainers.loop import Worker, import_deepspeed
 
@@ -73,12 +75,13 @@ def run_mpi_job(spec: JobSpec, *, resume: Path | None = None) -> Path | None:
     metrics = MetricsLog(str(run_dir), resume=resume is not None) if comm.rank == 0 else None
     checkpoints = DirectoryCheckpoints(run_dir / "checkpoints", rank=comm.rank, barrier=comm.Barrier,
                                        keep=spec.run.keep_checkpoints, resume=resume is not None)
-    started, error = time.perf_counter(), None
+    started, error, worker = time.perf_counter(), None, None
     with signals_noted() as stop:
         plan = worker_plan(spec, ds_config)
         plan = replace(plan, rounds=StopAtSignal(plan.rounds, stop, comm))
         try:
-            Worker(plan, rank=comm.rank, world_size=comm.size, reporter=metrics, checkpoints=checkpoints).run()
+            worker = Worker(plan, rank=comm.rank, world_size=comm.size, reporter=metrics, checkpoints=checkpoints)
+            worker.run()
         except Interrupted as interrupted:
             if comm.rank == 0:
                 rows, info = metrics.snapshot()
@@ -87,8 +90,10 @@ def run_mpi_job(spec: JobSpec, *, resume: Path | None = None) -> Path | None:
                 say_how_to_resume(run_dir, interrupted, mpi_ranks=comm.size)
             raise SystemExit(interrupted.exit_status) from None
         except Exception as err:  # noqa: BLE001 - rank 0 must still write the summary
-            traceback.print_exc()
-            error = f"rank {comm.rank}: {type(err).__name__}: {err}"
+            failure = Failure.of(err, rank=comm.rank, step=worker.step if worker else None)
+            if failure.errno not in STORAGE_ERRNOS:  # a full disk needs no traceback, a bug does
+                traceback.print_exc()
+            error = failure.describe()
     if comm.rank == 0:
         rows, info = metrics.snapshot()
         finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
@@ -150,3 +155,9 @@ class DirectoryCheckpoints:
         # An mpiexec job is not restarted by a supervisor: it starts fresh, unless resumed.
         marker = read_json(self.root / "latest.json") if self.resume else {}
         yield self.root / marker["folder"] if marker.get("folder") else None
+
+    def earlier(self, latest: Path) -> list[Path]:
+        """The complete checkpoints before `latest`, newest first (incomplete ones: see
+        trainers/checkpoint.py)."""
+        steps = {folder: sealed_step(folder) for folder in self.root.glob("step_*") if folder != Path(latest)}
+        return sorted((folder for folder, step in steps.items() if step is not None), key=steps.get, reverse=True)

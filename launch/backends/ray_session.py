@@ -19,7 +19,8 @@ from launch.backends.interrupts import Interrupted, run_in_thread, say_how_to_re
 from launch.backends.ray_private import (PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs,
                                          ray_on_loopback_only)
 from launch.runs.directory import finish_run, prepare_run_dir
-from launch.runs.files import METRICS, read_jsonl
+from launch.runs.failures import Failure
+from launch.runs.files import METRICS, read_metrics
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
@@ -78,7 +79,7 @@ def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s:
     checkpoint, which `launch resume` rewinds to. Exits with the signal's status."""
     _, info = ray.get(run.recorder.snapshot.remote())
     ray.shutdown()
-    rows = sorted(read_jsonl(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
+    rows = sorted(read_metrics(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
     finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
     say_how_to_resume(run.run_dir, interrupted, resumable=run.spec.population.groups == 1)
     raise SystemExit(interrupted.exit_status)
@@ -181,13 +182,16 @@ def ray_trainer(spec: JobSpec, loop_config: dict, *, run_dir: Path, name: str = 
     )
 
 
-def fit_error(trainer) -> str | None:
-    """Run a TorchTrainer to its end; the error that ended it, or None."""
+def fit_error(trainer, recorder) -> str | None:
+    """Run a TorchTrainer to its end; the error that ended it, or None. The recorder's
+    failures (launch/runs/failures.py) say it best: the failing rank, step and error, or
+    why restarting stopped (the workers of the attempt after that return at once, so the
+    fit itself ends without error then)."""
     try:
         trainer.fit()
     except Exception as err:  # noqa: BLE001 - reported in the summary, never lost
-        return f"{type(err).__name__}: {err}"
-    return None
+        return ray.get(recorder.failure_error.remote()) or f"{type(err).__name__}: {err}"
+    return ray.get(recorder.stop_reason.remote())
 
 
 # ---------------------------------------------------------------- inside a Ray Train worker
@@ -199,30 +203,56 @@ def ray_train_worker(config: dict) -> None:
     flavour's driver. Ray ships the config as one object, so parts that share an object on
     the driver (a Tune trial's rounds and its checkpoints) still share it here."""
     import ray.train
+    import torch.distributed
 
     quiet_ray_train_worker_logs()
     context = ray.train.get_context()
-    Worker(config["plan"], rank=context.get_world_rank(), world_size=context.get_world_size(),
-           reporter=config["reporter"], checkpoints=config["checkpoints"]).run()
+    rank, recorder = context.get_world_rank(), config["reporter"].recorder
+    # Rank 0's answer for all (Ray Train set the process group up): a rank that returned
+    # would leave the others waiting in their first collective.
+    stop = [ray.get(recorder.stop_reason.remote()) if rank == 0 else None]
+    torch.distributed.broadcast_object_list(stop, src=0)
+    if stop[0] is not None:
+        return  # restarting stopped (launch/runs/failures.py): the driver reports why
+    worker = None
+    try:
+        worker = Worker(config["plan"], rank=rank, world_size=context.get_world_size(),
+                        reporter=config["reporter"], checkpoints=config["checkpoints"])
+        worker.run()
+    except Exception as err:
+        # Recorded before Ray Train hears of it, so that its restart sees whether to go on.
+        ray.get(recorder.record_failure.remote(Failure.of(err, rank=rank, step=worker.step if worker else None)))
+        raise
 
 
 class ActorReporter:
-    """Fire-and-forget calls to the RunRecorder actor (Ray keeps their order)."""
+    """Calls to the RunRecorder actor (Ray keeps their order), fire-and-forget, except that
+    a call that failed (the recorder could not write: a full disk) raises its error in the
+    worker at the next call, which stops the worker."""
 
     def __init__(self, recorder):
         self.recorder = recorder
+        self.pending = None  # the last call's result
+
+    def _call(self, method, *args, **kwargs) -> None:
+        if self.pending is not None:
+            try:
+                ray.get(self.pending)
+            except ray.exceptions.RayTaskError as err:
+                raise err.cause from None  # the recorder's OSError, without Ray's wrapping
+        self.pending = method.remote(*args, **kwargs)
 
     def log(self, rows):
-        self.recorder.log.remote(rows)
+        self._call(self.recorder.log, rows)
 
     def log_events(self, lines):
-        self.recorder.log_events.remote(lines)
+        self._call(self.recorder.log_events, lines)
 
     def rewind(self, step):
-        self.recorder.rewind.remote(step)
+        self._call(self.recorder.rewind, step)
 
     def set_info(self, **info):
-        self.recorder.set_info.remote(**info)
+        self._call(self.recorder.set_info, **info)
 
 
 class RayTrainCheckpoints:
@@ -232,6 +262,8 @@ class RayTrainCheckpoints:
     def save(self, step: int, write_files) -> None:
         import ray.train
 
+        # Ray copies the files into run_dir/<name>/checkpoint_<time>/ in no set order and
+        # without fsync; the workers' seals tell a complete copy (trainers/checkpoint.py).
         with tempfile.TemporaryDirectory() as tmp:
             write_files(Path(tmp))
             ray.train.report(self.metrics(step), checkpoint=ray.train.Checkpoint.from_directory(tmp))
@@ -250,3 +282,12 @@ class RayTrainCheckpoints:
             return
         with checkpoint.as_directory() as folder:
             yield folder
+
+    def earlier(self, latest: Path) -> list[Path]:
+        """The other checkpoints Ray Train keeps (run.keep_checkpoints), newest first."""
+        import ray.train
+
+        reported = ray.train.get_all_reported_checkpoints(
+            consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED, timeout_s=60)
+        order = sorted(range(len(reported)), key=lambda i: (reported[i].metrics.get("step", -1), i), reverse=True)
+        return [Path(reported[i].checkpoint.path) for i in order if Path(reported[i].checkpoint.path) != Path(latest)]

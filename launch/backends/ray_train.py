@@ -14,6 +14,6 @@ def run_ray_train_job(spec: JobSpec, *, resume: Path | None = None) -> Path:
     def fit(run: RayRun) -> str | None:
         config = {"plan": worker_plan(spec, run.ds_config), "reporter": ActorReporter(run.recorder),
                   "checkpoints": RayTrainCheckpoints()}
-        return fit_error(ray_trainer(spec, config, run_dir=run.run_dir))
+        return fit_error(ray_trainer(spec, config, run_dir=run.run_dir), run.recorder)
 
     return run_on_ray(spec, fit, resume=resume)

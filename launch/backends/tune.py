@@ -59,10 +59,10 @@ class TrialReporter(ActorReporter):
         super().log([{**row, "member": self.member} for row in rows])
 
     def log_restores(self, records):
-        self.recorder.log_restores.remote([{**record, "member": self.member} for record in records])
+        self._call(self.recorder.log_restores, [{**record, "member": self.member} for record in records])
 
     def rewind(self, step):
-        self.recorder.rewind.remote(step, [self.member])
+        self._call(self.recorder.rewind, step, [self.member])
 
     def set_info(self, **info):
         super().set_info(**{k: v for k, v in info.items() if k not in ("members", "initial_hyperparams")})
@@ -146,6 +146,9 @@ def member_trial(config: dict, *, spec: JobSpec, ds_config: dict, recorder, roun
             "checkpoints": TrialCheckpoints(checkpoint.path if checkpoint else None, metric, plan.rounds),
         }, run_dir=Path(rounds_dir), name=f"{_member_name(config)}-{uuid.uuid4().hex[:8]}")
         result = trainer.fit()
+        stop = ray.get(recorder.stop_reason.remote())
+        if stop is not None:  # the round's workers stopped restarting (launch/runs/failures.py)
+            raise RuntimeError(stop)
         step = result.metrics["step"]
         tune.report({TIME_ATTR: step, metric: result.metrics[metric]},
                     checkpoint=tune.Checkpoint(result.checkpoint.path))

@@ -7,8 +7,14 @@ Run directory (absolute path printed at start and end of a job):
   summary.json      final figures              checkpoints/     the launcher's checkpoints
   pbt_events.jsonl  every exploit/explore      report.md + PNGs a person's view of it all
   restores.jsonl    (tune backend) what a member held right after each restore
+
+Every JSON file is strict JSON: a non-finite number (a diverged member's NaN or infinite
+loss) is written as null (`to_json`), and `read_metrics` reads null back as NaN. A JSON-lines
+file only ever gains whole lines (`append_lines`); its readers skip a torn last line, which
+runs written before that could hold.
 """
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -39,6 +45,45 @@ def write_atomic(path: Path, text: str) -> Path:
     return write_atomic_with(path, lambda tmp: tmp.write_text(text))
 
 
+def to_json(value, *, indent: int | None = None) -> str:
+    """`value` as strict JSON (RFC 8259 has no NaN or Infinity): non-finite floats become null."""
+    return json.dumps(_finite_or_none(value), indent=indent, allow_nan=False)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append `lines` (each without its newline) to a JSON-lines file as whole lines or not
+    at all: a write that fails (a full disk) is cut back to where the file ended, so no reader
+    ever sees half a line. A file that ends inside a line (an older run's crash) gets a line
+    break first, so the new lines stay whole."""
+    if not lines:
+        return
+    data = "".join(line + "\n" for line in lines).encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            data = b"\n" + data
+        try:
+            written = 0
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError:
+            os.ftruncate(fd, size)  # frees blocks: works on a full disk
+            raise
+    finally:
+        os.close(fd)
+
+
 def save_figure(fig, path: Path, *, dpi: int) -> Path:
     """A matplotlib Figure as a PNG, atomically."""
     return write_atomic_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
@@ -66,6 +111,13 @@ def read_jsonl(path: Path, notes: list[str] | None = None) -> list[dict]:
     if bad and notes is not None:
         notes.append(f"{bad} unreadable line(s) in `{path.name}` were skipped.")
     return rows
+
+
+def read_metrics(path: Path, notes: list[str] | None = None) -> list[dict]:
+    """The rows of `metrics.jsonl` (read_jsonl), with a null metric read back as the NaN it
+    stood for (no metric of a row is ever null otherwise)."""
+    return [{key: math.nan if value is None else value for key, value in row.items()}
+            for row in read_jsonl(path, notes)]
 
 
 def read_json(path: Path) -> dict:

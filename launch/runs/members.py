@@ -5,14 +5,16 @@ every launcher's checkpoint layout:
   checkpoints_g{g}/<folder>/model.pt        population.groups: member m is group m // P, row m % P
   tune/member{NN}/<folder>/model.pt         population.backend: tune: member m is trial m, row 0
 
-The final weights are those of the checkpoint with the highest step (a job always
-checkpoints its last step)."""
+The final weights are those of the complete checkpoint with the highest step (a job always
+checkpoints its last step); one cut short (trainers/checkpoint.py: its seals) is skipped.
+Runs from before checkpoints were sealed have no seals at all: all their checkpoints count."""
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from launch.runs.files import SUMMARY, read_json
+from trainers.checkpoint import incomplete, seals
 
 
 @dataclass(frozen=True)
@@ -45,8 +47,11 @@ def final_checkpoint(run_dir: Path, spec: dict, member: int) -> MemberCheckpoint
         row, members, count = member % size, size, size * groups
     if not 0 <= member < count:
         raise ValueError(f"member {member} is not in this run: it has members 0..{count - 1}")
+    paths = list(root.glob("**/model.pt"))
+    if any(seals(path.parent) for path in paths):
+        paths = [path for path in paths if incomplete(path.parent) is None]
     # Memory-mapped: comparing steps reads only each file's counters, not every weight.
-    states = [torch.load(path, weights_only=True, mmap=True) for path in root.glob("**/model.pt")]
+    states = [torch.load(path, weights_only=True, mmap=True) for path in paths]
     if not states:
-        raise ValueError(f"{root}: no checkpoint (model.pt) of member {member}")
+        raise ValueError(f"{root}: no complete checkpoint (model.pt) of member {member}")
     return MemberCheckpoint(max(states, key=lambda state: int(state["step"])), row, members)

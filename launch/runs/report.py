@@ -20,7 +20,7 @@ import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import EVENTS, METRICS, REPORT, SPEC, SUMMARY, read_jsonl, save_figure, write_atomic
+from launch.runs.files import EVENTS, METRICS, REPORT, SPEC, SUMMARY, read_metrics, save_figure, write_atomic
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -68,7 +68,7 @@ class Run:
 
 def load_run(run_dir: Path) -> Run:
     notes: list[str] = []
-    rows = read_jsonl(run_dir / METRICS, notes)
+    rows = read_metrics(run_dir / METRICS, notes)
     rows = [row for row in rows if isinstance(row.get("member"), int) and isinstance(row.get("step"), int)]
     events = _read_events(run_dir / EVENTS, notes)
     summary = _read_summary(run_dir / SUMMARY, notes)

@@ -1,4 +1,6 @@
-"""summary.json: the figures a person looks at first, computed from the metric rows."""
+"""summary.json: the figures a person looks at first, computed from the metric rows.
+A loss that went non-finite is written as null (launch/runs/files.py: to_json)."""
+import math
 
 
 def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) -> dict:
@@ -9,7 +11,7 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         val = [row for row in mine if "val_loss" in row]
         per_member[member] = {
             "final_val_loss": val[-1]["val_loss"] if val else None,
-            "best_val_loss": min(row["val_loss"] for row in val) if val else None,
+            "best_val_loss": min((row["val_loss"] for row in val if math.isfinite(row["val_loss"])), default=None),
             "final_loss": mine[-1]["loss"],
             "final_val_accuracy": val[-1].get("val_accuracy") if val else None,
             "hyperparams": mine[-1].get("hyperparams"),
@@ -43,6 +45,8 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         "bytes_sent_per_worker": sent,
         "dense_bytes_per_worker": dense,
         "compression_ratio": round(dense / sent, 2) if sent else None,
+        # Worker groups that failed and were restarted (or that ended the run): launch/runs/failures.py.
+        "failures": info.get("failures", {"count": 0, "last": []}),
     }
 
 

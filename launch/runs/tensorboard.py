@@ -7,15 +7,21 @@ run per member (member00, member01, ...), so the members overlay on every chart:
   bytes/sent_per_step, bytes/sent_total, bytes/dense_per_step   what the member put on the wire
   pbt (text)                           each exploit that replaced the member, at its step
 
-Written by the metric log (launch/runs/recorder.py), the one writer of the run's metrics.
-After a restart from a checkpoint at step s, a member's writer is reopened with
+Written by the metric log (launch/runs/recorder.py), the one writer of the run's metrics,
+synchronously: a write that fails (a full disk) raises in the recorder, which stops the run.
+(tensorboardX's SummaryWriter writes from a thread that dies on such an error, after which
+its bounded queue blocks the caller forever.) Each log call is flushed, so a chart a person
+opens mid-run is current. After a restart from a checkpoint at step s, a member's writer is reopened with
 `purge_step = s + 1`, which tells TensorBoard to hide what the member logged after s (it is
 logged again), as metrics.jsonl is rewound.
 """
 import json
+import time
 from pathlib import Path
 
-from tensorboardX import SummaryWriter
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.summary import scalar, text
 
 FOLDER = "tensorboard"
 ROW_SCALARS = {"loss": "loss/train", "val_loss": "loss/val", "val_accuracy": "accuracy/val", "lr": "lr",
@@ -23,22 +29,52 @@ ROW_SCALARS = {"loss": "loss/train", "val_loss": "loss/val", "val_accuracy": "ac
                "dense_bytes": "bytes/dense_per_step"}
 
 
+class MemberWriter:
+    """One member's event file, written in the caller's thread."""
+
+    def __init__(self, folder: Path, *, purge_step: int | None, suffix: str):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.events = EventsWriter(str(folder / "events"), suffix)
+        if purge_step is not None:
+            # What SummaryWriter(purge_step=) writes: TensorBoard hides earlier files' events from there on.
+            self._write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self._write(Event(step=step, summary=scalar(tag, value)))
+
+    def add_text(self, tag: str, value: str, step: int) -> None:
+        self._write(Event(step=step, summary=text(tag, value)))
+
+    def _write(self, event: Event) -> None:
+        event.wall_time = time.time()
+        self.events.write_event(event)
+
+    def flush(self) -> None:
+        self.events.flush()
+
+    def close(self) -> None:
+        self.events.close()
+
+
 class MemberBoards:
     def __init__(self, run_dir: str | Path):
         self.root = Path(run_dir) / FOLDER
-        self.writers: dict[int, SummaryWriter] = {}
+        self.writers: dict[int, MemberWriter] = {}
         self.opened = 0  # writers opened so far: a file name of its own for each
 
-    def _writer(self, member: int, purge_step: int | None = None) -> SummaryWriter:
+    def _writer(self, member: int, purge_step: int | None = None) -> MemberWriter:
         if member not in self.writers or purge_step is not None:
             if member in self.writers:
-                self.writers[member].close()
-            # A reopened writer's file must not share the name (time stamp and host) of the one
-            # it follows. flush_secs: a chart a person opens mid-run is at most seconds old.
+                self.writers.pop(member).close()
+            # A reopened writer's file must not share the name (time stamp and host) of the one it follows.
             self.opened += 1
-            self.writers[member] = SummaryWriter(str(self.root / f"member{member:02d}"), purge_step=purge_step,
-                                                 flush_secs=10, filename_suffix=f".{self.opened}")
+            self.writers[member] = MemberWriter(self.root / f"member{member:02d}", purge_step=purge_step,
+                                                suffix=f".{self.opened}")
         return self.writers[member]
+
+    def flush(self) -> None:
+        for writer in self.writers.values():
+            writer.flush()
 
     def log(self, rows: list[dict]) -> None:
         for row in rows:
@@ -48,6 +84,7 @@ class MemberBoards:
                     writer.add_scalar(tag, row[key], step)
             for name, value in (row.get("hyperparams") or {}).items():
                 writer.add_scalar(f"hyperparams/{name}", value, step)
+        self.flush()
 
     def log_events(self, lines: list[str]) -> None:
         for line in lines:
@@ -56,14 +93,20 @@ class MemberBoards:
             self._writer(event["target"]).add_text(
                 "pbt", f"member {event['target']} <- member {event['source']} ({event.get('reason')}): {changes}",
                 event["step"])
+        self.flush()
 
     def rewind(self, step: int, members: list[int] | None = None) -> None:
         for member in (members if members is not None else list(self.writers)):
             self._writer(member, purge_step=step + 1)
+        self.flush()
 
     def close(self) -> None:
-        """Write out everything (a writer's flush() leaves its queue to a background thread;
-        close() drains it). A later row opens a new file."""
-        for writer in self.writers.values():
-            writer.close()
-        self.writers.clear()
+        """Write out everything; a later row opens a new file."""
+        writers, self.writers, failed = list(self.writers.values()), {}, None
+        for writer in writers:
+            try:
+                writer.close()
+            except OSError as err:  # close the others all the same
+                failed = failed or err
+        if failed:
+            raise failed

@@ -29,7 +29,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import METRICS, SUMMARY, read_json, read_jsonl, save_figure, write_atomic
+from launch.runs.files import METRICS, SUMMARY, read_json, read_metrics, save_figure, write_atomic
 from launch.study.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow,
                                    Projection, collective_for, project)
 
@@ -106,7 +106,7 @@ def _curve(run_dir: Path | None, notes: list[str], label: str) -> tuple[list[int
         return [], [], []
     by_step: dict[int, list[dict]] = {}
     read_notes: list[str] = []
-    for row in read_jsonl(run_dir / METRICS, read_notes):
+    for row in read_metrics(run_dir / METRICS, read_notes):
         if isinstance(row.get("step"), int) and row.get("val_loss") is not None:
             by_step.setdefault(row["step"], []).append(row)
     notes += [f"{label}: {note}" for note in read_notes]

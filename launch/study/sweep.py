@@ -71,7 +71,7 @@ import yaml
 
 from compression import METHODS, CompressionConfig
 from compression.spec_types import shorten
-from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_jsonl, run_dir_in, write_atomic_with
+from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_metrics, run_dir_in, write_atomic_with
 from launch.spec.problems import Problem, SpecError
 from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
 
@@ -544,7 +544,7 @@ def _window_step_times(rows: list[dict]) -> dict[str, float | None]:
 
 def _step_rows(path: Path) -> list[dict]:
     """The metric rows of training steps (with their byte counts)."""
-    return [row for row in read_jsonl(path) if isinstance(row.get("step"), int) and "bytes_sent" in row]
+    return [row for row in read_metrics(path) if isinstance(row.get("step"), int) and "bytes_sent" in row]
 
 
 def write_results_csv(rows: list[dict], path: Path) -> Path:

@@ -6,7 +6,7 @@ import pydantic
 import pytest
 import torch
 
-from trainers.attention import ALL_KINDS, BLOCKS, KERNELS, SUBLAYERS
+from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 from trainers.attention.config import LaraAttentionConfig, LinearAttentionConfig
 from trainers.attention.grid import grid_kwargs, requires_grid
 from trainers.config import ModelConfig
