@@ -4,13 +4,15 @@ import os
 
 
 def last_recorded_cluster() -> str | None:
-    """The address `ray.init(address="auto")` would join ("host:port"), or None when no
-    cluster is recorded or running. Ray resolves "auto" from its temp dir's record of the
-    last head started on this machine; there is no public call for it."""
-    from ray._private.services import canonicalize_bootstrap_address
+    """The address `ray.init(address="auto")` would join ("host:port") as Ray recorded it,
+    or None when no cluster is recorded or running. Ray reads it from its temp dir's record
+    of the last head started on this machine; there is no public call for it. Ray's own
+    `canonicalize_bootstrap_address` would also rewrite 127.0.0.1 to the machine's interface
+    address, where a loopback head (make quickstart's) does not listen."""
+    from ray._private.services import get_ray_address_from_environment
 
     try:
-        return canonicalize_bootstrap_address("auto")
+        return get_ray_address_from_environment("auto", None)
     except ConnectionError:  # no cluster recorded and none running
         return None
 

@@ -93,14 +93,15 @@ def connect_ray() -> None:
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS", "auto")
-    if address == "auto" and not last_cluster_answers():
-        address = "local"
+    detected = address == "auto"
+    if detected:
+        address = joinable_cluster() or "local"
     if address != "local":
         try:
             ray.init(address=address, logging_level="WARNING")
             return
         except ConnectionError:
-            if address != "auto":
+            if not detected:
                 raise
     # Everything Ray starts listens on 127.0.0.1 (docs/scaling.md), the dashboard included
     # (it serves Ray's state API, which Ray Train polls), and so do the workers' process groups.
@@ -110,21 +111,25 @@ def connect_ray() -> None:
     os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see ray_private)
 
 
-def last_cluster_answers(timeout_s: float = 2.0) -> bool:
-    """Whether the cluster `address="auto"` would join is up. A head that died without
+def joinable_cluster(timeout_s: float = 2.0) -> str | None:
+    """The cluster `address="auto"` would join, if it answers. A head that died without
     `ray stop` leaves its address in Ray's temp dir, and `ray.init("auto")` then retries
-    that dead address for minutes instead of failing."""
+    that dead address for minutes instead of failing. A head on loopback is joined in Ray's
+    single-machine mode, as it was started (see ray_private.ray_on_loopback_only)."""
     address = last_recorded_cluster()
     if address is None:
-        return False
+        return None
     host, port = address.rsplit(":", 1)
     try:
         with socket.create_connection((host, int(port)), timeout=timeout_s):
-            return True
+            pass
     except OSError:
         print(f"note: the last Ray cluster on this machine ({address}) does not answer; "
               "starting a local Ray instance for this job", file=sys.stderr)
-        return False
+        return None
+    if host in ("127.0.0.1", "localhost", "::1"):
+        ray_on_loopback_only()
+    return address
 
 
 def check_resources(spec: JobSpec) -> None:

@@ -67,3 +67,17 @@ def test_ray_job_submit_round_trip(ray_head, tmp_path):
     assert "[step 20/20]" in output  # progress lines reach `ray job logs`
     assert sorted(entry for entry in seen if not is_loopback(entry[0])) == []
     assert any("RayTrainWorker" in command for *_, command in seen), seen  # the job's workers were seen
+
+
+def test_launch_run_joins_the_loopback_head_started_on_this_machine(ray_head, tmp_path):
+    """Without RAY_ADDRESS, `launch run` joins the head `ray start` left on this machine (a
+    loopback head, as make quickstart starts one) instead of starting a Ray of its own."""
+    env = {key: value for key, value in launch_env().items() if key != "RAY_ADDRESS"}
+    done, seen = run_watching_listeners(
+        [sys.executable, "-m", "launch", "run", "configs/tiny.yaml", "--set", f"run.storage={tmp_path / 'runs'}"],
+        cwd=REPO, env=env, timeout=400)  # only the run's own process tree is watched
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert "does not answer" not in output and "[step 20/20]" in output
+    own_daemons = [command for *_, command in seen if "gcs_server" in command or "raylet" in command]
+    assert own_daemons == [], own_daemons  # the GCS and raylet it used are the head's
