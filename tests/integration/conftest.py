@@ -1,4 +1,5 @@
 """Helpers for tests that start real Ray clusters, DeepSpeed workers and mpiexec."""
+import json
 import os
 import socket
 import subprocess
@@ -9,6 +10,7 @@ import pytest
 
 from launch.quickstart import ensure_auth_token
 from launch.runs.files import METRICS, read_jsonl, run_dir_in
+from pbt.events import read_events
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -38,6 +40,29 @@ def run_dir_of(output: str) -> Path:
 
 def read_rows(run_dir: Path) -> list[dict]:
     return read_jsonl(run_dir / METRICS)
+
+
+def train_two_members_under_pbt(spec: str, storage: Path, *overrides: str) -> Path:
+    """Run a 6-step, 2-worker mpiexec job of 2 members under PBT with top-k compression
+    (configs/tiny_listops.yaml, configs/tiny_pathfinder.yaml) and check what every such job
+    must show: completed, both members logged, top-k did the exchange, one exploit at step 3
+    (none at the last step). Returns the run directory."""
+    mpiexec = str(Path(sys.executable).with_name("mpiexec"))
+    args = [mpiexec, "-n", "2", sys.executable, "-m", "launch", "run", spec, "--set", f"run.storage={storage}"]
+    for item in overrides:
+        args += ["--set", item]
+    done = subprocess.run(args, cwd=REPO, env=launch_env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_dir = run_dir_of(done.stdout)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["steps"] == 6
+    rows = read_rows(run_dir)
+    assert {row["member"] for row in rows} == {0, 1}
+    assert all(0 < row["bytes_sent"] < row["dense_bytes"] for row in rows)  # top-k did the exchange
+    assert all(0.0 <= row["val_accuracy"] <= 1.0 for row in rows if "val_accuracy" in row)
+    events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
+    assert [e.step for e in events] == [3]  # one round (none at the last step): the worse member copied
+    return run_dir
 
 
 @pytest.fixture(scope="session", autouse=True)
