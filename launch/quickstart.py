@@ -15,11 +15,10 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 from distrib.rendezvous import LOOPBACK_INTERFACES
 from launch.backends.ray_private import CLUSTERS_ENV, PREEMPTION_WATCHER_ENV
-from launch.runs.files import EVENTS, REPORT, SPEC, SUMMARY, read_jsonl, run_dir_in
+from launch.runs.directory import read_run_spec
+from launch.runs.files import EVENTS, REPORT, SUMMARY, read_jsonl, run_dir_in
 from launch.runs.members import best_member
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
@@ -122,8 +121,7 @@ def closing_lines(run_dir: Path, summary: dict) -> list[str]:
     except ValueError as err:  # no validation loss yet (the job failed early)
         return [*lines, str(err), f"results: {run_dir}"]
     info = members[str(best)]
-    mutated = (yaml.safe_load((run_dir / SPEC).read_text())["population"].get("pbt") or {}).get(
-        "hyperparam_mutations") or {}
+    mutated = (read_run_spec(run_dir)["population"].get("pbt") or {}).get("hyperparam_mutations") or {}
     hyperparams = ", ".join(f"{name} {value:.3g}" for name, value in sorted((info.get("hyperparams") or {}).items())
                             if name in mutated)
     lines.append(f"best member: {best}, validation loss {info['final_val_loss']:.3f} nats/token (unigram baseline "

@@ -9,6 +9,7 @@ from pathlib import Path
 from launch.runs.files import DS_CONFIG, SPEC, SUMMARY, announce_run_dir, fresh_dir, to_json, write_atomic
 from launch.runs.summary import summarize
 from launch.spec.problems import Problem, SpecError
+from launch.spec.yaml_io import parse_yaml
 from launch.spec.schema import JobSpec
 from launch.spec.deepspeed_config import build_deepspeed_config
 
@@ -31,6 +32,19 @@ def prepare_run_dir(spec: JobSpec, resume: Path | None = None) -> tuple[Path, di
                                                 "free some space there or choose another run.storage")]) from None
     announce_run_dir(run_dir)
     return run_dir, ds_config
+
+
+def read_run_spec(run_dir: Path) -> dict:
+    """A run directory's spec.yaml as the tree `launch run` wrote; SpecError naming RUN_DIR
+    when it is not a run directory."""
+    path = Path(run_dir) / SPEC
+    if not path.is_file():
+        raise SpecError([Problem(str(run_dir), f"not a run directory (no {SPEC}); give the directory "
+                                               "`launch run` printed as `run directory: ...`")])
+    tree = parse_yaml(path.read_text(), source=str(path))
+    if not isinstance(tree, dict):
+        raise SpecError([Problem(str(path), "not a job spec (a mapping of sections)")])
+    return tree
 
 
 def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: float, error: str | None,

@@ -8,9 +8,8 @@ raises SpecError naming the argument: exit 2 before anything is written.
 """
 from pathlib import Path
 
-import yaml
-
-from launch.runs.files import SPEC, SUMMARY, read_json
+from launch.runs.directory import read_run_spec
+from launch.runs.files import SUMMARY, read_json
 from launch.runs.members import best_member, final_checkpoint
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
@@ -30,15 +29,8 @@ def _member_id(run_dir: Path, member: str) -> int:
     return int(member)
 
 
-def _run_spec(run_dir: Path) -> dict:
-    if not (run_dir / SPEC).is_file():
-        raise SpecError([Problem(str(run_dir), f"not a run directory (no {SPEC}); give the directory `launch run` "
-                                               "printed")])
-    return yaml.safe_load((run_dir / SPEC).read_text())
-
-
 def export_member(run_dir: Path, member: str = "best", out: Path | None = None) -> Path:
-    tree = _run_spec(run_dir)
+    tree = read_run_spec(run_dir)
     member_id = _member_id(run_dir, member)
     return _export(run_dir, tree, member_id, out or _default_folder(run_dir, member_id))
 
@@ -70,7 +62,7 @@ def load_member(path: Path, member: str = "best") -> ExportedModel:
     folder the first time, read from there afterwards (exporting builds the task's data)."""
     if (path / CONFIG).is_file():
         return load_exported(path)
-    tree = _run_spec(path)
+    tree = read_run_spec(path)
     member_id = _member_id(path, member)
     folder = _default_folder(path, member_id)
     return load_exported(folder if (folder / CONFIG).is_file() else _export(path, tree, member_id, folder))

@@ -8,10 +8,11 @@ is refused with the keys that differ, before anything starts.
 """
 from pathlib import Path
 
-from launch.runs.files import SPEC, SUMMARY, read_json
+from launch.runs.directory import read_run_spec
+from launch.runs.files import SUMMARY, read_json
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec, validate_tree
-from launch.spec.yaml_io import apply_overrides, parse_yaml
+from launch.spec.yaml_io import apply_overrides
 
 EXTENSIBLE = "train.steps"
 
@@ -20,14 +21,7 @@ def resume_spec(run_dir: Path, overrides: list[str]) -> JobSpec:
     """The run's spec with `overrides` applied; SpecError if RUN_DIR is not a run directory,
     if the overrides change anything but extend train.steps, or if the run has completed
     and train.steps is not extended."""
-    path = Path(run_dir) / SPEC
-    if not path.is_file():
-        raise SpecError([Problem(str(run_dir), f"not a run directory (no {SPEC}); give the directory "
-                                               "`launch run` printed as `run directory: ...`")])
-    tree = parse_yaml(path.read_text(), source=str(path))
-    if not isinstance(tree, dict):
-        raise SpecError([Problem(str(path), "not a job spec (a mapping of sections)")])
-    original = validate_tree(tree)
+    original = validate_tree(read_run_spec(run_dir))
     spec = validate_tree(apply_overrides(original.model_dump(mode="json"), list(overrides)))
     problems = spec_changes(original, spec) + backend_limits(original, spec)
     if not problems and read_json(Path(run_dir) / SUMMARY).get("status") == "completed" \
