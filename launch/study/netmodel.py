@@ -38,9 +38,22 @@ factors, which need the all-reduced P first, so the two cannot be merged):
 
 Projected step time = measured compute time + T_comm. Compute is taken as measured (the
 study says which measurement it uses); compression's own cost (top-k selection, error
-feedback) is part of compute. Overlap of communication with the backward pass is not
-modelled (sparsepop exchanges after backward). One worker (W = 1) communicates nothing:
-T_comm = 0.
+feedback) is part of compute. One worker (W = 1) communicates nothing: T_comm = 0.
+
+Overlap with the backward pass (`overlapped_step_s`; DDP and Horovod send each bucket of
+gradients as soon as the backward pass has produced it): the gradients travel in n
+buckets; bucket b is ready at b/n · T_bwd and takes T_comm/n on the link, one bucket at a
+time. The last bucket then leaves the link at max over b of (b/n · T_bwd + (n-b+1)/n ·
+T_comm), and that expression is linear in b, so the maximum sits at b = 1 or b = n:
+    T_step = T_rest + max(T_bwd + T_comm/n, T_comm + T_bwd/n),   T_rest = compute - T_bwd
+i.e. max(backward, communication) plus whichever part cannot hide: the last bucket's
+communication (a link faster than the backward) or the first bucket's backward (a slower
+one). n = 1 is no overlap (T_rest + T_bwd + T_comm); n -> infinity gives
+T_rest + max(T_bwd, T_comm). Assumptions: equal buckets, ready at an even pace through the
+backward pass; the link carries one bucket at a time at the full rate; communicating does
+not slow the backward pass down (on a machine whose cores also run the collective's
+threads and the kernel's network work it does, so this is a lower bound there); per-bucket
+compression cost is part of T_bwd or T_rest as measured.
 
 Decompressing gathered payloads (all-gather methods only) is compute that a one-worker
 measurement does not contain: every worker unpacks and scatter-adds the K entries of each
@@ -139,6 +152,18 @@ def projected_step_s(compute_s: float, method: str, payload_bytes: float, *, wor
     """Measured compute time + modelled communication time (no overlap)."""
     return compute_s + communication_s(method, payload_bytes, workers=workers, bandwidth_gbps=bandwidth_gbps,
                                        randomk_mode=randomk_mode, latency_s=latency_s)
+
+
+def overlapped_step_s(compute_s: float, comm_s: float, *, backward_s: float, buckets: int) -> float:
+    """T_rest + max(T_bwd + T_comm/n, T_comm + T_bwd/n) seconds, T_rest = compute - T_bwd:
+    communication of n buckets overlapping the backward pass (see the module docstring)."""
+    if buckets < 1:
+        raise ValueError(f"buckets must be >= 1, got {buckets}")
+    if comm_s < 0 or not 0 <= backward_s <= compute_s:
+        raise ValueError(f"need comm_s >= 0 and 0 <= backward_s <= compute_s, got comm_s={comm_s}, "
+                         f"backward_s={backward_s}, compute_s={compute_s}")
+    rest_s = compute_s - backward_s
+    return rest_s + max(backward_s + comm_s / buckets, comm_s + backward_s / buckets)
 
 
 # ---------------------------------------------------------------- projection table

@@ -3,9 +3,23 @@ import math
 
 import pytest
 
-from launch.study.netmodel import (ALL_GATHER, ALL_REDUCE, TWO_ALL_REDUCES, MethodRow, bytes_per_second, collective_for,
-                                   communication_s, crossover_workers, gathered_decompress_s, project, projected_step_s,
-                                   ring_all_gather_s, ring_all_reduce_s, two_ring_all_reduces_s)
+from launch.study.netmodel import (
+    ALL_GATHER,
+    ALL_REDUCE,
+    TWO_ALL_REDUCES,
+    MethodRow,
+    bytes_per_second,
+    collective_for,
+    communication_s,
+    crossover_workers,
+    gathered_decompress_s,
+    overlapped_step_s,
+    project,
+    projected_step_s,
+    ring_all_gather_s,
+    ring_all_reduce_s,
+    two_ring_all_reduces_s,
+)
 
 
 def test_bandwidth_unit_is_decimal_gigabits():
@@ -119,3 +133,35 @@ def test_gathered_decompress_grows_with_the_other_workers():
     assert gathered_decompress_s(1e6, workers=4, seconds_per_entry=2e-8) == pytest.approx(0.06)
     with pytest.raises(ValueError, match="entries >= 0"):
         gathered_decompress_s(-1, workers=2, seconds_per_entry=2e-8)
+
+
+def test_overlap_by_hand():
+    # compute 1.0 s of which backward 0.6 s, comm 0.8 s, 4 buckets: the link is slower than
+    # the backward, so the first bucket's backward (0.15 s) cannot hide: 0.4 + 0.8 + 0.15.
+    assert overlapped_step_s(1.0, 0.8, backward_s=0.6, buckets=4) == pytest.approx(1.35)
+    # comm 0.2 s: the link is faster, the last bucket's comm (0.05 s) trails the backward.
+    assert overlapped_step_s(1.0, 0.2, backward_s=0.6, buckets=4) == pytest.approx(0.4 + 0.6 + 0.05)
+
+
+def test_overlap_limits():
+    # One bucket: nothing overlaps, compute + comm as projected_step_s without overlap.
+    assert overlapped_step_s(1.0, 0.8, backward_s=0.6, buckets=1) == pytest.approx(1.8)
+    # Many buckets: rest + max(backward, comm).
+    assert overlapped_step_s(1.0, 0.8, backward_s=0.6, buckets=10**9) == pytest.approx(0.4 + 0.8)
+    assert overlapped_step_s(1.0, 0.3, backward_s=0.6, buckets=10**9) == pytest.approx(1.0)
+    # No communication (one worker): the compute as measured, whatever the buckets.
+    assert overlapped_step_s(0.7, 0.0, backward_s=0.5, buckets=5) == pytest.approx(0.7)
+    # Never faster than either part alone, never slower than no overlap.
+    for comm in (0.0, 0.1, 0.6, 2.0):
+        for n in (1, 2, 7):
+            step = overlapped_step_s(1.0, comm, backward_s=0.6, buckets=n)
+            assert max(1.0, 0.4 + comm) <= step + 1e-12 <= 1.0 + comm + 1e-12
+
+
+def test_overlap_refuses_impossible_inputs():
+    with pytest.raises(ValueError, match="buckets"):
+        overlapped_step_s(1.0, 0.5, backward_s=0.5, buckets=0)
+    with pytest.raises(ValueError, match="backward_s"):
+        overlapped_step_s(1.0, 0.5, backward_s=1.5, buckets=2)
+    with pytest.raises(ValueError, match="comm_s"):
+        overlapped_step_s(1.0, -0.1, backward_s=0.5, buckets=2)
