@@ -5,6 +5,8 @@ of real sparsepop jobs, one DeepSpeed worker per node, gradients crossing links 
     sudo .venv/bin/python benchmarks/bench_cluster.py                  # W=2, 1 Gbit/s, d=0.01: dense, topk-fp16, randomk-shared
     sudo .venv/bin/python benchmarks/bench_cluster.py --rates 100mbit 1gbit 10gbit \\
         --methods dense topk-fp32 topk-fp16 randomk-shared randomk-indep --densities 0.1 0.01 0.001
+    sudo .venv/bin/python benchmarks/bench_cluster.py --methods dense topk-fp16 powersgd --ranks 1 2 4 \\
+        --peers deepspeed ddp ddp-powersgd    # sparsepop beside its peers (benchmarks/peers.py)
     .venv/bin/python benchmarks/bench_cluster.py --table               # print the table of what was measured
 
 How (launch/netns/): one namespace cluster of W hosts per W; the links are reshaped in
@@ -32,6 +34,13 @@ c, seconds per received entry, is measured once on this machine with the exchang
 code (top-k d=0.1 on the model's gradient shapes, one thread, W=2 payloads against W=1)
 and kept in <results>.decompress.json (--redo-decompress measures it again).
 
+Peers (--peers, benchmarks/peers.py): the same model, batch and optimizer trained with
+DeepSpeed's own all-reduce, DDP, or DDP's powerSGD_hook (at each --ranks value), one Ray
+Train worker group per configuration started from host 0 like the sparsepop jobs
+(benchmarks/peer_worker.py); their step time is rank 0's median step, timed as `time_s` is.
+DDP sends its buckets during the backward pass, so their model is
+netmodel.overlapped_step_s with the backward pass measured by the same peer on one worker.
+
 Results are appended to --results (JSON lines; default runs/bench_cluster.jsonl), so a grid
 can be measured in several shorter invocations; --table prints them. Needs root (namespaces).
 """
@@ -56,6 +65,7 @@ from distrib.communicators import Communicator  # noqa: E402
 from launch.runs.files import METRICS, read_jsonl, run_dir_in  # noqa: E402
 from launch.study import netmodel  # noqa: E402
 from launch.netns import Interrupted, cluster, parse_rate  # noqa: E402
+from peers import PEERS, configurations, is_peer, row_order
 
 METHODS = {
     "dense": {"compression.method": "none"},
@@ -63,18 +73,13 @@ METHODS = {
     "topk-fp16": {"compression.method": "topk", "compression.value_dtype": "fp16"},
     "randomk-shared": {"compression.method": "randomk", "compression.randomk_mode": "shared"},
     "randomk-indep": {"compression.method": "randomk", "compression.randomk_mode": "independent"},
+    "powersgd": {"compression.method": "powersgd"},  # at each --ranks value (compression.rank)
 }
 WORKER_IP = re.compile(r"\(ip=([0-9.]+), pid=\d+\) world_rank=(\d+)")
 
 
-def configurations(methods, densities):
-    for method in methods:
-        for density in ([None] if method == "dense" else densities):
-            yield method, density
-
-
 def key(record: dict) -> tuple:
-    return (record["workers"], record["rate"], record["method"], record["density"])
+    return (record["workers"], record["rate"], record["method"], record["density"], record.get("rank"))
 
 
 def load_results(path: Path) -> dict[tuple, dict]:
@@ -166,52 +171,100 @@ class ForeignLoad:
         self.cores = self.busy / max(1e-9, time.monotonic() - self.started)
 
 
-def run_job(ray, *, spec: str, method: str, density, workers: int, steps: int, skip: int, storage: Path,
-            log: Path, extra: dict[str, str]) -> dict:
-    overrides = {**extra, **METHODS[method], "distributed.num_workers": workers, "train.steps": steps,
-                 "run.storage": str(storage), "distributed.resources_per_worker": "{CPU: 1, node_slot: 1}"}
+def job_overrides(*, method: str, density, rank, workers: int, steps: int, storage: Path,
+                  extra: dict[str, str]) -> dict:
+    """The spec overrides of a job: sparsepop's method, or for a peer the spec as it is (its
+    exchange is the peer's own), with W workers, one per node."""
+    overrides = {**extra, **({} if is_peer(method) else METHODS[method]), "distributed.num_workers": workers,
+                 "train.steps": steps, "run.storage": str(storage),
+                 "distributed.resources_per_worker": "{CPU: 1, node_slot: 1}"}
     if density is not None:
         overrides["compression.density"] = density
-    argv = [sys.executable, "-m", "launch", "run", spec]
-    for k, v in overrides.items():
-        argv += ["--set", f"{k}={v}"]
+    if rank is not None and not is_peer(method):
+        overrides["compression.rank"] = rank
+    return overrides
+
+
+def run_in_host0(ray, argv: list[str], *, label: str, log: Path) -> tuple[str, dict]:
+    """argv in host 0 (as a cluster's client); its output, and what it cost: wall time, each
+    link's bytes (interface counters), CPU used outside the cluster."""
     before = ray.net.counters()
     started = time.perf_counter()
     with ForeignLoad(ray.net) as foreign:
         done = subprocess.run(["ip", "netns", "exec", ray.net.host(0), *argv], env=ray.client_env(), cwd=REPO,
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, check=False)
     wall = time.perf_counter() - started
     after = ray.net.counters()
     output = done.stdout + done.stderr
     with log.open("a") as handle:
-        handle.write(f"\n===== {method} d={density} W={workers}\n{output}")
+        handle.write(f"\n===== {label}\n{output}")
+    if done.returncode != 0:
+        raise RuntimeError(f"{label} failed ({done.returncode}); see {log}:\n" + output[-3000:])
+    return output, {"link_bytes": {ip: after[ip]["tx_bytes"] - before[ip]["tx_bytes"] for ip in after},
+                    "job_wall_s": wall,
+                    "foreign_cores": foreign.cores}  # mean CPU cores used outside the cluster during the job
+
+
+def worker_ips(output: str, workers: int) -> list[str]:
+    """The node IPs of Ray Train's worker-group line: W distinct ones, or the job did not span the nodes."""
+    ips = sorted({ip for ip, _ in WORKER_IP.findall(output)})
+    if workers > 1 and len(ips) != workers:
+        raise RuntimeError(f"expected {workers} workers on distinct nodes, Ray Train reported {ips}")
+    return ips
+
+
+def run_job(ray, *, spec: str, method: str, density, rank, workers: int, steps: int, skip: int, storage: Path,
+            log: Path, extra: dict[str, str]) -> dict:
+    overrides = job_overrides(method=method, density=density, rank=rank, workers=workers, steps=steps,
+                              storage=storage, extra=extra)
+    argv = [sys.executable, "-m", "launch", "run", spec]
+    for k, v in overrides.items():
+        argv += ["--set", f"{k}={v}"]
+    label = f"{method} d={density} r={rank} W={workers}"
+    output, cost = run_in_host0(ray, argv, label=label, log=log)
     run_dir = run_dir_in(output)
-    if done.returncode != 0 or run_dir is None:
-        raise RuntimeError(f"{method} d={density} W={workers} failed ({done.returncode}); see {log}:\n"
-                           + output[-3000:])
+    if run_dir is None:
+        raise RuntimeError(f"{label}: no run directory in its output; see {log}")
     rows = sorted(read_jsonl(run_dir / METRICS), key=lambda row: row["step"])
     rows = [row for row in rows if row["member"] == 0]
     times = [row["time_s"] for row in rows]
     increments = [b - a for a, b in zip([0.0] + times, times)]
     timed = increments[skip:]
     ds_config = json.loads((run_dir / "ds_config.json").read_text())
-    ips = sorted(set(ip for ip, _ in WORKER_IP.findall(output)))
-    if workers > 1 and len(ips) != workers:
-        raise RuntimeError(f"expected {workers} workers on distinct nodes, Ray Train reported {ips}")
+    ips = worker_ips(output, workers)
     # The final checkpoint (weights and Adam moments, ~300 MB per worker) is not needed here.
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     tokens_per_step = rows[-1]["tokens"] / rows[-1]["step"]
     step_s = statistics.median(timed)
     return {"step_s": step_s, "step_s_all": increments, "tokens_per_s": tokens_per_step / step_s,
             "bytes_sent": rows[-1]["bytes_sent"], "dense_bytes": rows[-1]["dense_bytes"],
-            "link_bytes": {ip: after[ip]["tx_bytes"] - before[ip]["tx_bytes"] for ip in after},
-            "worker_ips": ips, "run_dir": str(run_dir), "job_wall_s": wall,
-            "foreign_cores": foreign.cores,  # mean CPU cores used outside the cluster during the job
+            "loss": rows[-1]["loss"], "val_loss": rows[-1].get("val_loss"),
+            "worker_ips": ips, "run_dir": str(run_dir), **cost,
             "micro_batch": ds_config["train_micro_batch_size_per_gpu"]}
 
 
+def run_peer_job(ray, *, spec: str, method: str, rank, workers: int, steps: int, skip: int, storage: Path,
+                 log: Path, extra: dict[str, str]) -> dict:
+    """A peer (benchmarks/peer_worker.py) on the same spec, W workers, one per node."""
+    overrides = job_overrides(method=method, density=None, rank=rank, workers=workers, steps=steps,
+                              storage=storage, extra=extra)
+    storage.mkdir(parents=True, exist_ok=True)
+    out = storage / f"peer-{method}-r{rank}-W{workers}-{os.getpid()}-{time.time_ns()}.json"
+    argv = [sys.executable, str(REPO / "benchmarks" / "peer_worker.py"), "--peer", method, "--spec", spec,
+            "--skip", str(skip), "--out", str(out), *(["--rank", str(rank)] if rank is not None else [])]
+    for k, v in overrides.items():
+        argv += ["--set", f"{k}={v}"]
+    output, cost = run_in_host0(ray, argv, label=f"{method} r={rank} W={workers}", log=log)
+    result = json.loads(out.read_text())
+    return {**result, "tokens_per_s": result["tokens_per_step"] / result["step_s"], "worker_ips":
+            worker_ips(output, workers), "run_dir": str(out), **cost}
+
+
 def collective_of(method: str) -> str:
-    """Its compression method's collective, from the registry (compression/methods.py)."""
+    """Its compression method's collective, from the registry (compression/methods.py), or
+    the peer's (benchmarks/peers.py)."""
+    if is_peer(method):
+        return PEERS[method].collective
     conf = METHODS[method]
     return netmodel.collective_for(conf["compression.method"], conf.get("compression.randomk_mode", "shared"))
 
@@ -225,10 +278,18 @@ def bytes_per_entry(method: str) -> int:
 
 def comm_model_s(record: dict, rate_bps: float) -> float:
     """launch/study/netmodel.py: this configuration's exchange at rate_bps (α = netmodel's default)."""
-    conf = METHODS[record["method"]]
-    return netmodel.communication_s(conf["compression.method"], record["bytes_sent"], workers=record["workers"],
-                                    bandwidth_gbps=rate_bps / 1e9,
-                                    randomk_mode=conf.get("compression.randomk_mode", "shared"))
+    return netmodel.FORMULAS[collective_of(record["method"])](record["bytes_sent"], workers=record["workers"],
+                                                              bandwidth_gbps=rate_bps / 1e9)
+
+
+def step_model_s(record: dict, compute_s: float, backward_s: float | None) -> float:
+    """compute + the exchange's modelled time at the record's link, or for a peer that sends
+    its buckets during the backward pass (DDP) netmodel.overlapped_step_s over its buckets."""
+    comm = comm_model_s(record, record["rate_bps"])
+    if is_peer(record["method"]) and PEERS[record["method"]].overlaps and backward_s is not None:
+        return netmodel.overlapped_step_s(compute_s, comm, backward_s=min(backward_s, compute_s),
+                                          buckets=record["buckets"])
+    return compute_s + comm
 
 
 class ReplicatedCommunicator(Communicator):
@@ -311,11 +372,25 @@ def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str) -> f
     """What a W-worker step costs beyond compute and link time, whatever the payload: workers
     wait for the slowest, and here share two cores with each other and the kernel's network
     work. Measured once per W, on the dense job at the calibration rate."""
-    dense = results.get((workers, calibration_rate, "dense", None))
-    alone = results.get((1, "none", "dense", None))
+    dense = results.get((workers, calibration_rate, "dense", None, None))
+    alone = results.get((1, "none", "dense", None, None))
     if not (dense and alone):
         return float("nan")
     return dense["step_s"] - alone["step_s"] - comm_model_s(dense, dense["rate_bps"])
+
+
+def setting(record: dict) -> str:
+    """The density, or PowerSGD's rank as r=N, or - (dense)."""
+    if record.get("rank") is not None:
+        return f"r={record['rank']}"
+    return "-" if record["density"] is None else f"{record['density']:g}"
+
+
+def link_mb_per_step(record: dict) -> float:
+    """Mean bytes a host sent over its link during the whole job, per step, in MB (the
+    interface counters: the initial weights' broadcast and Ray's own traffic included)."""
+    sent = record.get("link_bytes") or {}
+    return statistics.mean(sent.values()) / record["steps"] / 1e6 if sent else float("nan")
 
 
 def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibration_rate: str = "10gbit") -> None:
@@ -326,42 +401,53 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
     model(+dec): that plus the other workers' payloads' decompression (all-gather methods;
       netmodel.gathered_decompress_s with the measured seconds_per_entry);
     model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
-      model's communication there; its own row's error is 0 by construction."""
-    one_worker = {(r["method"], r["density"]): r for r in results.values() if r["workers"] == 1}
+      model's communication there; its own row's error is 0 by construction.
+    Peers that overlap (DDP) are modelled with netmodel.overlapped_step_s (step_model_s)."""
+    one_worker = {key(r)[2:]: r for r in results.values() if r["workers"] == 1}
     sync = {w: sync_s(results, w, calibration_rate) for w in {r["workers"] for r in results.values()}}
-    measured = sorted((r for r in results.values() if r["workers"] > 1),
-                      key=lambda r: (r["workers"], r["rate_bps"], list(METHODS).index(r["method"]),
-                                     -(r["density"] or 1)))
+    measured = sorted((r for r in results.values() if r["workers"] > 1), key=row_order)
     if not measured:
         print("no multi-worker measurements yet")
         return
     nan = float("nan")
-    print(f"{'W':>2} {'link':>11} {'method':<15} {'density':>7} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
-          f"{'sent/dense':>10} {'comm model':>10} {'W=1 s':>6} {'err(W=1)':>8} {'+sync':>6} {'dec s':>6} {'+dec':>6} "
-          f"{'cal s':>6} {'err(cal)':>8} "
-          f"{'other':>5}")
+    print(f"{'W':>2} {'link':>11} {'method':<15} {'d / rank':>8} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
+          f"{'vs DDP':>6} {'sent/dense':>10} {'link MB':>7} {'loss':>6} {'val':>6} {'comm model':>10} {'W=1 s':>6} "
+          f"{'err(W=1)':>8} {'+sync':>6} {'dec s':>6} {'+dec':>6} {'cal s':>6} {'err(cal)':>8} {'other':>5}")
     for r in measured:
-        dense = results.get((r["workers"], r["rate"], "dense", None))
+        dense = results.get((r["workers"], r["rate"], "dense", None, None))
+        ddp = results.get((r["workers"], r["rate"], "ddp", None, None))
         speedup = f"{r['tokens_per_s'] / dense['tokens_per_s']:.2f}x" if dense else "-"
+        vs_ddp = f"{r['tokens_per_s'] / ddp['tokens_per_s']:.2f}x" if ddp else "-"
         comm = comm_model_s(r, r["rate_bps"])
-        w1 = one_worker.get((r["method"], r["density"]))
-        cal = results.get((r["workers"], calibration_rate, r["method"], r["density"]))
+        w1 = one_worker.get(key(r)[2:])
+        backward = w1.get("backward_s") if w1 else None
+        cal = results.get((r["workers"], calibration_rate, *key(r)[2:]))
+        if is_peer(r["method"]) and PEERS[r["method"]].overlaps:
+            cal = None  # its overlapped communication cannot be subtracted from its step
         compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
-        err_w1 = r["step_s"] / (w1["step_s"] + comm) - 1 if w1 else nan
-        err_sync = r["step_s"] / (w1["step_s"] + sync[r["workers"]] + comm) - 1 if w1 else nan
+        err_w1 = r["step_s"] / step_model_s(r, w1["step_s"], backward) - 1 if w1 else nan
+        err_sync = r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]], backward) - 1 if w1 else nan
         dec = decompress_model_s(r, seconds_per_entry)
-        err_dec = r["step_s"] / (w1["step_s"] + sync[r["workers"]] + dec + comm) - 1 if w1 else nan
-        err_cal = r["step_s"] / (compute_cal + comm) - 1 if cal else nan
-        print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} "
-              f"{'-' if r['density'] is None else r['density']:>7} {r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} "
-              f"{speedup:>8} {r['bytes_sent'] / r['dense_bytes']:>10.2%} {comm:>10.3f} "
+        err_dec = (r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]] + dec, backward) - 1
+                   if w1 else nan)
+        err_cal = r["step_s"] / step_model_s(r, compute_cal, backward) - 1 if cal else nan
+        val = r.get("val_loss")
+        print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} {setting(r):>8} "
+              f"{r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} {speedup:>8} {vs_ddp:>6} "
+              f"{r['bytes_sent'] / r['dense_bytes']:>10.2%} {link_mb_per_step(r):>7.1f} "
+              f"{r.get('loss', nan):>6.3f} {nan if val is None else val:>6.3f} {comm:>10.3f} "
               f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+6.0%} {dec:>6.3f} {err_dec:>+6.0%} "
               f"{compute_cal if cal else nan:>6.3f} "
               f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
-    print("step s: median time_s increment per step (rank 0, after the first steps); comm model: launch/study/netmodel.py "
+    print("step s: median time_s increment per step (rank 0, after the first steps; peers: their step timed the "
+          "same way); vs dense / vs DDP: throughput against sparsepop dense / DDP at the same W and link; "
+          "sent/dense: bytes_sent per step (peers: their collectives' payload, benchmarks/peers.py); link MB: "
+          "interface bytes sent per host during the whole job, per step; loss / val: training loss at the last "
+          "step and validation loss after it, averaged over workers; comm model: launch/study/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
-          f"W at {calibration_rate} minus its modelled comm; err = step / (compute + comm model) - 1; +sync: the "
-          "error with W=1 compute plus sync_s(W) ("
+          f"W at {calibration_rate} minus its modelled comm (none for overlapping peers); err = step / (compute + "
+          "comm model) - 1, for DDP and its PowerSGD hook netmodel.overlapped_step_s with the 1-worker job's "
+          "backward pass and its buckets; +sync: the error with W=1 compute plus sync_s(W) ("
           + ", ".join(f"W={w}: {s:.3f} s" for w, s in sorted(sync.items()) if w > 1) + "); "
           f"dec s: netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; +dec: the "
           "error with that added too; other: CPU cores used outside the cluster during the job (nan: not recorded)")
@@ -400,7 +486,7 @@ def collective_payloads(params: int, density: float) -> dict[str, tuple[str, int
     """Bytes one worker contributes per step (approximately what bytes_sent records)."""
     k = round(density * params)
     return {method: (collective_of(method), bytes_per_entry(method) * (params if method == "dense" else k))
-            for method in METHODS}
+            for method in METHODS if method != "powersgd"}  # PowerSGD's payload follows its rank, not a density
 
 
 def measure_collectives(args) -> None:
@@ -440,6 +526,10 @@ def main() -> int:
     parser.add_argument("--methods", nargs="+", default=["dense", "topk-fp16", "randomk-shared"],
                         choices=list(METHODS))
     parser.add_argument("--densities", type=float, nargs="+", default=[0.01])
+    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4],
+                        help="PowerSGD ranks, for method powersgd and peer ddp-powersgd (default 1 2 4)")
+    parser.add_argument("--peers", nargs="+", default=[], choices=list(PEERS),
+                        help="peers measured beside sparsepop's rows (benchmarks/peers.py; default none)")
     parser.add_argument("--steps", type=int, default=8, help="steps per job (default 8)")
     parser.add_argument("--skip", type=int, default=2, help="first steps left out of the median (default 2)")
     parser.add_argument("--settle", type=float, default=20, help="seconds of quiet after the cluster starts")
@@ -449,7 +539,7 @@ def main() -> int:
     parser.add_argument("--spec", default="configs/netns_bench.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="spec overrides for every job, e.g. task.seq_len=32 (give such a variant its own "
-                             "--results file: results are keyed by W, rate, method and density only)")
+                             "--results file: results are keyed by W, rate, method, density and rank only)")
     parser.add_argument("--results", type=Path, default=REPO / "runs" / "bench_cluster.jsonl")
     parser.add_argument("--no-compute", action="store_true", help="skip the 1-worker compute runs (no model)")
     parser.add_argument("--redo", action="store_true", help="measure configurations already in --results again")
@@ -463,6 +553,10 @@ def main() -> int:
     args = parser.parse_args()
     if any("=" not in item for item in args.set):
         parser.error(f"--set takes KEY=VALUE, got {[item for item in args.set if '=' not in item]}")
+    if any(rank < 1 for rank in args.ranks):
+        parser.error(f"--ranks: PowerSGD ranks are >= 1, got {args.ranks}")
+    if args.skip >= args.steps:
+        parser.error(f"--skip {args.skip} leaves no timed step of --steps {args.steps}; lower --skip")
     if args.collectives:
         measure_collectives(args)
         return 0
@@ -476,18 +570,19 @@ def main() -> int:
     extra = dict(item.split("=", 1) for item in args.set)
     storage = args.results.parent / "bench_cluster_runs"
     log = args.results.with_suffix(".log")
-    confs = list(configurations(args.methods, args.densities))
+    confs = list(configurations(args.methods, args.densities, args.ranks, args.peers))
 
-    def record(ray, *, workers, rate, rate_bps, method, density):
+    def record(ray, *, workers, rate, rate_bps, method, density, rank):
         entry = {"workers": workers, "rate": rate, "rate_bps": rate_bps, "method": method, "density": density,
-                 "steps": args.steps, "spec": args.spec, "overrides": extra}
+                 "rank": rank, "steps": args.steps, "spec": args.spec, "overrides": extra}
         if key(entry) in results and not args.redo:
             return
-        print(f"  W={workers} {rate:>7} {method:<15} d={density}: ", end="", flush=True)
+        print(f"  W={workers} {rate:>7} {method:<15} {setting(entry)}: ", end="", flush=True)
         if args.quiet_threshold > 0:
             ForeignLoad(ray.net).wait_for_quiet(args.quiet_threshold)
-        entry.update(run_job(ray, spec=args.spec, method=method, density=density, workers=workers,
-                             steps=args.steps, skip=args.skip, storage=storage, log=log, extra=extra))
+        job = {"spec": args.spec, "method": method, "rank": rank, "workers": workers, "steps": args.steps,
+               "skip": args.skip, "storage": storage, "log": log, "extra": extra}
+        entry.update(run_peer_job(ray, **job) if is_peer(method) else run_job(ray, density=density, **job))
         print(f"{entry['step_s']:.3f} s/step, {entry['tokens_per_s']:,.0f} tok/s "
               f"(job {entry['job_wall_s']:.0f} s, workers on {', '.join(entry['worker_ips'])}; "
               f"{entry['foreign_cores']:.2f} cores busy outside the cluster)", flush=True)
@@ -510,13 +605,13 @@ def measure_grid(args, confs, record) -> None:
         with cluster(hosts=max(2, workers), rate_bps=parse_rate(args.rates[0]), cpus_per_node=1) as (net, ray):
             time.sleep(args.settle)  # Ray's dashboard modules and agents are still starting, using CPU
             if not args.no_compute:
-                for method, density in confs:  # links do not matter: one worker sends nothing
-                    record(ray, workers=1, rate="none", rate_bps=0.0, method=method, density=density)
+                for method, density, rank in confs:  # links do not matter: one worker sends nothing
+                    record(ray, workers=1, rate="none", rate_bps=0.0, method=method, density=density, rank=rank)
             for rate in args.rates:
                 net.reshape(parse_rate(rate))
-                for method, density in confs:
+                for method, density, rank in confs:
                     record(ray, workers=workers, rate=rate, rate_bps=parse_rate(rate), method=method,
-                           density=density)
+                           density=density, rank=rank)
 
 
 if __name__ == "__main__":
