@@ -170,7 +170,7 @@ def mean_over_workers(value: float) -> float:
 
 
 def train_peer(config: dict) -> None:
-    """Ray Train's train_loop_per_worker: every rank trains; rank 0 writes config["out"]."""
+    """One worker (ray_train_entry): every rank trains; rank 0 writes config["out"]."""
     import ray.train
 
     from launch.runs.files import to_json, write_atomic
@@ -198,6 +198,16 @@ def train_peer(config: dict) -> None:
             "micro_batch": config["spec"].train.micro_batch_size,
             "tokens_per_step": context.get_world_size() * config["spec"].train.micro_batch_size
             * config["spec"].task.seq_len}) + "\n")
+
+
+def ray_train_entry(config: dict) -> None:
+    """Ray Train's train_loop_per_worker. Ray ships a function of the driver's __main__ by
+    value and the modules it names by reference, and a worker's path lacks benchmarks/:
+    this one adds it before importing this file as a module."""
+    sys.path.insert(0, config["benchmarks"])
+    import peer_worker
+
+    peer_worker.train_peer(config)
 
 
 def main() -> int:
@@ -230,8 +240,8 @@ def main() -> int:
     ray.init(address=os.environ["RAY_ADDRESS"], logging_level="WARNING")
     with tempfile.TemporaryDirectory(prefix="peer-", dir=args.out.parent) as storage:
         TorchTrainer(
-            train_peer,
-            train_loop_config={"peer": args.peer, "rank": args.rank, "spec": spec, "skip": args.skip,
+            ray_train_entry,
+            train_loop_config={"benchmarks": str(REPO / "benchmarks"), "peer": args.peer, "rank": args.rank, "spec": spec, "skip": args.skip,
                                "ds_config": build_deepspeed_config(spec), "out": str(args.out)},
             torch_config=BoundTorchConfig(backend="gloo"),
             scaling_config=ScalingConfig(num_workers=spec.distributed.num_workers, use_gpu=False,

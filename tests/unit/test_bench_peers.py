@@ -1,0 +1,117 @@
+"""benchmarks/peers.py: the configurations bench_cluster.py measures, the peers' wire bytes
+and DDP's bucket count (checked against numbers torch's DDP and powerSGD_hook produced), the
+table's order; and the peer worker's bucket adapter, which makes torch's hook compress the
+population model's [1, n, m] weights."""
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from peers import PEERS, configurations, ddp_buckets, row_order, wire_bytes
+
+
+def test_configurations_dense_once_sparse_per_density_powersgd_per_rank_then_peers():
+    confs = list(configurations(["dense", "topk-fp16", "powersgd"], [0.1, 0.01], [1, 4],
+                                ["deepspeed", "ddp", "ddp-powersgd"]))
+    assert confs == [("dense", None, None), ("topk-fp16", 0.1, None), ("topk-fp16", 0.01, None),
+                     ("powersgd", None, 1), ("powersgd", None, 4), ("deepspeed", None, None), ("ddp", None, None),
+                     ("ddp-powersgd", None, 1), ("ddp-powersgd", None, 4)]
+    assert list(configurations(["dense"], [0.01], [1, 2, 4])) == [("dense", None, None)]
+
+
+def test_dense_peers_send_the_whole_gradient():
+    shapes = [(512, 512), (512,), (256, 512)]
+    dense = 4 * (512 * 512 + 512 + 256 * 512)
+    assert wire_bytes(shapes, peer="ddp", rank=None) == dense
+    assert wire_bytes(shapes, peer="deepspeed", rank=None) == dense
+
+
+def test_powersgd_hook_bytes_by_hand():
+    # [512, 512] at r=2: (512 + 512)·2 values; the vector travels whole; [3, 4] would send
+    # (3 + 4)·2·2 = 28 > 12 values under torch's min_compression_rate 2, so it goes dense.
+    shapes = [(512, 512), (512,), (3, 4)]
+    assert wire_bytes(shapes, peer="ddp-powersgd", rank=2) == 4 * ((512 + 512) * 2 + 512 + 12)
+    # torch views [n, a, b] as [n, a·b]: [64, 2048] at r=16 sends (64 + 2048)·16 values; at
+    # r=64 that would be 2·2112·64 > 64·2048 values, so it goes dense.
+    assert wire_bytes([(64, 4, 512)], peer="ddp-powersgd", rank=16) == 4 * (64 + 2048) * 16
+    assert wire_bytes([(64, 4, 512)], peer="ddp-powersgd", rank=64) == 4 * 64 * 2048
+
+
+def test_powersgd_hook_bytes_of_the_benchmark_model():
+    # configs/netns_bench.yaml's model: what torch's hook (through the worker's adapter)
+    # compressed on it, counted by hand from its 100 parameter shapes on 2026-11-23.
+    model = ([(128, 512), (256, 512)] + [(512,), (512,), (512, 1536), (1536,), (512, 512), (512,), (512,), (512,),
+                                         (512, 2048), (2048,), (2048, 512), (512,)] * 8 + [(512,), (512,)])
+    assert wire_bytes(model, peer="ddp", rank=None) == 101_666_816
+    assert [wire_bytes(model, peer="ddp-powersgd", rank=r) for r in (1, 2, 4)] == [484_864, 752_640, 1_288_192]
+
+
+def test_ddp_buckets_as_torch_rebuilt_them():
+    # 12 Linear(1024, 1024) layers (weight 4,194,304 B, bias 4,096 B each), reversed: torch's
+    # DDP rebuilt buckets of 4,198,400 / 29,388,800 / 16,793,600 bytes: 3 buckets.
+    sizes = [4_194_304, 4_096] * 12
+    assert ddp_buckets(sizes) == 3
+    assert ddp_buckets([]) == 0
+    assert ddp_buckets([100]) == 1
+    assert ddp_buckets([30 * 1024 * 1024]) == 1  # one tensor over the cap: a bucket of its own
+
+
+def test_rows_of_one_family_sit_side_by_side():
+    def row(method, density=None, rank=None, rate=1e9, workers=2):
+        return {"workers": workers, "rate_bps": rate, "method": method, "density": density, "rank": rank}
+
+    rows = [row("powersgd", rank=2), row("topk-fp16", 0.01), row("ddp-powersgd", rank=2), row("dense"),
+            row("ddp"), row("topk-fp16", 0.1), row("deepspeed"), row("powersgd", rank=1), row("ddp-powersgd", rank=1),
+            row("dense", rate=1e8)]
+    ordered = [(r["method"], r["density"] or r["rank"]) for r in sorted(rows, key=row_order)]
+    assert ordered == [("dense", None), ("deepspeed", None), ("ddp", None), ("dense", None), ("topk-fp16", 0.1),
+                       ("topk-fp16", 0.01), ("ddp-powersgd", 1), ("powersgd", 1), ("ddp-powersgd", 2),
+                       ("powersgd", 2)]
+    # Records written before ranks existed have no "rank" key.
+    assert row_order({"workers": 2, "rate_bps": 1e9, "method": "dense", "density": None})
+
+
+def test_peers_overlap_as_they_run():
+    assert not PEERS["deepspeed"].overlaps  # ZeRO 0 reduces after the backward pass
+    assert PEERS["ddp"].overlaps and PEERS["ddp-powersgd"].overlaps
+    assert [name for name, peer in PEERS.items() if peer.takes_rank] == ["ddp-powersgd"]
+
+
+def compressed_share(hook) -> float:
+    """Elements torch's PowerSGD state counted after compression / before, over three DDP
+    steps (the first two all-reduce only) of a weight with a member axis, [1, 64, 32]."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
+    from torch.nn.parallel import DistributedDataParallel
+
+    class Member(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.randn(1, 64, 32))
+
+        def forward(self, x):
+            return x @ self.weight[0]
+
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # in memory, no sockets
+    try:
+        ddp = DistributedDataParallel(Member())
+        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1, start_powerSGD_iter=2)
+        ddp.register_comm_hook(state, hook)
+        for _ in range(3):
+            ddp(torch.randn(4, 64)).sum().backward()
+        return state.total_numel_after_compression / state.total_numel_before_compression
+    finally:
+        dist.destroy_process_group()
+
+
+def test_the_hook_compresses_population_weights_through_the_adapter():
+    from peer_worker import powersgd_hook
+    from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import powerSGD_hook
+
+    # Seen as [1, 2048], the weight is sent whole; through the adapter as [64, 32] at r=1.
+    assert compressed_share(powerSGD_hook) == 1.0
+    assert compressed_share(powersgd_hook) == pytest.approx((64 + 32) / (64 * 32))
