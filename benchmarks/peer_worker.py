@@ -67,10 +67,27 @@ class MemberAxisDropped:
         return [g.view(g.shape[1:]) if g.dim() > 1 else g for g in self.bucket.gradients()]
 
 
-def powersgd_hook(state, bucket):
+def powersgd_over_gloo(buckets: int):
+    """torch's powerSGD_hook (a DDP comm hook), each bucket's collectives on a process group
+    of its own.
+
+    The hook launches a bucket's first all-reduce from DDP's backward thread and its P and
+    Q all-reduces from the callbacks of the one before, which gloo runs on its own threads
+    when an all-reduce completes; the next bucket's first all-reduce races them, the ranks
+    issue the collectives of one group in different orders, and gloo pairs mismatched ones
+    ("Received data size doesn't match expected size", seen at W = 2). On a group per
+    bucket each chain is ordered alike on every rank. Groups of equal members, so the
+    arithmetic and the bytes are the hook's; buckets may use the link side by side."""
+    import torch.distributed as dist
     from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import powerSGD_hook
 
-    return powerSGD_hook(state, MemberAxisDropped(bucket))
+    groups = [dist.new_group() for _ in range(buckets)]  # every rank creates them in this order
+
+    def hook(state, bucket):
+        state.process_group = groups[bucket.index() % len(groups)]
+        return powerSGD_hook(state, MemberAxisDropped(bucket))
+
+    return hook
 
 
 class PeerTrainer:
@@ -109,7 +126,7 @@ class PeerTrainer:
 
                 self.train_module.register_comm_hook(powerSGD_hook.PowerSGDState(
                     process_group=None, matrix_approximation_rank=rank,
-                    start_powerSGD_iter=max(2, spec.compression.warmup_steps)), powersgd_hook)
+                    start_powerSGD_iter=max(2, spec.compression.warmup_steps)), powersgd_over_gloo(self.buckets))
         torch.manual_seed(spec.seed + 1000 * (world_rank + 1))  # dropout masks differ across ranks
         self.step_index = 0
 
