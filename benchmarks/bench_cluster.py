@@ -46,6 +46,7 @@ can be measured in several shorter invocations; --table prints them. Needs root 
 """
 import argparse
 import json
+import math
 import os
 import re
 import shutil
@@ -286,6 +287,8 @@ def step_model_s(record: dict, compute_s: float, backward_s: float | None) -> fl
     """compute + the exchange's modelled time at the record's link, or for a peer that sends
     its buckets during the backward pass (DDP) netmodel.overlapped_step_s over its buckets."""
     comm = comm_model_s(record, record["rate_bps"])
+    if math.isnan(compute_s):  # e.g. sync_s(W) without its calibration jobs
+        return compute_s
     if is_peer(record["method"]) and PEERS[record["method"]].overlaps and backward_s is not None:
         return netmodel.overlapped_step_s(compute_s, comm, backward_s=min(backward_s, compute_s),
                                           buckets=record["buckets"])

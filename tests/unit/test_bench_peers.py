@@ -117,3 +117,34 @@ def test_the_hook_compresses_population_weights_through_the_adapter():
     # Seen as [1, 2048], the weight is sent whole; through the adapter as [64, 32] at r=1.
     assert compressed_share(lambda: powerSGD_hook) == 1.0
     assert compressed_share(lambda: powersgd_over_gloo(buckets=2)) == pytest.approx((64 + 32) / (64 * 32))
+
+
+def record(method, *, workers=2, rate="1gbit", density=None, rank=None, step_s, bytes_sent=101_666_816, **extra):
+    rate_bps = {"1gbit": 1e9, "none": 0.0}[rate]
+    return {"workers": workers, "rate": rate, "rate_bps": rate_bps, "method": method, "density": density,
+            "rank": rank, "steps": 4, "step_s": step_s, "tokens_per_s": 256 / step_s, "bytes_sent": bytes_sent,
+            "dense_bytes": 101_666_816, "link_bytes": {"10.213.0.1": 4e8, "10.213.0.2": 4e8}, "loss": 4.3,
+            "val_loss": 4.6, "foreign_cores": 0.0, **extra}
+
+
+def test_the_table_shows_peers_beside_sparsepop(capsys):
+    import bench_cluster
+
+    rows = [record("dense", step_s=1.6), record("ddp", step_s=1.2, buckets=4), record("topk-fp16", density=0.01,
+                                                                                         step_s=0.8, bytes_sent=1.5e6),
+            record("dense", workers=1, rate="none", step_s=0.7),
+            record("ddp", workers=1, rate="none", step_s=0.7, backward_s=0.4, buckets=4)]
+    bench_cluster.print_table({bench_cluster.key(r): r for r in rows}, seconds_per_entry=0.0)
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[3] for line in lines[1:4]] == ["ddp", "dense", "topk-fp16"]  # W, link (2 words), method
+    ddp, dense = lines[1].split(), lines[2].split()
+    assert dense[8] == "0.75x"  # vs DDP: 1.2 s against 1.6 s
+    assert ddp[10] == "100.0"  # link MB per step: 4e8 B over 4 steps
+    # DDP's model overlaps its 4 buckets with the 0.4 s backward pass: the 1 Gbit/s all-reduce
+    # of 101.7 MB (0.813 s) is longer, so 0.3 + 0.813 + 0.1 = 1.213 s; measured 1.2 s: -1%.
+    assert ddp[15] == "-1%"  # err(W=1)
+    assert dense[15] == f"{1.6 / (0.7 + 0.813354528) - 1:+.0%}"  # sparsepop: compute + comm, no overlap
+    # A record written before ranks existed is keyed with rank None and still prints.
+    old = {k: v for k, v in record("dense", step_s=1.5).items() if k not in ("rank", "loss", "val_loss")}
+    bench_cluster.print_table({bench_cluster.key(old): old}, seconds_per_entry=0.0)
+    assert " nan " in capsys.readouterr().out.splitlines()[1]
