@@ -248,6 +248,9 @@ def main() -> int:
         return report_spec_error(err, args.spec)
     if args.skip >= spec.train.steps:
         parser.error(f"--skip {args.skip} leaves no timed step of train.steps={spec.train.steps}")
+    if "RAY_ADDRESS" not in os.environ:
+        parser.error("RAY_ADDRESS is not set: run it in host 0 of a namespace cluster, as "
+                     "benchmarks/bench_cluster.py --peers does")
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
