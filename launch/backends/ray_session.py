@@ -16,14 +16,14 @@ import ray
 
 from distrib.rendezvous import LOOPBACK, use_loopback_interfaces
 from launch.backends.interrupts import Interrupted, run_in_thread, say_how_to_resume, signals_raise_interrupted
-from launch.backends.ray_private import (PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs,
-                                         ray_on_loopback_only)
 from launch.runs.directory import finish_run, prepare_run_dir
 from launch.runs.failures import Failure
 from launch.runs.files import METRICS, read_metrics
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from pbt.ray.private_api import (HEALTH_CHECK_INTERVAL_ENV, PREEMPTION_WATCHER_ENV, last_recorded_cluster,
+                                 quiet_ray_train_worker_logs, ray_on_loopback_only)
 from trainers.loop import Worker
 
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
@@ -92,6 +92,9 @@ def connect_ray() -> None:
     RAY_ADDRESS=local always starts a fresh local instance (the tests use it)."""
     if ray.is_initialized():
         return
+    # Ray Train hands it on from this process to its controller (and a local instance's
+    # processes, Tune's trials among them, inherit it).
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL_ENV, "0.5")
     address = os.environ.get("RAY_ADDRESS", "auto")
     detected = address == "auto"
     if detected:
@@ -108,14 +111,14 @@ def connect_ray() -> None:
     ray_on_loopback_only()
     use_loopback_interfaces()
     ray.init(address="local", dashboard_host=LOOPBACK, logging_level="WARNING")
-    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see ray_private)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see pbt/ray/private_api.py)
 
 
 def joinable_cluster(timeout_s: float = 2.0) -> str | None:
     """The cluster `address="auto"` would join, if it answers. A head that died without
     `ray stop` leaves its address in Ray's temp dir, and `ray.init("auto")` then retries
     that dead address for minutes instead of failing. A head on loopback is joined in Ray's
-    single-machine mode, as it was started (see ray_private.ray_on_loopback_only)."""
+    single-machine mode, as it was started (see pbt/ray/private_api.py: ray_on_loopback_only)."""
     address = last_recorded_cluster()
     if address is None:
         return None
