@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
     """Join Ray, check the cluster (and the flavour's `preflight`) before anything is
     written, create the run directory (or reopen `resume`'s) and its recorder, run `fit` (it
     returns the error that ended training, or None), and write the summary and report
-    whatever happened. A stop signal ends the run as `interrupted` (see interrupts.py): Ray
+    whatever happened, leaving Ray meanwhile. A stop signal ends the run as `interrupted` (see interrupts.py): Ray
     is left (which ends the job's workers), the summary written, and the process exits with
     128 + the signal's number. Returns the run directory; raises SpecError on input the
     cluster cannot satisfy."""
@@ -68,7 +69,14 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
         except Interrupted as interrupted:
             wind_down_interrupted(run, interrupted, wall_time_s=time.perf_counter() - started)
     rows = sorted(rows, key=lambda row: (row["step"], row["member"]))  # groups' and trials' rows interleave
-    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    # Nothing below needs Ray, and leaving it waits 1-2 s for its processes to end (a local
+    # instance's): let them end while the summary and the report are written.
+    leaving = threading.Thread(target=ray.shutdown, name="leave-ray")
+    leaving.start()
+    try:
+        finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    finally:
+        leaving.join()
     return run_dir
 
 
