@@ -135,7 +135,7 @@ def member_histories(run: Run) -> list[MemberHistory]:
         except (ValueError, IndexError, KeyError) as err:
             run.notes.append(f"The exploits do not replay from the initial hyperparameters ({err}); "
                              "schedules are taken from the events alone.")
-    return _replay_unchecked(run, initial)
+    return replay(run.events, initial, members=max(run.members) + 1, check=False)
 
 
 def _initial_hyperparams(run: Run) -> dict[str, list[float]]:
@@ -148,15 +148,6 @@ def _initial_hyperparams(run: Run) -> dict[str, list[float]]:
         return {}
     names = sorted(set.intersection(*(set(hp) for hp in firsts.values())))
     return {name: [float(firsts[m][name]) for m in range(size)] for name in names}
-
-
-def _replay_unchecked(run: Run, initial: dict[str, list[float]]) -> list[MemberHistory]:
-    size = max(run.members) + 1
-    histories = [MemberHistory(schedule=[(0, {k: v[m] for k, v in initial.items()})]) for m in range(size)]
-    for event in run.events:
-        histories[event.target].schedule.append((event.step, dict(event.new)))
-        histories[event.target].lineage.append((event.step, event.source))
-    return histories
 
 
 def lineage(histories: list[MemberHistory], member: int) -> str:
