@@ -20,7 +20,8 @@ import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import EVENTS, METRICS, REPORT, SPEC, SUMMARY, read_metrics, save_figure, write_atomic
+from launch.runs.files import (EVENTS, METRICS, REPORT, SPEC, SUMMARY, legend_outside, read_metrics, save_figure,
+                              write_atomic)
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -204,12 +205,6 @@ def _width(member: int, members: int, base: float, step: float = 0.6) -> float:
     return base + step * max(min(members, 6) - 1 - member, 0)
 
 
-def _legend(ax, handles=None) -> None:
-    """Outside the axes, on the right, so it never covers data."""
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-              fontsize="small", frameon=False)
-
-
 def plot_losses(run: Run, path: Path) -> str:
     """val_loss.png; returns its caption."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
@@ -230,7 +225,7 @@ def plot_losses(run: Run, path: Path) -> str:
     ax.set_xlabel("step")
     ax.set_ylabel(f"{kind} loss (nats/token)")
     ax.grid(alpha=0.3)
-    _legend(ax, _loss_legend_handles(ax, has_val, marked))
+    legend_outside(ax, _loss_legend_handles(ax, has_val, marked))
     save_figure(fig, path, dpi=DPI)
     return _loss_caption(run, has_val, marked, baseline)
 
@@ -347,7 +342,7 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{run.name}: hyperparameters per member (lineage)")
     axes[-1].set_xlabel("step")
-    _legend(axes[0], _hp_legend_handles(axes[0], bool(run.events)))
+    legend_outside(axes[0], _hp_legend_handles(axes[0], bool(run.events)))
     save_figure(fig, path, dpi=DPI)
     caption = ("Each member's hyperparameters over steps (one panel per hyperparameter that differs between "
                "members or changes; constant ones are listed under the table). Members that share a value are drawn "
