@@ -43,12 +43,6 @@ class RayCluster:
     def dashboard(self) -> str:
         return f"http://{self.head}:{DASHBOARD_PORT}"
 
-    def node_env(self) -> dict:
-        # Ray processes that look for "the" cluster (address "auto": Ray Train's placement
-        # group cleaner, state API clients) would otherwise also find other Ray instances
-        # on this machine through the shared process table and /tmp/ray.
-        return node_env({"RAY_ADDRESS": self.gcs_address})
-
     def client_env(self) -> dict:
         """Environment of a command run in host 0: `python -m launch run` joins through
         RAY_ADDRESS; `ray job submit --address $SPNET_DASHBOARD` reaches the job server."""
@@ -74,9 +68,13 @@ class RayCluster:
 
     def _spawn(self, i: int, args: list[str]) -> None:
         log = (self.log_dir / f"ray-start-h{i}.log").open("w")
+        # RAY_ADDRESS: Ray processes that look for "the" cluster (address "auto": Ray Train's
+        # placement group cleaner, state API clients) would otherwise also find other Ray
+        # instances on this machine through the shared process table and /tmp/ray.
         self.nodes.append(subprocess.Popen(
             ["ip", "netns", "exec", self.net.host(i), str(BIN / "ray"), "start", *args],
-            env=self.node_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            env=node_env({"RAY_ADDRESS": self.gcs_address}), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True))
 
     def _check_alive(self) -> None:
         for i, node in enumerate(self.nodes):

@@ -71,44 +71,29 @@ def load_run(run_dir: Path) -> Run:
     notes: list[str] = []
     rows = read_metrics(run_dir / METRICS, notes)
     rows = [row for row in rows if isinstance(row.get("member"), int) and isinstance(row.get("step"), int)]
-    events = _read_events(run_dir / EVENTS, notes)
-    summary = _read_summary(run_dir / SUMMARY, notes)
+    events = _read(run_dir / EVENTS, lambda text: read_events(text.splitlines()), (json.JSONDecodeError, TypeError),
+                   notes, empty=[], unread="; exploits are not shown")
+    if not (run_dir / SUMMARY).exists():
+        notes.append("No `summary.json`: the run may still be running, or it stopped before writing one.")
+    summary = _read(run_dir / SUMMARY, json.loads, json.JSONDecodeError, notes, empty={})
     members = sorted({row["member"] for row in rows} | {e.target for e in events} | {e.source for e in events})
-    spec = _read_spec(run_dir, notes)
+    spec = _read(run_dir / SPEC, yaml.safe_load, yaml.YAMLError, notes, empty={})
+    spec = spec if isinstance(spec, dict) else {}
     name = spec.get("name") or run_dir.name
     return Run(name=str(name), summary=summary, rows=rows, events=events, inert=_inert_hyperparams(spec),
                members=members, notes=notes)
 
 
-def _read_events(path: Path, notes: list[str]) -> list[Event]:
+def _read(path: Path, parse, errors, notes: list[str], *, empty, unread: str = ""):
+    """`parse` of the file's text; `empty` if it is missing, or if it does not parse (noted
+    in `notes`, with `unread`: what the report then leaves out)."""
     if not path.exists():
-        return []
+        return empty
     try:
-        return read_events(path.read_text().splitlines())
-    except (json.JSONDecodeError, TypeError) as err:
-        notes.append(f"`{path.name}` could not be read ({err}); exploits are not shown.")
-        return []
-
-
-def _read_summary(path: Path, notes: list[str]) -> dict:
-    if not path.exists():
-        notes.append("No `summary.json`: the run may still be running, or it stopped before writing one.")
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        notes.append(f"`summary.json` could not be read ({err}).")
-        return {}
-
-
-def _read_spec(run_dir: Path, notes: list[str]) -> dict:
-    path = run_dir / SPEC
-    try:
-        spec = yaml.safe_load(path.read_text()) if path.exists() else None
-    except yaml.YAMLError as err:
-        notes.append(f"`spec.yaml` could not be read ({err}).")
-        spec = None
-    return spec if isinstance(spec, dict) else {}
+        return parse(path.read_text())
+    except errors as err:
+        notes.append(f"`{path.name}` could not be read ({err}){unread}.")
+        return empty
 
 
 def _inert_hyperparams(spec: dict) -> frozenset[str]:
