@@ -342,8 +342,8 @@ def plot_projection(projection: Projection, colors: dict[str, dict], path: Path)
     save_figure(fig, path, dpi=DPI)
     return ("Projected time per step at W workers and three link bandwidths: the measured compute time of each "
             "configuration plus the network model's time for its exact payload (ring all-reduce for dense and "
-            "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), latency α = {projection.latency_s * 1e6:g} µs per "
-            "message. Lower is faster; compute is flat in W, so the rising part is communication.")
+            "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), "
+            f"latency α = {projection.latency_s * 1e6:g} µs per message. Lower is faster; compute is flat in W, so the rising part is communication.")
 
 
 def _log_y(ax) -> None:
