@@ -123,6 +123,15 @@ class Network:
         sh("ip", "netns", "add", name)
         self.created.append(name)
 
+    def reshape(self, rate_bps: float | None) -> None:
+        """Change every link's rate in place (a running Ray cluster keeps running):
+        benchmarks/bench_cluster.py measures every rate on one cluster with it."""
+        self.rate_bps = rate_bps
+        for i in range(self.hosts):
+            for ns, dev in ((self.host(i), HOST_IF), (self.switch, f"p{i}")):
+                sh("tc", "-n", ns, "qdisc", "del", "dev", dev, "root", check=False)
+                self._shape(ns, dev)
+
     def _shape(self, ns: str, dev: str) -> None:
         parent = ["root"]
         if self.delay_ms > 0:
