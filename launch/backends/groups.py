@@ -102,9 +102,9 @@ class GroupCheckpoints(RayTrainCheckpoints):
     @contextlib.contextmanager
     def latest(self):
         checkpoint = ray.train.get_checkpoint()
-        from_earlier_driver = checkpoint is None or str(Path(checkpoint.path).resolve()) in self.start.earlier \
-            if self.start is not None else False
-        if from_earlier_driver:
+        # Ray Train's newest of this group may be past the common step, or (registered late) before it.
+        if self.start is not None and (checkpoint is None
+                                       or str(Path(checkpoint.path).resolve()) in self.start.earlier):
             yield self.start.folder
             return
         with super().latest() as folder:
