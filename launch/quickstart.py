@@ -16,13 +16,13 @@ import time
 from pathlib import Path
 
 from distrib.rendezvous import LOOPBACK_INTERFACES
-from launch.backends.ray_private import CLUSTERS_ENV, PREEMPTION_WATCHER_ENV
 from launch.runs.directory import read_run_spec
 from launch.runs.files import EVENTS, REPORT, SUMMARY, read_jsonl, run_dir_in
 from launch.runs.members import best_member
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
 from launch.spec.schema import load_spec
+from pbt.ray.private_api import CLUSTERS_ENV, PREEMPTION_WATCHER_ENV
 
 DASHBOARD = ("127.0.0.1", 8265)
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         start_head(env)
     overrides = [arg for item in args.overrides for arg in ("--set", item)]
     # A head on loopback is one node with nothing to preempt: no preemption watcher (and no
-    # error-looking line from it, see launch/backends/ray_private.py).
+    # error-looking line from it, see pbt/ray/private_api.py).
     runtime_env = {"env_vars": {PREEMPTION_WATCHER_ENV: "0"}}
     command = [str(Path(sys.executable).with_name("ray")), "job", "submit",
                "--address", f"http://{DASHBOARD[0]}:{DASHBOARD[1]}", "--working-dir", ".",

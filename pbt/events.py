@@ -65,17 +65,19 @@ class MemberHistory:
         return current
 
 
-def replay(events: Iterable[Event], initial: Mapping[str, Sequence[float]]) -> list[MemberHistory]:
+def replay(events: Iterable[Event], initial: Mapping[str, Sequence[float]], *, members: int | None = None,
+           check: bool = True) -> list[MemberHistory]:
     """Each member's schedule and lineage from its initial hyperparameters (name -> [P])
     and the events in the order they were logged. Raises if an event's `old` does not
-    match the replayed state (a log that does not belong to these initial values)."""
-    members = len(next(iter(initial.values())))
+    match the replayed state (a log that does not belong to these initial values), unless
+    `check` is False. `members`: P, where `initial` may be empty."""
+    members = len(next(iter(initial.values()))) if members is None else members
     histories = [MemberHistory(schedule=[(0, {name: float(v[m]) for name, v in initial.items()})])
                  for m in range(members)]
     for event in events:
         history = histories[event.target]
         current = history.schedule[-1][1]
-        if any(not math.isclose(current.get(k, math.nan), v, rel_tol=1e-9) for k, v in event.old.items()):
+        if check and any(not math.isclose(current.get(k, math.nan), v, rel_tol=1e-9) for k, v in event.old.items()):
             raise ValueError(f"event at step {event.step} says member {event.target} had {event.old}, "
                              f"but the replay has {current}: events and initial values do not match")
         history.schedule.append((event.step, dict(event.new)))

@@ -27,34 +27,30 @@ class CheckpointError(Exception):
     """A checkpoint file that is missing, cut short or corrupt (the message names it)."""
 
 
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary name, fsync, rename: `path` is whole or absent, and no
-    temporary file stays when the write fails (a full disk)."""
+def _write_durably(path: Path, write: Callable) -> None:
+    """`write(handle)` into a temporary name, fsync, rename: `path` is whole or absent, and
+    no temporary file stays when the write fails (a full disk)."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save, durably (`_write_durably`)."""
+    _write_durably(path, lambda handle: torch.save(obj, handle))
 
 
 def seal(folder: Path, *, rank: int, world_size: int, step: int, names: Iterable[str]) -> None:
     """Rank `rank`'s seal over the files `names` it wrote into `folder`: written last."""
     files = {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)} for name in names}
     record = json.dumps({"step": step, "world_size": world_size, "files": files}, indent=1) + "\n"
-    path = folder / f"seal_rank{rank}.json"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w") as handle:
-            handle.write(record)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    _write_durably(folder / f"seal_rank{rank}.json", lambda handle: handle.write(record.encode()))
 
 
 def seals(folder: Path) -> dict[int, dict]:

@@ -4,7 +4,7 @@ Ray Train's torch backend starts each worker group's process group with
 `init_process_group("env://")` on worker 0's node address and a free port; rank 0's
 TCPStore then listens on every interface (see distrib/rendezvous.py). This backend takes
 the same steps, but rank 0 serves the store on its node's address alone: 127.0.0.1 on a
-local instance (launch/backends/ray_private.py: `ray_on_loopback_only`), the cluster
+local instance (pbt/ray/private_api.py: `ray_on_loopback_only`), the cluster
 interface's address on a cluster. `ray_session.ray_trainer` uses it for every Ray flavour.
 """
 import os
@@ -14,7 +14,7 @@ import ray
 from ray.train.torch import TorchConfig
 
 from distrib.rendezvous import join_process_group, serve_store
-from launch.backends.ray_private import ray_train_torch_backend
+from pbt.ray.private_api import ray_train_torch_backend
 
 _TorchBackend, _set_torch_distributed_env_vars = ray_train_torch_backend()
 

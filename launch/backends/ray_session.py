@@ -7,6 +7,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,14 +17,14 @@ import ray
 
 from distrib.rendezvous import LOOPBACK, use_loopback_interfaces
 from launch.backends.interrupts import Interrupted, run_in_thread, say_how_to_resume, signals_raise_interrupted
-from launch.backends.ray_private import (PREEMPTION_WATCHER_ENV, last_recorded_cluster, quiet_ray_train_worker_logs,
-                                         ray_on_loopback_only)
 from launch.runs.directory import finish_run, prepare_run_dir
 from launch.runs.failures import Failure
 from launch.runs.files import METRICS, read_metrics
 from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
+from pbt.ray.private_api import (HEALTH_CHECK_INTERVAL_ENV, PREEMPTION_WATCHER_ENV, last_recorded_cluster,
+                                 quiet_ray_train_worker_logs, ray_on_loopback_only)
 from trainers.loop import Worker
 
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
@@ -48,7 +49,7 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
     """Join Ray, check the cluster (and the flavour's `preflight`) before anything is
     written, create the run directory (or reopen `resume`'s) and its recorder, run `fit` (it
     returns the error that ended training, or None), and write the summary and report
-    whatever happened. A stop signal ends the run as `interrupted` (see interrupts.py): Ray
+    whatever happened, leaving Ray meanwhile. A stop signal ends the run as `interrupted` (see interrupts.py): Ray
     is left (which ends the job's workers), the summary written, and the process exits with
     128 + the signal's number. Returns the run directory; raises SpecError on input the
     cluster cannot satisfy."""
@@ -68,7 +69,14 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
         except Interrupted as interrupted:
             wind_down_interrupted(run, interrupted, wall_time_s=time.perf_counter() - started)
     rows = sorted(rows, key=lambda row: (row["step"], row["member"]))  # groups' and trials' rows interleave
-    finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    # Nothing below needs Ray, and leaving it waits 1-2 s for its processes to end (a local
+    # instance's): let them end while the summary and the report are written.
+    leaving = threading.Thread(target=ray.shutdown, name="leave-ray")
+    leaving.start()
+    try:
+        finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
+    finally:
+        leaving.join()
     return run_dir
 
 
@@ -92,6 +100,9 @@ def connect_ray() -> None:
     RAY_ADDRESS=local always starts a fresh local instance (the tests use it)."""
     if ray.is_initialized():
         return
+    # Ray Train hands it on from this process to its controller (and a local instance's
+    # processes, Tune's trials among them, inherit it).
+    os.environ.setdefault(HEALTH_CHECK_INTERVAL_ENV, "0.5")
     address = os.environ.get("RAY_ADDRESS", "auto")
     detected = address == "auto"
     if detected:
@@ -108,14 +119,14 @@ def connect_ray() -> None:
     ray_on_loopback_only()
     use_loopback_interfaces()
     ray.init(address="local", dashboard_host=LOOPBACK, logging_level="WARNING")
-    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see ray_private)
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")  # nothing to preempt here (see pbt/ray/private_api.py)
 
 
 def joinable_cluster(timeout_s: float = 2.0) -> str | None:
     """The cluster `address="auto"` would join, if it answers. A head that died without
     `ray stop` leaves its address in Ray's temp dir, and `ray.init("auto")` then retries
     that dead address for minutes instead of failing. A head on loopback is joined in Ray's
-    single-machine mode, as it was started (see ray_private.ray_on_loopback_only)."""
+    single-machine mode, as it was started (see pbt/ray/private_api.py: ray_on_loopback_only)."""
     address = last_recorded_cluster()
     if address is None:
         return None

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 from launch.netns.network import (BIN, HOST_IF, PREFIX, REPO, SLOT, NetnsError, Network, cleanup, parse_rate,
-                                  require_root)
+                                  require_root, signal_group)
 from launch.netns.ray_cluster import RayCluster, in_ns
 
 # ---------------------------------------------------------------- one cluster, used and torn down
@@ -153,13 +153,11 @@ def run_in_head(ray: RayCluster, argv: list[str], *, timeout: float | None) -> i
     try:
         return child.wait(timeout=timeout)
     except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGTERM)
+        signal_group(child, signal.SIGTERM)
         try:
             child.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
+            signal_group(child, signal.SIGKILL)
             child.wait()
         raise
 

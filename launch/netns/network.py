@@ -29,8 +29,8 @@ class NetnsError(RuntimeError):
     pass
 
 
-def sh(*args: str, check: bool = True, capture: bool = True) -> subprocess.CompletedProcess:
-    done = subprocess.run(list(args), capture_output=capture, text=True)
+def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(list(args), capture_output=True, text=True)
     if check and done.returncode != 0:
         raise NetnsError(f"`{shlex.join(args)}` failed ({done.returncode}): {(done.stderr or '').strip()}")
     return done
@@ -44,9 +44,16 @@ def parse_rate(text: str) -> float:
     return float(match.group(1)) * {None: 1, "k": 1e3, "m": 1e6, "g": 1e9}[match.group(2)]
 
 
-def ns_names(prefix: str = PREFIX) -> list[str]:
+def ns_names() -> list[str]:
     out = sh("ip", "netns", "list").stdout
-    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(prefix)]
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0].startswith(PREFIX)]
+
+
+def signal_group(process: subprocess.Popen, sig: int) -> None:
+    """`sig` to the process group that `process` leads (started with start_new_session), if
+    it still exists."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, sig)
 
 
 # ---------------------------------------------------------------- the network
@@ -116,14 +123,6 @@ class Network:
         sh("ip", "netns", "add", name)
         self.created.append(name)
 
-    def reshape(self, rate_bps: float | None) -> None:
-        """Change every link's rate in place (a running Ray cluster keeps running)."""
-        self.rate_bps = rate_bps
-        for i in range(self.hosts):
-            for ns, dev in ((self.host(i), HOST_IF), (self.switch, f"p{i}")):
-                sh("tc", "-n", ns, "qdisc", "del", "dev", dev, "root", check=False)
-                self._shape(ns, dev)
-
     def _shape(self, ns: str, dev: str) -> None:
         parent = ["root"]
         if self.delay_ms > 0:
@@ -162,12 +161,6 @@ class Network:
         self.created.clear()
 
 
-def remove_etc(name: str) -> None:
-    shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
-    with contextlib.suppress(OSError):
-        ETC_NETNS.rmdir()  # only if empty: other tools' namespaces may keep files there
-
-
 def remove_namespace(name: str) -> None:
     """Kill what still runs inside (only our namespaces hold these pids), then delete it
     (its veth ends go with it)."""
@@ -182,7 +175,9 @@ def remove_namespace(name: str) -> None:
                 break
             time.sleep(0.2)
     sh("ip", "netns", "del", name, check=False)
-    remove_etc(name)
+    shutil.rmtree(ETC_NETNS / name, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        ETC_NETNS.rmdir()  # only if empty: other tools' namespaces may keep files there
 
 
 def cleanup() -> int:

@@ -1,5 +1,4 @@
 """Ray nodes on a namespace network, one per host."""
-import contextlib
 import json
 import os
 import shlex
@@ -7,9 +6,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
-from launch.netns.network import BIN, DASHBOARD_PORT, GCS_PORT, HOST_IF, REPO, SLOT, NetnsError, Network, sh
+from launch.netns.network import (BIN, DASHBOARD_PORT, GCS_PORT, HOST_IF, REPO, SLOT, NetnsError, Network, sh,
+                                  signal_group)
 
 # ---------------------------------------------------------------- Ray on the network
 
@@ -42,12 +43,6 @@ class RayCluster:
     def dashboard(self) -> str:
         return f"http://{self.head}:{DASHBOARD_PORT}"
 
-    def node_env(self) -> dict:
-        # Ray processes that look for "the" cluster (address "auto": Ray Train's placement
-        # group cleaner, state API clients) would otherwise also find other Ray instances
-        # on this machine through the shared process table and /tmp/ray.
-        return node_env({"RAY_ADDRESS": self.gcs_address})
-
     def client_env(self) -> dict:
         """Environment of a command run in host 0: `python -m launch run` joins through
         RAY_ADDRESS; `ray job submit --address $SPNET_DASHBOARD` reaches the job server."""
@@ -73,9 +68,13 @@ class RayCluster:
 
     def _spawn(self, i: int, args: list[str]) -> None:
         log = (self.log_dir / f"ray-start-h{i}.log").open("w")
+        # RAY_ADDRESS: Ray processes that look for "the" cluster (address "auto": Ray Train's
+        # placement group cleaner, state API clients) would otherwise also find other Ray
+        # instances on this machine through the shared process table and /tmp/ray.
         self.nodes.append(subprocess.Popen(
             ["ip", "netns", "exec", self.net.host(i), str(BIN / "ray"), "start", *args],
-            env=self.node_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+            env=node_env({"RAY_ADDRESS": self.gcs_address}), stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True))
 
     def _check_alive(self) -> None:
         for i, node in enumerate(self.nodes):
@@ -121,10 +120,7 @@ print(json.dumps([{"ip": nodes.get(a.node_id), "pid": a.pid, "state": a.state} f
         if done.returncode != 0:
             return {"error": done.stderr[-1000:]}
         workers = json.loads(done.stdout.strip().splitlines()[-1])
-        per_ip: dict[str, int] = {}
-        for worker in workers:
-            per_ip[worker["ip"]] = per_ip.get(worker["ip"], 0) + 1
-        return {"workers": workers, "per_node": per_ip}
+        return {"workers": workers, "per_node": dict(Counter(worker["ip"] for worker in workers))}
 
     def stop(self) -> None:
         # Workers before the head; SIGTERM makes `ray start --block` stop its daemons (a
@@ -132,15 +128,13 @@ print(json.dumps([{"ip": nodes.get(a.node_id), "pid": a.pid, "state": a.state} f
         # is killed after a few: the whole cluster is going away, nothing is kept).
         for node in reversed(self.nodes):
             if node.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.pid, signal.SIGTERM)
+                signal_group(node, signal.SIGTERM)
         deadline = time.monotonic() + 5
         for node in reversed(self.nodes):
             try:
                 node.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(node.pid, signal.SIGKILL)
+                signal_group(node, signal.SIGKILL)
                 node.wait(timeout=10)
         self.nodes.clear()
 

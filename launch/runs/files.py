@@ -89,6 +89,12 @@ def save_figure(fig, path: Path, *, dpi: int) -> Path:
     return write_atomic_with(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
 
 
+def legend_outside(ax, handles=None) -> None:
+    """The reports' legend: outside the axes, on the right, so it never covers data."""
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
+              fontsize="small", frameon=False)
+
+
 def read_jsonl(path: Path, notes: list[str] | None = None) -> list[dict]:
     """The JSON objects of a JSON-lines file ([] if it is missing). Unreadable lines (a
     last line cut short by a crash) are skipped, and counted in `notes` if given."""

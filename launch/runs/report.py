@@ -20,7 +20,8 @@ import yaml
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import EVENTS, METRICS, REPORT, SPEC, SUMMARY, read_metrics, save_figure, write_atomic
+from launch.runs.files import (EVENTS, METRICS, REPORT, SPEC, SUMMARY, legend_outside, read_metrics, save_figure,
+                              write_atomic)
 from pbt.events import Event, MemberHistory, read_events, replay
 
 VAL_PLOT, HP_PLOT = "val_loss.png", "hyperparams.png"
@@ -70,44 +71,29 @@ def load_run(run_dir: Path) -> Run:
     notes: list[str] = []
     rows = read_metrics(run_dir / METRICS, notes)
     rows = [row for row in rows if isinstance(row.get("member"), int) and isinstance(row.get("step"), int)]
-    events = _read_events(run_dir / EVENTS, notes)
-    summary = _read_summary(run_dir / SUMMARY, notes)
+    events = _read(run_dir / EVENTS, lambda text: read_events(text.splitlines()), (json.JSONDecodeError, TypeError),
+                   notes, empty=[], unread="; exploits are not shown")
+    if not (run_dir / SUMMARY).exists():
+        notes.append("No `summary.json`: the run may still be running, or it stopped before writing one.")
+    summary = _read(run_dir / SUMMARY, json.loads, json.JSONDecodeError, notes, empty={})
     members = sorted({row["member"] for row in rows} | {e.target for e in events} | {e.source for e in events})
-    spec = _read_spec(run_dir, notes)
+    spec = _read(run_dir / SPEC, yaml.safe_load, yaml.YAMLError, notes, empty={})
+    spec = spec if isinstance(spec, dict) else {}
     name = spec.get("name") or run_dir.name
     return Run(name=str(name), summary=summary, rows=rows, events=events, inert=_inert_hyperparams(spec),
                members=members, notes=notes)
 
 
-def _read_events(path: Path, notes: list[str]) -> list[Event]:
+def _read(path: Path, parse, errors, notes: list[str], *, empty, unread: str = ""):
+    """`parse` of the file's text; `empty` if it is missing, or if it does not parse (noted
+    in `notes`, with `unread`: what the report then leaves out)."""
     if not path.exists():
-        return []
+        return empty
     try:
-        return read_events(path.read_text().splitlines())
-    except (json.JSONDecodeError, TypeError) as err:
-        notes.append(f"`{path.name}` could not be read ({err}); exploits are not shown.")
-        return []
-
-
-def _read_summary(path: Path, notes: list[str]) -> dict:
-    if not path.exists():
-        notes.append("No `summary.json`: the run may still be running, or it stopped before writing one.")
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        notes.append(f"`summary.json` could not be read ({err}).")
-        return {}
-
-
-def _read_spec(run_dir: Path, notes: list[str]) -> dict:
-    path = run_dir / SPEC
-    try:
-        spec = yaml.safe_load(path.read_text()) if path.exists() else None
-    except yaml.YAMLError as err:
-        notes.append(f"`spec.yaml` could not be read ({err}).")
-        spec = None
-    return spec if isinstance(spec, dict) else {}
+        return parse(path.read_text())
+    except errors as err:
+        notes.append(f"`{path.name}` could not be read ({err}){unread}.")
+        return empty
 
 
 def _inert_hyperparams(spec: dict) -> frozenset[str]:
@@ -135,7 +121,7 @@ def member_histories(run: Run) -> list[MemberHistory]:
         except (ValueError, IndexError, KeyError) as err:
             run.notes.append(f"The exploits do not replay from the initial hyperparameters ({err}); "
                              "schedules are taken from the events alone.")
-    return _replay_unchecked(run, initial)
+    return replay(run.events, initial, members=max(run.members) + 1, check=False)
 
 
 def _initial_hyperparams(run: Run) -> dict[str, list[float]]:
@@ -148,15 +134,6 @@ def _initial_hyperparams(run: Run) -> dict[str, list[float]]:
         return {}
     names = sorted(set.intersection(*(set(hp) for hp in firsts.values())))
     return {name: [float(firsts[m][name]) for m in range(size)] for name in names}
-
-
-def _replay_unchecked(run: Run, initial: dict[str, list[float]]) -> list[MemberHistory]:
-    size = max(run.members) + 1
-    histories = [MemberHistory(schedule=[(0, {k: v[m] for k, v in initial.items()})]) for m in range(size)]
-    for event in run.events:
-        histories[event.target].schedule.append((event.step, dict(event.new)))
-        histories[event.target].lineage.append((event.step, event.source))
-    return histories
 
 
 def lineage(histories: list[MemberHistory], member: int) -> str:
@@ -213,12 +190,6 @@ def _width(member: int, members: int, base: float, step: float = 0.6) -> float:
     return base + step * max(min(members, 6) - 1 - member, 0)
 
 
-def _legend(ax, handles=None) -> None:
-    """Outside the axes, on the right, so it never covers data."""
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0,
-              fontsize="small", frameon=False)
-
-
 def plot_losses(run: Run, path: Path) -> str:
     """val_loss.png; returns its caption."""
     fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
@@ -239,7 +210,7 @@ def plot_losses(run: Run, path: Path) -> str:
     ax.set_xlabel("step")
     ax.set_ylabel(f"{kind} loss (nats/token)")
     ax.grid(alpha=0.3)
-    _legend(ax, _loss_legend_handles(ax, has_val, marked))
+    legend_outside(ax, _loss_legend_handles(ax, has_val, marked))
     save_figure(fig, path, dpi=DPI)
     return _loss_caption(run, has_val, marked, baseline)
 
@@ -356,7 +327,7 @@ def plot_hyperparams(run: Run, histories: list[MemberHistory], names: list[str],
         ax.grid(alpha=0.3)
     axes[0].set_title(f"{run.name}: hyperparameters per member (lineage)")
     axes[-1].set_xlabel("step")
-    _legend(axes[0], _hp_legend_handles(axes[0], bool(run.events)))
+    legend_outside(axes[0], _hp_legend_handles(axes[0], bool(run.events)))
     save_figure(fig, path, dpi=DPI)
     caption = ("Each member's hyperparameters over steps (one panel per hyperparameter that differs between "
                "members or changes; constant ones are listed under the table). Members that share a value are drawn "

@@ -23,8 +23,8 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
     steps = last.get("step", 0)
     finals = [m["final_val_loss"] for m in per_member.values() if m["final_val_loss"] is not None]
     bests = [m["best_val_loss"] for m in per_member.values() if m["best_val_loss"] is not None]
-    sent = sum(per_member_last["bytes_sent_total"] for per_member_last in _last_rows(rows))
-    dense = sum(per_member_last["dense_bytes_total"] for per_member_last in _last_rows(rows))
+    sent = sum(m["bytes_sent_total"] for m in per_member.values())
+    dense = sum(m["dense_bytes_total"] for m in per_member.values())
     return {
         "status": status,
         "steps": steps,
@@ -48,10 +48,3 @@ def summarize(rows: list[dict], info: dict, *, wall_time_s: float, status: str) 
         # Worker groups that failed and were restarted (or that ended the run): launch/runs/failures.py.
         "failures": info.get("failures", {"count": 0, "last": []}),
     }
-
-
-def _last_rows(rows: list[dict]) -> list[dict]:
-    last = {}
-    for row in rows:
-        last[row["member"]] = row
-    return list(last.values())

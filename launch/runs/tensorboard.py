@@ -15,13 +15,11 @@ opens mid-run is current. After a restart from a checkpoint at step s, a member'
 `purge_step = s + 1`, which tells TensorBoard to hide what the member logged after s (it is
 logged again), as metrics.jsonl is rewound.
 """
+import functools
 import json
 import time
 from pathlib import Path
-
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto.event_pb2 import Event, SessionLog
-from tensorboardX.summary import scalar, text
+from types import SimpleNamespace
 
 FOLDER = "tensorboard"
 ROW_SCALARS = {"loss": "loss/train", "val_loss": "loss/val", "val_accuracy": "accuracy/val", "lr": "lr",
@@ -29,23 +27,36 @@ ROW_SCALARS = {"loss": "loss/train", "val_loss": "loss/val", "val_accuracy": "ac
                "dense_bytes": "bytes/dense_per_step"}
 
 
+@functools.cache
+def tensorboardx() -> SimpleNamespace:
+    """tensorboardX's event writer and summaries, imported at the first write: tensorboardX
+    imports torch (its SummaryWriter takes tensors), 1.4 s of CPU that the recorder actor
+    would otherwise spend while the job's workers start."""
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto.event_pb2 import Event, SessionLog
+    from tensorboardX.summary import scalar, text
+
+    return SimpleNamespace(EventsWriter=EventsWriter, Event=Event, SessionLog=SessionLog, scalar=scalar, text=text)
+
+
 class MemberWriter:
     """One member's event file, written in the caller's thread."""
 
     def __init__(self, folder: Path, *, purge_step: int | None, suffix: str):
         folder.mkdir(parents=True, exist_ok=True)
-        self.events = EventsWriter(str(folder / "events"), suffix)
+        self.tb = tensorboardx()
+        self.events = self.tb.EventsWriter(str(folder / "events"), suffix)
         if purge_step is not None:
             # What SummaryWriter(purge_step=) writes: TensorBoard hides earlier files' events from there on.
-            self._write(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self._write(self.tb.Event(step=purge_step, session_log=self.tb.SessionLog(status=self.tb.SessionLog.START)))
 
     def add_scalar(self, tag: str, value: float, step: int) -> None:
-        self._write(Event(step=step, summary=scalar(tag, value)))
+        self._write(self.tb.Event(step=step, summary=self.tb.scalar(tag, value)))
 
     def add_text(self, tag: str, value: str, step: int) -> None:
-        self._write(Event(step=step, summary=text(tag, value)))
+        self._write(self.tb.Event(step=step, summary=self.tb.text(tag, value)))
 
-    def _write(self, event: Event) -> None:
+    def _write(self, event) -> None:
         event.wall_time = time.time()
         self.events.write_event(event)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
 
 from compression import METHODS
-from launch.runs.files import METRICS, SUMMARY, read_json, read_metrics, save_figure, write_atomic
+from launch.runs.files import METRICS, SUMMARY, legend_outside, read_json, read_metrics, save_figure, write_atomic
 from launch.study.netmodel import (DEFAULT_BANDWIDTHS_GBPS, DEFAULT_LATENCY_S, DEFAULT_WORKERS, MethodRow,
                                    Projection, collective_for, project)
 
@@ -187,11 +187,6 @@ def styles(trials: list[TrialData]) -> dict[str, dict]:
     return out
 
 
-def _legend(ax, **kwargs) -> None:
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize="small", frameon=False,
-              **kwargs)
-
-
 def _focus(ax, values: list[float], baseline: float | None) -> None:
     """Y limits from the validation losses after the first evaluation (the first ones are
     far higher and would squash the differences a reader compares)."""
@@ -222,7 +217,7 @@ def plot_val_vs_step(study: Study, style: dict, path: Path) -> str:
     ax.set(title=f"{study.name}: validation loss per trial", xlabel="step",
            ylabel="validation loss (nats/token)")
     ax.grid(alpha=0.3)
-    _legend(ax)
+    legend_outside(ax)
     save_figure(fig, path, dpi=DPI)
     return ("Validation loss at every evaluation step, one line per trial (colour: method and density, darker = "
             "sparser; dashed: without error feedback; marker: worker count). The axis is fitted to the later "
@@ -242,7 +237,7 @@ def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
     ax.set(title=f"{study.name}: validation loss vs data sent (the tradeoff curve)",
            xlabel="cumulative MB sent by one worker (log scale)", ylabel="validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
-    _legend(ax)
+    legend_outside(ax)
     save_figure(fig, path, dpi=DPI)
     return ("Validation loss against the megabytes one worker had put on the wire by that step (exact payloads: "
             "values in their wire dtype plus int32 indices where indices travel; dense warm-up steps included; a "
@@ -284,7 +279,7 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
            ylabel="final validation loss (nats/token)")
     ax.grid(alpha=0.3, which="both")
     ax.margins(x=0.08, y=0.12)
-    _legend(ax)
+    legend_outside(ax)
     save_figure(fig, path, dpi=DPI)
     return ("Final validation loss of each trial against its density, one line per method (and error-feedback "
             "setting); dense training is the point at density 1, with a dotted line across for comparison. "
@@ -343,12 +338,12 @@ def plot_projection(projection: Projection, colors: dict[str, dict], path: Path)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("projected ms per step (log)")
     fig.suptitle("Projected step time: measured compute + modelled exchange", fontsize="medium")
-    _legend(axes[-1])
+    legend_outside(axes[-1])
     save_figure(fig, path, dpi=DPI)
     return ("Projected time per step at W workers and three link bandwidths: the measured compute time of each "
             "configuration plus the network model's time for its exact payload (ring all-reduce for dense and "
-            "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), latency α = {projection.latency_s * 1e6:g} µs per "
-            "message. Lower is faster; compute is flat in W, so the rising part is communication.")
+            "shared random-k, ring all-gather for top-k, two ring all-reduces for PowerSGD), "
+            f"latency α = {projection.latency_s * 1e6:g} µs per message. Lower is faster; compute is flat in W, so the rising part is communication.")
 
 
 def _log_y(ax) -> None:

@@ -37,6 +37,7 @@ import math
 import torch
 from torch import nn
 
+from trainers.attention.chunked import split_chunks
 from trainers.attention.config import HypercubeAttentionConfig
 
 
@@ -80,13 +81,12 @@ class HypercubeAttention(nn.Module):
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
         N, H, T, K = q_NHTK.shape
         b = self.block
-        U = -(-T // b)
-        pad = U * b - T
         if key_mask_NT is None:
             key_mask_NT = torch.ones(N, T, dtype=torch.bool, device=q_NHTK.device)
-        real_NUb = nn.functional.pad(key_mask_NT, (0, pad), value=False).view(N, U, b)
-        q_NHUbK, k_NHUbK, v_NHUbK = (nn.functional.pad(x, (0, 0, 0, pad)).view(N, H, U, b, K)
-                                     for x in (q_NHTK, k_NHTK, v_NHTK))
+        # T zero-padded (False in the mask) up to U blocks of b tokens.
+        real_NUb = split_chunks(key_mask_NT.unsqueeze(-1), b).squeeze(-1)
+        q_NHUbK, k_NHUbK, v_NHUbK = (split_chunks(x, b) for x in (q_NHTK, k_NHTK, v_NHTK))
+        U = real_NUb.shape[1]
 
         index_US, allowed_UbSb = self.allowed_keys(U, q_NHTK.device)
         S = index_US.shape[1]

@@ -45,6 +45,7 @@ Choices the reference leaves open or does differently:
 import torch
 from torch import nn
 
+from trainers.attention.chunked import split_chunks
 from trainers.attention.config import MraAttentionConfig
 
 PRIOR_BONUS = 5e3  # the reference's bonus on row-normalised logits: far above any real gap
@@ -110,13 +111,12 @@ class MraAttention(nn.Module):
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
         N, H, T, K = q_NHTK.shape
         b = self.config.block_size
-        U = -(-T // b)
-        pad = U * b - T
         if key_mask_NT is None:
             key_mask_NT = torch.ones(N, T, dtype=torch.bool, device=q_NHTK.device)
-        real_N1Ub = nn.functional.pad(key_mask_NT, (0, pad), value=False).view(N, 1, U, b)
-        q_NHUbK, k_NHUbK, v_NHUbK = (nn.functional.pad(x.float(), (0, 0, 0, pad)).view(N, H, U, b, K)
-                                     for x in (q_NHTK, k_NHTK, v_NHTK))
+        # T zero-padded (False in the mask) up to U blocks of b tokens.
+        real_N1Ub = split_chunks(key_mask_NT[:, None, :, None], b).squeeze(-1)
+        q_NHUbK, k_NHUbK, v_NHUbK = (split_chunks(x.float(), b) for x in (q_NHTK, k_NHTK, v_NHTK))
+        U = real_N1Ub.shape[2]
         q_NHUbK = q_NHUbK * K ** -0.5
 
         # 1. low resolution: means over the real tokens of each block

@@ -1,6 +1,6 @@
 """The environment `make quickstart` starts its Ray head with (launch/quickstart.py)."""
 from distrib.rendezvous import LOOPBACK_INTERFACES
-from launch.backends.ray_private import CLUSTERS_ENV
+from pbt.ray.private_api import CLUSTERS_ENV
 from launch.quickstart import loopback_head_env
 
 

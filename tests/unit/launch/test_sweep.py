@@ -252,6 +252,7 @@ def test_study_report_writes_every_plot_and_the_projection_tables(study_dir):
         assert f"]({name})" in text
     assert "**1 Gbit/s**" in text and "**100 Gbit/s**" in text and "W=128" in text
     assert "2(W-1)/W · S/β + 2(W-1)·α" in text and "fastest interval of the W=1 run (no network)" in text
+    assert "latency α = 10 µs per message" in text  # the projection caption's value, formatted
     # Measured compute: shared random-k 1% (50 ms, the least) wins. Equal compute: top-k 1%'s
     # all-gather of 800 B (W=2, 1 Gbit/s: 6.4 µs + one 10 µs latency) beats random-k's
     # all-reduce of 400 B (3.2 µs + two latencies). Every run with error feedback ends at
