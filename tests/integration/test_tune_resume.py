@@ -48,7 +48,7 @@ def tune_run(tmp_path_factory):
 def test_an_interrupted_tune_run_resumes_to_its_last_step(tune_run):
     run_dir, returncode, first, resumed = tune_run
     assert returncode == 128 + signal.SIGINT, first[-4000:]
-    assert f"resume with: python -m launch resume {run_dir}" in first and "Traceback" not in first
+    assert f"resume with: python -m launch resume {run_dir}" in first
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-6000:]
     assert run_dir_of(resumed.stdout) == run_dir
@@ -59,22 +59,29 @@ def test_an_interrupted_tune_run_resumes_to_its_last_step(tune_run):
     for member in (0, 1):
         assert [r["step"] for r in sorted(rows, key=lambda r: r["step"]) if r["member"] == member] == \
             list(range(5, STEPS + 1, 5)), member
+    assert "Traceback" not in first + output, (first + output)[-6000:]
 
 
 def test_asynchronous_trials_log_no_error_and_keep_the_checkpoints_they_need(tune_run):
     run_dir, _, first, resumed = tune_run
     for output in (first, resumed.stdout + resumed.stderr):
         assert not ERROR_LINE.search(output) and "Error handling checkpoint" not in output, output[-6000:]
-    # Each trial's last checkpoint, the one a resume or an exploit of it would read, is whole.
+    # Every checkpoint Tune holds is whole; each trial's last one, which a resume or an exploit
+    # of it would read, is there.
+    held = list((run_dir / "tune").glob("member*/checkpoint_*"))
+    assert held and all(sealed_step(folder) is not None for folder in held), held
     from ray.tune import ExperimentAnalysis
 
     trials = ExperimentAnalysis(str(run_dir / "tune")).trials
     assert len(trials) == 2
     for trial in trials:
         assert trial.checkpoint is not None and sealed_step(Path(trial.checkpoint.path)) == STEPS, trial
-    # Every exploit's donor checkpoint was there when its target restored it.
-    events = read_events((run_dir / "pbt_events.jsonl").read_text().splitlines())
-    assert events, "asynchronous PBT of 2 trials exploits by step 20"
+    # Every exploit's donor checkpoint was there when its target restored it. Once both trials
+    # have a score, a trial reporting a round is either exploited (the worse one) or saved by
+    # PBT while it runs (the better one: the case that led to the error); which, depends on
+    # which trial reports first (asynchronous PBT), so there may be no exploit at all.
+    events_file = run_dir / "pbt_events.jsonl"
+    events = read_events(events_file.read_text().splitlines()) if events_file.exists() else []
     restores = [json.loads(line) for line in (run_dir / "restores.jsonl").read_text().splitlines()]
     for event in events:
         assert any((r["member"], r["step"], r["hyperparams"]) == (event.target, event.step, event.new)
