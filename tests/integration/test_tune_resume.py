@@ -59,7 +59,11 @@ def test_an_interrupted_tune_run_resumes_to_its_last_step(tune_run):
     for member in (0, 1):
         assert [r["step"] for r in sorted(rows, key=lambda r: r["step"]) if r["member"] == member] == \
             list(range(5, STEPS + 1, 5)), member
-    assert "Traceback" not in first + output, (first + output)[-6000:]
+    assert "Traceback" not in first, first[-6000:]
+    # Tune stops the actor of a trial PBT pauses with SIGTERM, and Ray's handler may then print
+    # a SystemExit traceback from wherever that process was (Ray's and Python's frames): none
+    # may pass through our code.
+    assert not re.search(r'File "' + re.escape(str(REPO)), output), output[-6000:]
 
 
 def test_asynchronous_trials_log_no_error_and_keep_the_checkpoints_they_need(tune_run):
