@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Continue the job of RUN_DIR (printed by `run`), whose driver is gone, from its last complete "
                     "checkpoint, into the same run directory: the metrics of the finished run equal an "
                     "uninterrupted run's (timing aside). The spec is the run's spec.yaml; only train.steps may "
-                    "be extended. An mpiexec job resumes under mpiexec with the same number of ranks.")
+                    "be extended. An mpiexec job resumes under mpiexec with the same number of ranks; the "
+                    "groups of population.groups > 1 all from the newest step every group checkpointed.")
     resume.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (printed by `run`)")
     resume.add_argument("--set", dest="overrides", action="append", default=[], metavar="train.steps=N",
                         help="train for N steps in all instead of the run's train.steps (N larger); the "

@@ -74,3 +74,19 @@ def group_controller_state(state: Mapping, layout: GroupLayout, group: int) -> d
             "initial": {name: list(values[lo:hi]) for name, values in state["initial"].items()},
             "hyperparams": {name: list(values[lo:hi]) for name, values in state["hyperparams"].items()},
             "last_exploit_step": list(state["last_exploit_step"][lo:hi])}
+
+
+def merged_controller_state(states: Sequence[Mapping], layout: GroupLayout) -> dict:
+    """The global PBTController.state_dict() whose slices are `states` (group g's store
+    state, in group order): the inverse of group_controller_state. A resumed run rebuilds
+    its coordinator's decider this way from the groups' checkpoints, which hold the
+    hyperparameters as the round at their step left them."""
+    if len(states) != layout.groups or any(state["members"] != layout.members for state in states):
+        raise ValueError(f"expected {layout.groups} group states of {layout.members} members each")
+    names = states[0]["hyperparams"].keys()
+
+    def joined(part: str) -> dict[str, list[float]]:
+        return {name: [v for state in states for v in state[part][name]] for name in names}
+
+    return {"members": layout.population, "initial": joined("initial"), "hyperparams": joined("hyperparams"),
+            "last_exploit_step": [s for state in states for s in state["last_exploit_step"]]}

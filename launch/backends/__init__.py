@@ -25,7 +25,7 @@ def run_job(spec: JobSpec, *, resume: Path | None = None) -> Path | None:
     if spec.population.groups > 1:
         from launch.backends.groups import run_group_job
 
-        return run_group_job(spec)  # not resumable yet (launch/runs/resume.py)
+        return run_group_job(spec, resume=resume)
     if spec.population.backend == "tune":
         from launch.backends.tune import run_tune_job
 

@@ -5,7 +5,9 @@ Same run directory as one group, except the checkpoints: `checkpoints_g{g}/` per
 Group g trains its members with seed `seed + g` (initial weights, data order, dropout), so
 the groups' members differ as members of one group do (group 0 starts from the weights a
 one-group run with the same seed would). The global controller draws the G·P members'
-initial hyperparameters; each group's HyperparamStore holds its slice.
+initial hyperparameters; each group's HyperparamStore holds its slice. `launch resume`
+restarts every group from the newest step all of them checkpointed and rebuilds the
+global controller from those checkpoints (launch/backends/groups_resume.py).
 
 Legend: G groups, P members per group, W workers per group; global member id g·P + i
 (pbt/groups.py).
@@ -34,6 +36,7 @@ Exports never wait and imports only wait for exports, so no cycle can form. Ever
 bounded by population.round_timeout_s, and the driver tells the coordinator when a group
 has failed for good, so the other groups stop at once with that group's error.
 """
+import contextlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -42,6 +45,7 @@ import ray.train
 import torch
 
 from launch.backends.coordinator import CoordinatorActor
+from launch.backends.groups_resume import GroupStart, group_checkpoint_root, resume_point
 from launch.backends.plan import population_controller, worker_plan
 from launch.backends.ray_session import (ActorReporter, RayRun, RayTrainCheckpoints, fit_error, on_this_node,
                                          ray_trainer, run_on_ray)
@@ -88,10 +92,30 @@ class GroupReporter(ActorReporter):
 
 class GroupCheckpoints(RayTrainCheckpoints):
     """Ray Train checkpoints that also tell the coordinator (rank 0), so it can drop states
-    no restart will need."""
+    no restart will need. `start`: the run is resumed, and this group starts from the
+    common step's checkpoint (launch/backends/groups_resume.py), not from the newest one
+    Ray Train recorded for it, until it restarts from one of this driver's own."""
 
-    def __init__(self, link: GroupLink):
-        self.link = link
+    def __init__(self, link: GroupLink, start: GroupStart | None = None):
+        self.link, self.start = link, start
+
+    @contextlib.contextmanager
+    def latest(self):
+        checkpoint = ray.train.get_checkpoint()
+        # Ray Train's newest of this group may be past the common step, or (registered late) before it.
+        if self.start is not None and (checkpoint is None
+                                       or str(Path(checkpoint.path).resolve()) in self.start.earlier):
+            yield self.start.folder
+            return
+        with super().latest() as folder:
+            yield folder
+
+    def earlier(self, latest: Path) -> list[Path]:
+        # An earlier driver's other checkpoints would put this group at a step the others are not at.
+        found = super().earlier(latest)
+        if self.start is None:
+            return found
+        return [path for path in found if str(path.resolve()) not in self.start.earlier]
 
     def save(self, step, write_files):
         super().save(step, write_files)
@@ -166,8 +190,10 @@ class GroupRounds:
 @ray.remote(num_cpus=0)
 def fit_group(spec: JobSpec, loop_config: dict, run_dir: str, group: int) -> str | None:
     """One group's TorchTrainer.fit() (a task, so that the G fits run side by side); the
-    error that ended it, or None."""
-    return fit_error(ray_trainer(spec, loop_config, run_dir=Path(run_dir), name=f"checkpoints_g{group}"),
+    error that ended it, or None. Resumed, the TorchTrainer of the same name finds Ray
+    Train's record of the group's checkpoints."""
+    return fit_error(ray_trainer(spec, loop_config, run_dir=Path(run_dir),
+                                 name=group_checkpoint_root(Path(run_dir), group).name),
                      loop_config["reporter"].recorder)
 
 
@@ -194,13 +220,22 @@ def wait_for_groups(fits: dict, coordinator) -> list[str]:
     return errors
 
 
-def run_group_job(spec: JobSpec) -> Path:
-    """The G groups' fits side by side, one run directory."""
+def run_group_job(spec: JobSpec, *, resume: Path | None = None) -> Path:
+    """The G groups' fits side by side, one run directory (or the run in `resume` continued,
+    every group from the newest step all of them checkpointed)."""
     def fit(run: RayRun) -> str | None:
         # The coordinator and the fit tasks stay beside the recorder, on the driver's node.
         here = on_this_node()
         layout = GroupLayout(groups=spec.population.groups, members=spec.population.size)
         controller = population_controller(spec, members=layout.population)
+        starts = [None] * layout.groups
+        if run.resuming:
+            point = resume_point(run.run_dir, layout)
+            starts = point.starts
+            if point.controller_state is not None:
+                controller.load_state_dict(point.controller_state)
+            print(f"resuming all {layout.groups} groups from step {point.step}, the newest step every group "
+                  "checkpointed", flush=True)
         coordinator = CoordinatorActor.options(scheduling_strategy=here).remote(
             controller, layout, spec.population.round_timeout_s)
         global_state = controller.state_dict()
@@ -208,9 +243,10 @@ def run_group_job(spec: JobSpec) -> Path:
         for group in range(layout.groups):
             link = GroupLink(coordinator, layout, group, initial=global_state["initial"])
             config = {"plan": group_plan(spec, run.ds_config, link, global_state),
-                      "reporter": GroupReporter(run.recorder, link), "checkpoints": GroupCheckpoints(link)}
+                      "reporter": GroupReporter(run.recorder, link),
+                      "checkpoints": GroupCheckpoints(link, starts[group])}
             fits[fit_group.options(scheduling_strategy=here).remote(spec, config, str(run.run_dir), group)] = group
         errors = wait_for_groups(fits, coordinator)
         return "; ".join(errors) if errors else None
 
-    return run_on_ray(spec, fit)
+    return run_on_ray(spec, fit, resume=resume)

@@ -100,9 +100,7 @@ def run_in_thread(work: Callable[[], T]) -> T:
     return outcome["value"]
 
 
-def say_how_to_resume(run_dir: Path, interrupted: Interrupted, *, mpi_ranks: int | None = None,
-                      resumable: bool = True) -> None:
+def say_how_to_resume(run_dir: Path, interrupted: Interrupted, *, mpi_ranks: int | None = None) -> None:
     launcher = f"mpiexec -n {mpi_ranks} " if mpi_ranks else ""
-    how = (f"resume with: {launcher}python -m launch resume {run_dir}" if resumable else
-           "a run of several groups cannot be resumed yet; start it again with `python -m launch run`")
-    print(f"interrupted ({interrupted}); {how}", file=sys.stderr, flush=True)
+    print(f"interrupted ({interrupted}); resume with: {launcher}python -m launch resume {run_dir}",
+          file=sys.stderr, flush=True)

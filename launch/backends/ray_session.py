@@ -89,7 +89,7 @@ def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s:
     ray.shutdown()
     rows = sorted(read_metrics(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
     finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
-    say_how_to_resume(run.run_dir, interrupted, resumable=run.spec.population.groups == 1)
+    say_how_to_resume(run.run_dir, interrupted)
     raise SystemExit(interrupted.exit_status)
 
 

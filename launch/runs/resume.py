@@ -1,7 +1,8 @@
 """`python -m launch resume RUN_DIR [--set train.steps=N]`: the spec a run is resumed with.
 
 A resumed run continues the run directory's own job from its last complete checkpoint (each
-backend finds it through its checkpoint store), so its spec is the run's `spec.yaml`. The
+backend finds it through its checkpoint store; several groups from the newest step every
+group checkpointed, launch/backends/groups_resume.py), so its spec is the run's `spec.yaml`. The
 one change allowed is a longer `train.steps`: the learning-rate schedule is then the one a
 run launched with the new length has (see README, "Interrupted runs"). Any other difference
 is refused with the keys that differ, before anything starts.
@@ -51,14 +52,9 @@ def spec_changes(original: JobSpec, spec: JobSpec) -> list[Problem]:
 
 
 def backend_limits(original: JobSpec, spec: JobSpec) -> list[Problem]:
-    """What a flavour cannot resume: several groups at all (their groups may have
-    checkpointed different steps, and the rounds in between went with the coordinator), and
-    under Ray Tune a longer train.steps (the restored experiment keeps the stop criterion it
-    was started with, and Tune does not resume finished trials)."""
-    if original.population.groups > 1:
-        return [Problem("population.groups", f"a run of {original.population.groups} groups cannot be resumed yet "
-                                             "(its groups may have checkpointed different steps); start it again "
-                                             "with `launch run`")]
+    """What a flavour cannot resume: under Ray Tune a longer train.steps (the restored
+    experiment keeps the stop criterion it was started with, and Tune does not resume
+    finished trials)."""
     if original.population.backend == "tune" and spec.train.steps != original.train.steps:
         return [Problem(EXTENSIBLE, "a Ray Tune run resumes with the train.steps it was started with (Tune's "
                                     "restored experiment keeps its stop criterion); drop --set train.steps")]

@@ -58,11 +58,11 @@ import itertools
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,6 +71,7 @@ import yaml
 
 from compression import METHODS, CompressionConfig
 from compression.spec_types import shorten
+from launch.backends.mpi_launcher import GFORKER, find_gforker, loopback_mpiexec
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_metrics, run_dir_in, write_atomic_with
 from launch.spec.problems import Problem, SpecError
 from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
@@ -384,13 +385,19 @@ def study_dir_for(base: JobSpec) -> Path:
     return fresh_dir(base.storage_dir(), f"{base.name}-sweep")
 
 
-def find_mpiexec() -> str:
-    beside = Path(sys.executable).with_name("mpiexec")
-    found = str(beside) if beside.exists() else shutil.which("mpiexec")
-    if not found:
-        raise SpecError([Problem("sweep", "trials run under mpiexec, which was not found beside the Python "
+def check_mpiexec() -> None:
+    if find_gforker() is None:
+        raise SpecError([Problem("sweep", f"trials run under {GFORKER}, which was not found beside the Python "
                                           "interpreter or on PATH; install the `mpich` wheel (pip install mpich)")])
-    return found
+
+
+def trial_command(t: dict, environ: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
+    """(command, environment) of trial `t`'s job: its ranks on this node, listening on
+    loopback only, as an mpiexec run on one machine is started (launch/backends/mpi_launcher.py)."""
+    threads = max(1, int(t["cpus_per_worker"]))
+    env = {**environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return loopback_mpiexec(t["workers"], [sys.executable, "-m", "launch", "run", t["spec_file"]], env)
 
 
 def run_one_trial(config: dict) -> None:
@@ -398,10 +405,7 @@ def run_one_trial(config: dict) -> None:
     from ray import tune
 
     t = config["trial"]
-    threads = max(1, int(t["cpus_per_worker"]))
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    cmd = [t["mpiexec"], "-n", str(t["workers"]), sys.executable, "-m", "launch", "run", t["spec_file"]]
+    cmd, env = trial_command(t, os.environ)
     print(f"[sweep] trial {t['index']}/{t['count']} {t['label']}: started; log {t['log']}", flush=True)
     started = time.perf_counter()
     with open(t["log"], "w") as log:
@@ -452,11 +456,10 @@ def run_trials(grid: Grid, study_dir: Path, *, max_concurrent: int | None = None
     outcome by label."""
     from ray import tune
 
-    mpiexec = find_mpiexec()
     configs = []
     for t in grid.trials:
         configs.append({"index": t.index, "count": len(grid.trials), "label": t.label, "workers": t.workers,
-                        "resources": t.resources(), "mpiexec": mpiexec, "cwd": os.getcwd(),
+                        "resources": t.resources(), "cwd": os.getcwd(),
                         "cpus_per_worker": t.spec.distributed.worker_resources().get("CPU", 1.0),
                         "spec_file": str(study_dir / "trials" / f"{t.stem}.yaml"),
                         "log": str(study_dir / "trials" / f"{t.stem}.log")})
@@ -585,7 +588,7 @@ def run_study(spec_path: str, overrides: list[str] = (), *, dry_run: bool = Fals
         return 0
     from launch.backends.ray_session import connect_ray
 
-    find_mpiexec()
+    check_mpiexec()
     # Every trial's start and end line, even when they read alike (Ray folds repeated lines).
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     connect_ray()

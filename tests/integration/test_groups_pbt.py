@@ -1,7 +1,9 @@
 """Two vectorized groups (population.groups: 2) of two members, one Ray Train worker each:
 members copy members of the other group through the coordinator and the object store,
-exactly, and a group killed mid-run resumes from its checkpoint to the uninterrupted run."""
+exactly; a group killed mid-run resumes from its checkpoint to the uninterrupted run, and so
+does the whole job interrupted and continued with `launch resume`."""
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -13,17 +15,37 @@ import torch
 from pbt.events import read_events, replay
 from launch.runs.files import run_dir_in
 from tests.integration.conftest import REPO, launch_env, read_rows, run_dir_of
+from tests.integration.test_interrupt_resume import interrupt
 from tests.integration.test_worker_failure import latest_checkpoint_step, train_workers
+from trainers.checkpoint import sealed_step
 
 STEPS = 60  # rounds at 10, 20, ..., 50 (none at the last step); checkpoints at 20, 40, 60: a kill after 20
 ROUND_CHECKPOINTED = 40  # a round and, right after it, a checkpoint: the copies as they were made
 P = 2
+TIMING = {"time_s", "tokens_per_s"}
+
+
+def groups_args(storage) -> list[str]:
+    return [sys.executable, "-m", "launch", "run", "configs/pbt_groups.yaml", "--set", f"run.storage={storage}",
+            "--set", f"train.steps={STEPS}", "--set", "population.round_timeout_s=300"]
+
+
+def rows_without_timing(run_dir) -> list[dict]:
+    return sorted(({k: v for k, v in row.items() if k not in TIMING} for row in read_rows(run_dir)),
+                  key=lambda row: (row["step"], row["member"]))
+
+
+def event_lines(run_dir) -> list[str]:
+    return sorted((run_dir / "pbt_events.jsonl").read_text().splitlines())
+
+
+def both_groups_checkpointed(run_dir) -> int:
+    return min(latest_checkpoint_step(run_dir, f"checkpoints_g{g}") for g in (0, 1))
 
 
 def run_groups(tmp_path, *, kill_after_checkpoint=False):
     tmp_path.mkdir()
-    args = [sys.executable, "-m", "launch", "run", "configs/pbt_groups.yaml", "--set", f"run.storage={tmp_path}",
-            "--set", f"train.steps={STEPS}", "--set", "population.round_timeout_s=300"]
+    args = groups_args(tmp_path)
     log = tmp_path / "driver.log"
     with log.open("w") as out:
         driver = subprocess.Popen(args, cwd=REPO, env=launch_env(), stdout=out, stderr=subprocess.STDOUT)
@@ -31,8 +53,7 @@ def run_groups(tmp_path, *, kill_after_checkpoint=False):
             time.sleep(0.1)
             text = log.read_text()
             # Once both groups have a checkpoint, so that the killed one resumes from its own.
-            if run_dir_in(text) and all(
-                    latest_checkpoint_step(run_dir_of(text), f"checkpoints_g{g}") >= 20 for g in (0, 1)):
+            if run_dir_in(text) and both_groups_checkpointed(run_dir_of(text)) >= 20:
                 train_workers(psutil.Process(driver.pid))[0].kill()  # one group's only worker
                 break
         driver.wait(timeout=400)
@@ -98,9 +119,35 @@ def test_members_copy_members_of_the_other_group_exactly(whole):
 def test_a_group_killed_mid_run_resumes_to_the_uninterrupted_run(whole, tmp_path):
     resumed, output = run_groups(tmp_path / "resumed", kill_after_checkpoint=True)
     assert "resuming from the checkpoint at step" in output
-    timing = {"time_s", "tokens_per_s"}
-    strip = lambda rows: sorted(({k: v for k, v in row.items() if k not in timing} for row in rows),  # noqa: E731
-                                key=lambda row: (row["step"], row["member"]))
-    assert strip(read_rows(resumed)) == strip(read_rows(whole[0]))
-    by_key = lambda run_dir: sorted((run_dir / "pbt_events.jsonl").read_text().splitlines())  # noqa: E731
-    assert by_key(resumed) == by_key(whole[0])
+    assert rows_without_timing(resumed) == rows_without_timing(whole[0])
+    assert event_lines(resumed) == event_lines(whole[0])
+
+
+@pytest.mark.slow
+def test_sigint_then_launch_resume_continues_every_group_from_one_step(whole, tmp_path):
+    driver, run_dir = interrupt(groups_args(tmp_path), tmp_path / "driver.log", both_groups_checkpointed,
+                                signal.SIGINT, after=20)
+    first = (tmp_path / "driver.log").read_text()
+    assert driver.returncode == 128 + signal.SIGINT, first[-4000:]
+    assert f"resume with: python -m launch resume {run_dir}" in first
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "interrupted"
+    # The newest checkpoint of the group that is behind (or level) cut short, as when the
+    # driver stops while Ray copies it: the other group must then go back past its own newest.
+    sealed = [{sealed_step(f): f for f in (run_dir / f"checkpoints_g{g}").glob("checkpoint_*")} for g in (0, 1)]
+    for steps in sealed:
+        steps.pop(None, None)
+    behind = 0 if max(sealed[0]) < max(sealed[1]) else 1
+    (sealed[behind].pop(max(sealed[behind])) / "seal_rank0.json").unlink()
+    common = max(set(sealed[0]) & set(sealed[1]), default=0)
+    assert common < max(sealed[1 - behind])
+
+    done = subprocess.run([sys.executable, "-m", "launch", "resume", str(run_dir)], cwd=REPO, env=launch_env(),
+                          capture_output=True, text=True, timeout=400)
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    assert f"resuming all 2 groups from step {common}," in output
+    assert run_dir_of(done.stdout) == run_dir
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    assert rows_without_timing(run_dir) == rows_without_timing(whole[0])
+    assert event_lines(run_dir) == event_lines(whole[0])
+    assert "Traceback" not in first + output, (first + output)[-6000:]

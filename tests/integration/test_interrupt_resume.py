@@ -44,16 +44,17 @@ def uninterrupted(tmp_path_factory) -> list[dict]:
     return read_rows(run_dir_of(done.stdout))
 
 
-def interrupt(command: list[str], log: Path, checkpoint_step, sig: int) -> tuple[subprocess.Popen, Path]:
-    """Start `command`, send `sig` to it once a checkpoint exists, and wait for its end;
-    asserts that every process it had started is gone soon after."""
+def interrupt(command: list[str], log: Path, checkpoint_step, sig: int, *,
+              after: int = CHECKPOINT_EVERY) -> tuple[subprocess.Popen, Path]:
+    """Start `command`, send `sig` to it once `checkpoint_step(run_dir)` reaches `after`, and
+    wait for its end; asserts that every process it had started is gone soon after."""
     with log.open("w") as out:
         driver = subprocess.Popen(command, cwd=REPO, env=launch_env(), stdout=out, stderr=subprocess.STDOUT)
         deadline, run_dir = time.monotonic() + 240, None
         while driver.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
             run_dir = run_dir_in(log.read_text())
-            if run_dir is not None and checkpoint_step(run_dir) >= CHECKPOINT_EVERY:
+            if run_dir is not None and checkpoint_step(run_dir) >= after:
                 break
         assert driver.poll() is None, "the run ended before it could be interrupted:\n" + log.read_text()[-3000:]
         started = psutil.Process(driver.pid).children(recursive=True)

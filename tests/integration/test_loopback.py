@@ -4,8 +4,8 @@ in single-machine mode binds its servers there, rank 0 binds the rendezvous stor
 gloo uses `lo` (docs/scaling.md, "What listens where"). The quickstart's head is checked
 in test_job_submit.py."""
 import sys
-from pathlib import Path
 
+from launch.backends.mpi_launcher import loopback_mpiexec
 from tests.integration.conftest import REPO, launch_env
 from tests.listeners import is_loopback, run_watching_listeners
 
@@ -33,12 +33,11 @@ def test_a_local_ray_run_listens_on_loopback_only(tmp_path):
 
 
 def test_an_mpiexec_run_on_one_machine_listens_on_loopback_only(tmp_path):
-    # The recipe of docs/scaling.md: the fork-based process manager (hydra's `mpiexec` keeps a
-    # control port on all interfaces) and MPICH's UCX transport on `lo`.
-    gforker = str(Path(sys.executable).with_name("mpiexec.gforker"))
-    args = launch_args(tmp_path, gforker, "-n", "2",
-                       overrides=(*SHORT, "distributed.launcher=mpi", "distributed.backend=mpi"))
-    done, seen = run_watching_listeners(args, cwd=REPO, env={**launch_env(), "UCX_NET_DEVICES": "lo"}, timeout=300)
+    # The recipe of docs/scaling.md, as `launch sweep` starts its trials: the fork-based process
+    # manager (hydra's `mpiexec` keeps a control port on all interfaces), MPICH's UCX on `lo`.
+    args, env = loopback_mpiexec(2, launch_args(tmp_path, overrides=(*SHORT, "distributed.launcher=mpi",
+                                                                     "distributed.backend=mpi")), launch_env())
+    done, seen = run_watching_listeners(args, cwd=REPO, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert beyond_the_machine(seen) == []
     assert len({pid for _, _, pid, _ in seen}) == 2, seen  # both ranks listen (store, gloo, MPI)

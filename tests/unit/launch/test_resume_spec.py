@@ -49,15 +49,18 @@ def test_a_completed_run_resumes_only_when_extended(run_dir):
     assert resume_spec(run_dir, ["train.steps=30"]).train.steps == 30
 
 
-def test_flavours_that_cannot_resume_say_so(tmp_path):
-    for config, overrides, key in (("configs/tiny_pbt.yaml", ["population.groups=2"], "population.groups"),
-                                   ("configs/tune_pbt.yaml", [], "train.steps")):
-        folder = tmp_path / key
-        folder.mkdir()
-        (folder / "spec.yaml").write_text(load_spec(config, overrides).to_yaml())
-        with pytest.raises(SpecError) as err:
-            resume_spec(folder, ["train.steps=100"] if key == "train.steps" else [])
-        assert paths(err.value) == [key]
+def test_a_tune_run_resumes_with_its_own_train_steps(tmp_path):
+    (tmp_path / "spec.yaml").write_text(load_spec("configs/tune_pbt.yaml").to_yaml())
+    with pytest.raises(SpecError) as err:
+        resume_spec(tmp_path, ["train.steps=100"])
+    assert paths(err.value) == ["train.steps"] and "Tune's restored experiment" in str(err.value)
+    assert resume_spec(tmp_path, []).population.backend == "tune"
+
+
+def test_a_run_of_several_groups_resumes_and_may_be_extended(tmp_path):
+    (tmp_path / "spec.yaml").write_text(load_spec("configs/pbt_groups.yaml").to_yaml())
+    assert resume_spec(tmp_path, []).population.groups == 2
+    assert resume_spec(tmp_path, ["train.steps=100"]).train.steps == 100
 
 
 def test_the_cli_exits_2_naming_the_keys(run_dir, capsys):

@@ -1,16 +1,18 @@
 """Sweep grid expansion (launch/study/sweep.py), results.csv and the study report
 (launch/study/report.py) on synthetic trial data: nothing is trained here."""
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from launch.backends.mpi_launcher import loopback_mpiexec
 from launch.cli import main
 from launch.spec.problems import SpecError
 from launch.study.report import (DENSITY, PROJECTION, STEP_TIME, VAL_MB, VAL_STEP, load_study, projection_inputs,
                                  read_results, write_study_report)
-from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, result_row,
+from launch.study.sweep import (_window_step_times, describe, expand_grid, load_sweep, result_row, trial_command,
                                 write_results_csv)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -302,3 +304,16 @@ def test_the_shipped_compression_sweep_expands():
     assert {f"powersgd-r{r}-ef-w{w}" for r in (1, 2, 4) for w in (1, 2)} <= set(labels)
     assert {t.workers for t in grid.trials} == {1, 2}
     assert all(t.spec.compression.randomk_mode == "shared" for t in grid.trials)
+
+
+def test_a_trial_starts_its_ranks_as_a_loopback_only_mpiexec_run(tmp_path):
+    # The one recipe (launch/backends/mpi_launcher.py) that test_loopback.py checks with a real job.
+    trial = {"workers": 2, "cpus_per_worker": 1.0, "spec_file": str(tmp_path / "t.yaml")}
+    cmd, env = trial_command(trial, {"PATH": "/usr/bin"})
+    expected, expected_env = loopback_mpiexec(2, [sys.executable, "-m", "launch", "run", str(tmp_path / "t.yaml")],
+                                              env)
+    assert cmd == expected and env == expected_env
+    assert Path(cmd[0]).name == "mpiexec.gforker" and Path(cmd[0]).exists() and cmd[1:3] == ["-n", "2"]
+    assert env["UCX_NET_DEVICES"] == "lo" and env["OMP_NUM_THREADS"] == "1"
+    # A setting of the caller's own is kept.
+    assert trial_command(trial, {"UCX_NET_DEVICES": "eth1"})[1]["UCX_NET_DEVICES"] == "eth1"
