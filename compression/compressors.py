@@ -17,8 +17,10 @@ exact.
 
 Randomness never touches the global RNG: random-k draws from a private
 `torch.Generator` seeded from (seed, step, tensor id[, rank]), as PyTorch's PowerSGD hook
-keeps its own generator. The draw happens on CPU so that every worker, whatever its
-device, gets the same indices for a shared seed.
+keeps its own generator. The draw happens where the gradient lives, so no indices are
+copied to a GPU each step; every worker draws on the same kind of device (a job's workers
+are all CPU or all CUDA), so all get the same indices for a shared seed. The CPU's stream
+is the one the project always drew; CUDA's (Philox) is another, equally seeded.
 """
 
 from __future__ import annotations
@@ -82,10 +84,11 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seeded_generator(*parts: object) -> torch.Generator:
-    """A CPU generator whose stream depends only on `parts` (hashed, so nearby keys such as
-    (layer 1, draw 0) and (layer 0, draw 1) give unrelated streams); never the global RNG."""
-    return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
+def seeded_generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` whose stream depends only on `parts` (hashed, so nearby keys
+    such as (layer 1, draw 0) and (layer 0, draw 1) give unrelated streams); never the
+    global RNG."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 @dataclass(frozen=True)
@@ -217,7 +220,7 @@ class TopKCompressor(Compressor):
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        gen = seeded_generator("topk", step, tensor_id)
+        gen = seeded_generator("topk", step, tensor_id, device=grad_PN.device)  # samples where the rows are
         abs_PN = grad_PN.abs()
         rows: list[torch.Tensor | None] = [None] * len(k_P)
         for k in sorted(set(k_P)):  # members that share a k share one batched topk
@@ -261,23 +264,24 @@ class RandomKCompressor(Compressor):
             rank=rank,
         )
 
-    def generator(self, *, step: int, tensor_id: str) -> torch.Generator:
+    def generator(self, *, step: int, tensor_id: str, device: torch.device | str = "cpu") -> torch.Generator:
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
-        return seeded_generator(*parts)
+        return seeded_generator(*parts, device=device)
 
     def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str,
-                k_P: Sequence[int] | None = None) -> torch.Tensor:
+                k_P: Sequence[int] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """int64 column indices, sorted per row, for this (step, tensor[, rank]): `[K]`, the
-        rows concatenated, row p of k_P[p] (default: every member at `density`)."""
+        rows concatenated, row p of k_P[p] (default: every member at `density`), drawn on
+        `device`."""
         k_P = self.counts(shape_PN, None) if k_P is None else k_P
-        gen = self.generator(step=step, tensor_id=tensor_id)
+        gen = self.generator(step=step, tensor_id=tensor_id, device=device)
         return torch.cat([_sample_without_replacement(shape_PN[1], k, gen) for k in k_P])
 
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
-        return self._sparse(grad_PN, idx_K.to(grad_PN.device), k_P, on_wire=self.mode == "independent")
+        idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P, device=grad_PN.device)
+        return self._sparse(grad_PN, idx_K, k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
         return (
@@ -293,13 +297,14 @@ def _sample_without_replacement(n: int, k: int, gen: torch.Generator) -> torch.T
     duplicates (the distinct set of i.i.d. uniform draws is a uniform subset given its
     size), top up until there are >= k, then keep a uniform k of them.
     """
+    on = gen.device  # draws happen on the generator's device
     if 4 * k >= n:  # dense-ish: a permutation is as cheap and simpler
-        return torch.randperm(n, generator=gen)[:k].sort().values
-    picked = torch.randint(n, (k + k // 8 + 8,), generator=gen).unique()
+        return torch.randperm(n, generator=gen, device=on)[:k].sort().values
+    picked = torch.randint(n, (k + k // 8 + 8,), generator=gen, device=on).unique()
     while picked.numel() < k:
-        more = torch.randint(n, (k - picked.numel() + 8,), generator=gen)
+        more = torch.randint(n, (k - picked.numel() + 8,), generator=gen, device=on)
         picked = torch.cat([picked, more]).unique()
-    keep = torch.randperm(picked.numel(), generator=gen)[:k]
+    keep = torch.randperm(picked.numel(), generator=gen, device=on)[:k]
     return picked[keep].sort().values
 
 
