@@ -17,10 +17,12 @@ exact.
 
 Randomness never touches the global RNG: random-k draws from a private
 `torch.Generator` seeded from (seed, step, tensor id[, rank]), as PyTorch's PowerSGD hook
-keeps its own generator. The draw happens where the gradient lives, so no indices are
-copied to a GPU each step; every worker draws on the same kind of device (a job's workers
-are all CPU or all CUDA), so all get the same indices for a shared seed. The CPU's stream
-is the one the project always drew; CUDA's (Philox) is another, equally seeded.
+keeps its own generator. Random-k draws on the host, so that every worker, whatever its
+device, gets the same indices for a shared seed; on a GPU they are copied from pinned
+memory without waiting (`to_device`). Drawing them on the GPU instead would make the host
+wait once per member and bucket (`unique`'s output size: 112 waits per step for the
+quickstart model, benchmarks/count_host_syncs.py). Top-k's sample only sets a threshold
+(the selected set does not depend on it), so it is drawn where the gradient lives.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import torch
 
 from .methods import METHODS
 from .selection import topk_indices
+from .transfer import to_device
 
 if TYPE_CHECKING:
     from .config import CompressionConfig
@@ -68,10 +71,12 @@ def flat_positions(idx_K: torch.Tensor, shape_PN: tuple[int, int], k_P: Sequence
     """
     P, n = shape_PN
     row_start_P = torch.arange(P, device=idx_K.device) * n
-    # One count for all (the usual case) needs no tensor of counts (whose total a GPU would
-    # have to read back before it could size the output).
-    repeats = k_P[0] if len(set(k_P)) == 1 else torch.tensor(k_P, dtype=torch.long, device=idx_K.device)
-    return idx_K.long() + row_start_P.repeat_interleave(repeats)
+    if len(set(k_P)) == 1:  # one count for all (the usual case) needs no tensor of counts
+        return idx_K.long() + row_start_P.repeat_interleave(k_P[0])
+    # Counts per member: copied without waiting for the stream, and the output's size given,
+    # so a GPU never reads their total back.
+    repeats_P = to_device(torch.tensor(k_P, dtype=torch.long), idx_K.device)
+    return idx_K.long() + row_start_P.repeat_interleave(repeats_P, output_size=sum(k_P))
 
 
 def derive_seed(*parts: object) -> int:
@@ -264,24 +269,23 @@ class RandomKCompressor(Compressor):
             rank=rank,
         )
 
-    def generator(self, *, step: int, tensor_id: str, device: torch.device | str = "cpu") -> torch.Generator:
+    def generator(self, *, step: int, tensor_id: str) -> torch.Generator:
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
-        return seeded_generator(*parts, device=device)
+        return seeded_generator(*parts)
 
     def indices(self, shape_PN: tuple[int, int], *, step: int, tensor_id: str,
-                k_P: Sequence[int] | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+                k_P: Sequence[int] | None = None) -> torch.Tensor:
         """int64 column indices, sorted per row, for this (step, tensor[, rank]): `[K]`, the
-        rows concatenated, row p of k_P[p] (default: every member at `density`), drawn on
-        `device`."""
+        rows concatenated, row p of k_P[p] (default: every member at `density`)."""
         k_P = self.counts(shape_PN, None) if k_P is None else k_P
-        gen = self.generator(step=step, tensor_id=tensor_id, device=device)
+        gen = self.generator(step=step, tensor_id=tensor_id)
         return torch.cat([_sample_without_replacement(shape_PN[1], k, gen) for k in k_P])
 
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P, device=grad_PN.device)
-        return self._sparse(grad_PN, idx_K, k_P, on_wire=self.mode == "independent")
+        idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
+        return self._sparse(grad_PN, to_device(idx_K, grad_PN.device), k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
         return (
@@ -297,14 +301,13 @@ def _sample_without_replacement(n: int, k: int, gen: torch.Generator) -> torch.T
     duplicates (the distinct set of i.i.d. uniform draws is a uniform subset given its
     size), top up until there are >= k, then keep a uniform k of them.
     """
-    on = gen.device  # draws happen on the generator's device
     if 4 * k >= n:  # dense-ish: a permutation is as cheap and simpler
-        return torch.randperm(n, generator=gen, device=on)[:k].sort().values
-    picked = torch.randint(n, (k + k // 8 + 8,), generator=gen, device=on).unique()
+        return torch.randperm(n, generator=gen)[:k].sort().values
+    picked = torch.randint(n, (k + k // 8 + 8,), generator=gen).unique()
     while picked.numel() < k:
-        more = torch.randint(n, (k - picked.numel() + 8,), generator=gen, device=on)
+        more = torch.randint(n, (k - picked.numel() + 8,), generator=gen)
         picked = torch.cat([picked, more]).unique()
-    keep = torch.randperm(picked.numel(), generator=gen, device=on)[:k]
+    keep = torch.randperm(picked.numel(), generator=gen)[:k]
     return picked[keep].sort().values
 
 

@@ -35,6 +35,9 @@ import torch
 # Below this row length (or above density 1/8) plain topk is as fast; see the benchmark.
 MIN_N_FOR_THRESHOLD = 1 << 18
 MAX_DENSITY_FOR_THRESHOLD = 1 / 8
+# Device types whose candidates are gathered batched by default (per row is faster on CPU:
+# bench_topk_selection.py, docs/gpu.md).
+BATCHED_DEVICE_TYPES = {"cuda"}
 
 
 def topk_indices(
@@ -49,7 +52,8 @@ def topk_indices(
 
     Without a generator, or for rows shorter than `min_n`, or dense selections, this is
     plain `torch.topk`. `gen` draws the sample on its own device (the gradient's, so no
-    copy). `batched`: gather the candidates of every row at once (default: on CUDA).
+    copy). `batched`: gather the candidates of every row at once (default: on
+    BATCHED_DEVICE_TYPES).
     """
     P, n = abs_PN.shape
     if gen is None or n < min_n or k > n * MAX_DENSITY_FOR_THRESHOLD:
@@ -65,7 +69,7 @@ def topk_indices(
     sample_PS = abs_PN.gather(1, pos_PS)
     thr_P = sample_PS.topk(r_hi, dim=1, sorted=False).values.min(dim=1).values
 
-    if batched if batched is not None else abs_PN.device.type == "cuda":
+    if batched if batched is not None else abs_PN.device.type in BATCHED_DEVICE_TYPES:
         return _batched_candidates(abs_PN, k, thr_P)
     rows = []
     for p in range(P):  # candidate counts differ per row, so rows go one at a time
