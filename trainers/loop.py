@@ -39,6 +39,7 @@ from distrib.deepspeed_glue import (
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, restore_newest, seal
+from trainers.compiling import compile_model
 from trainers.config import ModelConfig, TaskConfig, TrainConfig
 from trainers.contracts import CheckpointStore, HyperparamSource, PerturbationRounds, Reporter
 from trainers.loss_scaler import MemberLossScaler, members_unchanged, overflowing_members, unscale_gradients_
@@ -133,6 +134,8 @@ class Worker:
             max_seq_len=plan.task.seq_len, causal=self.data.causal,
             num_classes=self.data.num_classes, pad_id=self.data.pad_id, grid=self.data.grid)
         self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
+        if plan.train.compile:
+            compile_model(model)  # in place, before DeepSpeed wraps it: names and state dicts unchanged
         self.population = plan.population
         optimizer = build_optimizer(model, plan.train, members=plan.members,
                                     lr_P=self._hyperparams("lr"), weight_decay_P=self._hyperparams("weight_decay"))
