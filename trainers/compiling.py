@@ -7,10 +7,12 @@ copies see the same model, compiled or not. The backward pass is compiled with i
 switch from training to evaluation, and a dropout rate leaving or reaching 0 for every
 member (MemberDropout.active).
 
-What it needs, checked at validation (`compile_problem`): inductor writes C++ for a CPU
-and Triton kernels for a GPU, and both need a C compiler on the worker's machine. Kinds
-with their own autograd Functions (rpe_fft, ripple) and host-side draws (performer's and
-lara's seeded redraws) run with graph breaks around them: they work, compiled in pieces.
+What it needs: inductor writes C++ for a CPU, so a CPU job is refused at validation
+without a C++ compiler (`compile_problem`, on the validating machine, which is the workers'
+on one machine and under mpiexec). On a GPU it writes Triton kernels, whose launcher Triton
+builds with the machine's C compiler: not checked here (untested on a GPU). Kinds with
+their own autograd Functions (rpe_fft, ripple) and host-side draws (performer's and lara's
+seeded redraws) run with graph breaks around them: they work, compiled in pieces.
 """
 import os
 import shutil
