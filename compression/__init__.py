@@ -18,6 +18,7 @@ _MODULE_OF = {
     "ErrorFeedback": "error_feedback",
     **dict.fromkeys(["GLOBAL_ID", "GradLayout"], "layout"),
     **dict.fromkeys(["METHODS", "Collective", "Method"], "methods"),
+    "to_device": "transfer",
 }
 __all__ = sorted(_MODULE_OF)
 

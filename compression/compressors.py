@@ -17,8 +17,12 @@ exact.
 
 Randomness never touches the global RNG: random-k draws from a private
 `torch.Generator` seeded from (seed, step, tensor id[, rank]), as PyTorch's PowerSGD hook
-keeps its own generator. The draw happens on CPU so that every worker, whatever its
-device, gets the same indices for a shared seed.
+keeps its own generator. Random-k draws on the host, so that every worker, whatever its
+device, gets the same indices for a shared seed; on a GPU they are copied from pinned
+memory without waiting (`to_device`). Drawing them on the GPU instead would make the host
+wait once per member and bucket (`unique`'s output size: 112 waits per step for the
+quickstart model, benchmarks/count_host_syncs.py). Top-k's sample only sets a threshold
+(the selected set does not depend on it), so it is drawn where the gradient lives.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 
 from .methods import METHODS
 from .selection import topk_indices
+from .transfer import to_device
 
 if TYPE_CHECKING:
     from .config import CompressionConfig
@@ -66,10 +71,12 @@ def flat_positions(idx_K: torch.Tensor, shape_PN: tuple[int, int], k_P: Sequence
     """
     P, n = shape_PN
     row_start_P = torch.arange(P, device=idx_K.device) * n
-    # One count for all (the usual case) needs no tensor of counts (whose total a GPU would
-    # have to read back before it could size the output).
-    repeats = k_P[0] if len(set(k_P)) == 1 else torch.tensor(k_P, dtype=torch.long, device=idx_K.device)
-    return idx_K.long() + row_start_P.repeat_interleave(repeats)
+    if len(set(k_P)) == 1:  # one count for all (the usual case) needs no tensor of counts
+        return idx_K.long() + row_start_P.repeat_interleave(k_P[0])
+    # Counts per member: copied without waiting for the stream, and the output's size given,
+    # so a GPU never reads their total back.
+    repeats_P = to_device(torch.tensor(k_P, dtype=torch.long), idx_K.device)
+    return idx_K.long() + row_start_P.repeat_interleave(repeats_P, output_size=sum(k_P))
 
 
 def derive_seed(*parts: object) -> int:
@@ -82,10 +89,11 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def seeded_generator(*parts: object) -> torch.Generator:
-    """A CPU generator whose stream depends only on `parts` (hashed, so nearby keys such as
-    (layer 1, draw 0) and (layer 0, draw 1) give unrelated streams); never the global RNG."""
-    return torch.Generator(device="cpu").manual_seed(derive_seed(*parts))
+def seeded_generator(*parts: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator on `device` whose stream depends only on `parts` (hashed, so nearby keys
+    such as (layer 1, draw 0) and (layer 0, draw 1) give unrelated streams); never the
+    global RNG."""
+    return torch.Generator(device=device).manual_seed(derive_seed(*parts))
 
 
 @dataclass(frozen=True)
@@ -217,7 +225,7 @@ class TopKCompressor(Compressor):
     def compress(self, grad_PN: torch.Tensor, *, step: int, tensor_id: str,
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
-        gen = seeded_generator("topk", step, tensor_id)
+        gen = seeded_generator("topk", step, tensor_id, device=grad_PN.device)  # samples where the rows are
         abs_PN = grad_PN.abs()
         rows: list[torch.Tensor | None] = [None] * len(k_P)
         for k in sorted(set(k_P)):  # members that share a k share one batched topk
@@ -277,7 +285,7 @@ class RandomKCompressor(Compressor):
                  density_P: Sequence[float] | None = None) -> Payload:
         k_P = self.counts(tuple(grad_PN.shape), density_P)
         idx_K = self.indices(tuple(grad_PN.shape), step=step, tensor_id=tensor_id, k_P=k_P)
-        return self._sparse(grad_PN, idx_K.to(grad_PN.device), k_P, on_wire=self.mode == "independent")
+        return self._sparse(grad_PN, to_device(idx_K, grad_PN.device), k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
         return (

@@ -1,5 +1,6 @@
 """The number types of every spec section (never a boolean or text, finite unless said),
-and how a spec value is quoted in a problem (`shorten`).
+a strict boolean (`Bool`: only true or false), and how a spec value is quoted in a
+problem (`shorten`).
 
 Pydantic's lax mode takes `true` for 1 and the text "inf" for a float, and YAML reads
 `yes`, `on` and `true` as booleans and `.inf`/`.nan` as floats, so `lr: true` would train
@@ -56,6 +57,16 @@ NonNegativeFloat = Annotated[Float, Field(ge=0)]
 # Seeds feed numpy's SeedSequence (non-negative) and torch.manual_seed (< 2**64, after
 # adding a rank or member offset); 32 bits is what most tools take.
 Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
+
+
+def _plain_bool(value):
+    if not isinstance(value, bool):
+        raise PydanticCustomError("not_bool", "expected a boolean, not a number or text; write true or false")
+    return value
+
+
+# Pydantic's lax bool takes 1, "yes" and "off": a switch must be YAML's true or false.
+Bool = Annotated[bool, BeforeValidator(_plain_bool)]
 
 
 def shorten(value: object, limit: int = 80) -> str:

@@ -66,9 +66,13 @@ class TorchCommunicator(Communicator):
     The process group must already be initialised (Ray Train, `deepspeed.init_distributed`
     or `torch.distributed.init_process_group`). Tensors must live where the backend wants
     them (CPU for gloo, CUDA for NCCL); gloo is given CPU copies of CUDA tensors.
+
+    `flat`: all-gather in ONE `all_gather_into_tensor` into one buffer (what NCCL wants),
+    instead of gloo's 1 MiB pieces. Default: flat unless the backend is gloo; a test on
+    gloo forces it to check that both paths give the same result.
     """
 
-    def __init__(self, group=None) -> None:
+    def __init__(self, group=None, *, flat: bool | None = None) -> None:
         import torch.distributed as dist
 
         if not dist.is_initialized():
@@ -80,6 +84,7 @@ class TorchCommunicator(Communicator):
         self.rank = dist.get_rank(group)
         self.world_size = dist.get_world_size(group)
         self._host_staging = dist.get_backend(group) == "gloo"
+        self.flat = not self._host_staging if flat is None else flat
         # all_gather_single replaces the deprecated all_gather_into_tensor in newer torch.
         self._gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 
@@ -102,10 +107,10 @@ class TorchCommunicator(Communicator):
         if tensor.numel() == 0:
             return tensor.new_empty((W, *tensor.shape))
         buf = self._staged(tensor).reshape(-1)
-        if not self._host_staging:
-            out = buf.new_empty(W * buf.numel())  # flat: one collective into one buffer
+        if self.flat:
+            out = buf.new_empty(W * buf.numel())  # one collective into one buffer
             self._gather_single(out, buf, group=self.group)
-            return out.view(W, *tensor.shape)
+            return out.view(W, *tensor.shape).to(tensor.device)
         out_WN = buf.new_empty((W, buf.numel()))
         piece = max(1, GLOO_GATHER_PIECE_BYTES // buf.element_size())
         works = [self._dist.all_gather([out_WN[w, start:start + piece] for w in range(W)],

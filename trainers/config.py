@@ -9,7 +9,7 @@ from typing import Annotated, ClassVar, Literal, Union
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from compression.spec_types import Float, Int, PositiveFloat, PositiveInt
+from compression.spec_types import Bool, Float, Int, PositiveFloat, PositiveInt
 from trainers.attention.config import AttentionConfig
 from trainers.npy_header import npy_header
 
@@ -179,3 +179,6 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32", description="forward pass under torch.autocast at bf16/fp16; weights, gradients, the "
                             "exchange and the optimizer stay fp32; fp16 scales each member's loss on its own")
+    compile: Bool = Field(
+        False, description="torch.compile the population model's forward (trainers/compiling.py): the first "
+                           "steps pay the compilation; true or false")

@@ -74,9 +74,21 @@ class MemberDropout(nn.Module):
     def __init__(self, members: int, rate: float):
         super().__init__()
         self.register_buffer("rate_P", torch.full((members,), float(rate)))
+        # Whether any rate is above 0, known on the host: reading the buffer in forward
+        # would make the host wait for a GPU in every layer of every step.
+        self.active = rate > 0
+
+    def set_rate_(self, rate_P: torch.Tensor) -> None:
+        """Each member's rate ([P], on the host or the buffer's device)."""
+        self.rate_P.copy_(rate_P)
+        self.active = bool((torch.as_tensor(rate_P) > 0).any())
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self.active = bool((self.rate_P > 0).any())  # once, at load
 
     def forward(self, x_Px: torch.Tensor) -> torch.Tensor:
-        if not self.training or not bool((self.rate_P > 0).any()):
+        if not self.training or not self.active:
             return x_Px
         view = (x_Px.shape[0],) + (1,) * (x_Px.dim() - 1)
         keep_P = (1.0 - self.rate_P).to(x_Px.dtype).view(view)

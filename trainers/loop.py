@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from compression import CompressionConfig
+from compression import CompressionConfig, to_device
 from distrib.build_lock import clear_stale_build_locks
 from distrib.deepspeed_glue import (
     build_communicator,
@@ -39,9 +39,10 @@ from distrib.deepspeed_glue import (
 from distrib.exchange import GradientExchange
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, restore_newest, seal
+from trainers.compiling import compile_model
 from trainers.config import ModelConfig, TaskConfig, TrainConfig
 from trainers.contracts import CheckpointStore, HyperparamSource, PerturbationRounds, Reporter
-from trainers.loss_scaler import MemberLossScaler, members_unchanged, unscale_gradients_
+from trainers.loss_scaler import MemberLossScaler, members_unchanged, overflowing_members, unscale_gradients_
 from trainers.model import PopulationTransformer, member_losses
 from trainers.optim import build_optimizer
 from trainers.population_optim import clip_grad_norm_per_member_, member_learning_rates
@@ -133,6 +134,8 @@ class Worker:
             max_seq_len=plan.task.seq_len, causal=self.data.causal,
             num_classes=self.data.num_classes, pad_id=self.data.pad_id, grid=self.data.grid)
         self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
+        if plan.train.compile:
+            compile_model(model)  # in place, before DeepSpeed wraps it: names and state dicts unchanged
         self.population = plan.population
         optimizer = build_optimizer(model, plan.train, members=plan.members,
                                     lr_P=self._hyperparams("lr"), weight_decay_P=self._hyperparams("weight_decay"))
@@ -191,7 +194,7 @@ class Worker:
             if self.step % train.log_interval == 0 or evaluate:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = len(self.window_losses) * tokens_per_step / elapsed
-                self._log(lr_P, torch.stack(self.window_losses).mean(0), val_loss_P, val_accuracy_P,
+                self._log(lr_P, torch.stack(self.window_losses).mean(0).cpu(), val_loss_P, val_accuracy_P,
                           self.step * tokens_per_step, bytes_report, tokens_per_s)
                 window_start, self.window_losses = time.perf_counter(), []
             use_val = self.plan.pbt_metric == "val_loss" and val_loss_P is not None
@@ -202,7 +205,7 @@ class Worker:
     def train_step(self):
         """One optimizer step (grad_accum_steps micro-steps) at the optimizer's current
         hyperparameters; advances `step`. Returns the mean loss per member on this worker
-        and the exchange's byte report."""
+        (where the model is) and the exchange's byte report."""
         train = self.plan.train
         losses, report = [], None
         for micro in range(train.grad_accum_steps):
@@ -220,7 +223,7 @@ class Worker:
                 if self.loss_scaler.enabled:
                     # Before the exchange: see trainers/loss_scaler.py.
                     overflow_P = unscale_gradients_(self.loss_scaler, self.engine.module.parameters(), self.comm)
-                    skipped_members = overflow_P.nonzero().flatten().tolist()
+                    skipped_members = overflowing_members(overflow_P)
                 with self.time_phase("exchange"):
                     # Each member sends its own density (PBT's, copied on exploit like the rest).
                     report = exchange_gradients(self.engine, self.exchange, step=self.step,
@@ -237,7 +240,7 @@ class Worker:
                 self.loss_scaler.update(overflow_P)
             losses.append(loss_P.detach())
         self.step += 1
-        return torch.stack(losses).mean(0).cpu(), report
+        return torch.stack(losses).mean(0), report  # on the device: read at log steps only
 
     def _train_batches(self, *, sample: int):
         """Every member's batch of micro-step `sample`, built as one tensor on the host and
@@ -246,11 +249,7 @@ class Worker:
         inputs, targets = self.data.train_batches(rank=self.rank, world_size=self.world_size,
                                                   members=self.plan.members, step=sample,
                                                   batch_size=self.plan.train.micro_batch_size)
-        device = self.engine.device
-        if torch.device(device).type != "cuda":
-            return inputs, targets
-        return (inputs.pin_memory().to(device, non_blocking=True),
-                targets.pin_memory().to(device, non_blocking=True))
+        return to_device(inputs, self.engine.device), to_device(targets, self.engine.device)
 
     @torch.no_grad()
     def _evaluate(self):
@@ -339,7 +338,7 @@ class Worker:
         if self.rank == 0:
             atomic_save({"step": torch.tensor(self.step), "train_time_s": torch.tensor(self.train_time_s),
                          "model": self.engine.module.state_dict(), "population": self.population.state_dict(),
-                         "log_window": torch.stack(self.window_losses) if self.window_losses
+                         "log_window": torch.stack(self.window_losses).cpu() if self.window_losses
                          else torch.zeros(0, self.plan.members)},
                         folder / "model.pt")
         atomic_save({"optimizer": self.optimizer.state_dict(), "rng": torch.get_rng_state(),
@@ -376,7 +375,8 @@ class Worker:
         self.step = int(state["step"])
         self.train_time_s = float(state["train_time_s"])
         # Checkpoints written before the window was kept hold none: the window restarts here.
-        self.window_losses = list(state.get("log_window", torch.zeros(0, self.plan.members)).unbind(0))
+        window = state.get("log_window", torch.zeros(0, self.plan.members))
+        self.window_losses = list(window.to(self.engine.device).unbind(0))
         # The model's dropout rates and the optimizer's learning rates and weight decays came
         # with the checkpoint: the population's rule (they differ after a Tune PBT exploit).
         self.apply_hyperparams()

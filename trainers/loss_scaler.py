@@ -92,15 +92,19 @@ def unscale_gradients_(scaler: MemberLossScaler, params: Iterable[torch.nn.Param
     """Every member's gradient divided by its loss scale, in place, before the exchange;
     returns the [P] bool flags of the members that overflowed on any worker (identical on
     every worker: summed over `comm`), whose gradient rows are zeroed so that no inf or
-    nan reaches the exchange and its residuals. The flags come to the host: the step
-    needs the list of members to hold back."""
+    nan reaches the exchange and its residuals. The flags stay where the gradients are
+    (no host read here); `overflowing_members` reads them once for the step."""
     grads = [p.grad for p in params if p.grad is not None]
-    overflow_P = scaler.unscale_(grads).float().cpu()
-    overflow_P = comm.all_reduce_sum_(overflow_P) > 0
-    members = overflow_P.nonzero().flatten().tolist()
+    overflow_P = comm.all_reduce_sum_(scaler.unscale_(grads).float()) > 0
     for grad in grads:
-        grad[members] = 0
+        grad.masked_fill_(overflow_P.view((-1,) + (1,) * (grad.dim() - 1)), 0.0)
     return overflow_P
+
+
+def overflowing_members(overflow_P: torch.Tensor) -> list[int]:
+    """The members to hold back this step: the step's one host read of the flags (as
+    torch's GradScaler reads its found-inf flag once per step)."""
+    return [member for member, overflow in enumerate(overflow_P.tolist()) if overflow]
 
 
 @contextmanager

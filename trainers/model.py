@@ -150,7 +150,7 @@ class PopulationTransformer(nn.Module):
         """Give each member its own dropout rate (PBT mutates it)."""
         for module in self.modules():
             if isinstance(module, MemberDropout):
-                module.rate_P.copy_(rate_P)
+                module.set_rate_(rate_P)
 
 
 def member_losses(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

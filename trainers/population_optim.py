@@ -7,6 +7,9 @@ Legend: P members; every parameter is `[P, ...]`; `x_P` is one value per member 
 Hyperparameters are `[P]` float64 CPU tensors in each param group (`lr_P`,
 `weight_decay_P`), with the Adam step counter `step_P`; torch's `state_dict()` keeps
 group entries as they are, so they survive a checkpoint and `torch.load(weights_only=True)`.
+The update reads copies on the parameters' device (`_DeviceCopies`), made again only when
+a value changed (the schedule's learning rate, PBT) and without waiting for the stream;
+the step counter counts there too.
 `group["lr"]` is the population mean, kept only because DeepSpeed reads it for its logs;
 setting it from outside raises at the next step (it would otherwise be ignored), so set
 rates with `set_hyperparams`. DeepSpeed ZeRO stage 0 in fp32 uses this optimizer as is.
@@ -16,6 +19,8 @@ Parameters with dim <= 2 (per-member norms, biases: `[P, D]`) get no weight deca
 import math
 
 import torch
+
+from compression import to_device
 
 
 def _member_values(value, members: int, name: str) -> torch.Tensor:
@@ -34,6 +39,7 @@ class _PopulationOptimizer(torch.optim.Optimizer):
                                       weight_decay_P=_member_values(weight_decay_P, members, "weight_decay_P"),
                                       step_P=torch.zeros(members, dtype=torch.float64), **defaults))
         self.members = members
+        self._device_copies = _DeviceCopies()
         for group in self.param_groups:
             # Groups share the default tensors; give each its own so they never alias.
             for key in ("lr_P", "weight_decay_P", "step_P"):
@@ -82,24 +88,49 @@ class _PopulationOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         loss = None if closure is None else torch.enable_grad()(closure)()
-        for group in self.param_groups:
+        for index, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if params:
-                self._update(group, params, *self._group_tensors(group, params[0].device))
+                self._update(group, params, *self._group_tensors(index, group, params[0].device))
         return loss
 
     def _update(self, group, params, lr_P, wd_P, step_P) -> None:
         """One step of the rule for `params` (those with a gradient) of one group."""
         raise NotImplementedError
 
-    def _group_tensors(self, group, device):
+    def _group_tensors(self, index: int, group, device):
         """(lr_P, weight_decay_P, step_P) after this step's count, on `device`."""
         if group["lr"] != float(group["lr_P"].mean()):
             raise RuntimeError(f"param_groups[...]['lr'] was set to {group['lr']} from outside; this "
                                "optimizer has a rate per member: call set_hyperparams(lr_P=...) instead "
                                "(and configure no DeepSpeed lr scheduler)")
         group["step_P"] += 1
-        return tuple(group[k].to(device) for k in ("lr_P", "weight_decay_P", "step_P"))
+        return tuple(self._device_copies.get((index, key), group[key], device)
+                     for key in ("lr_P", "weight_decay_P", "step_P"))
+
+
+class _DeviceCopies:
+    """Copies of host `[P]` tensors on the parameters' device, made again only when the host
+    value changed, without waiting for the GPU (compression.to_device). A step counter one
+    above the copy's is counted on the device."""
+
+    def __init__(self):
+        self._held: dict = {}  # key -> (the host value copied, its device copy)
+
+    def get(self, key, host_P: torch.Tensor, device: torch.device) -> torch.Tensor:
+        held = self._held.get(key)
+        if held is not None and held[1].device == torch.device(device):
+            seen_P, on_device_P = held
+            if torch.equal(seen_P, host_P):
+                return on_device_P
+            if torch.equal(seen_P + 1, host_P):  # the step counter's count
+                seen_P.copy_(host_P)
+                return on_device_P.add_(1)
+        # From a clone: on CPU too the copy is a tensor of its own, so counting on it leaves
+        # the host's alone.
+        on_device_P = to_device(host_P.clone(), device)
+        self._held[key] = (host_P.clone(), on_device_P)
+        return on_device_P
 
 
 # torch's CPU sqrt is 4-6x slower on exact zeros than on other values (torch 2.13, AMD

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import ray
 import ray.train
+import torch
 from ray import tune
 
 from launch.backends.plan import population_controller, worker_plan
@@ -76,7 +77,12 @@ class TrialRounds:
 
     def __init__(self, round_steps: int):
         self.round_steps = round_steps
-        self.score = math.nan
+        self.score_P = torch.tensor([math.nan])
+
+    @property
+    def score(self) -> float:
+        """The member's last score, read on the host (at a checkpoint)."""
+        return float(self.score_P[0])
 
     def begin(self, worker: Worker) -> int:
         # Checkpoints are taken after a step, so step 0 means nothing was restored.
@@ -91,7 +97,7 @@ class TrialRounds:
         return step % self.round_steps == 0
 
     def after_step(self, worker: Worker, scores_P, bytes_report) -> None:
-        self.score = float(scores_P[0])
+        self.score_P = scores_P  # read at the round's checkpoint only (a host read per step otherwise)
 
 
 class TrialHyperparams(HyperparamStore):

@@ -13,6 +13,7 @@ from launch.spec.storage import storage_problems
 from pbt.tune_mapping import tune_backend_problems
 from trainers.attention import ALL_KINDS
 from trainers.attention.grid import requires_grid
+from trainers.compiling import compile_problem
 from trainers.config import (
     ImageFileTask,
     ListOpsTask,
@@ -38,8 +39,8 @@ def cross_section_problems(spec: JobSpec) -> list[Problem]:
     task = task_problems(spec)
     # The model's rules read the task's shape (seq_len, grid), unknown while its files are bad.
     model = [] if task else model_problems(spec)
-    return (deepspeed_problems(spec) + task + model + population_problems(spec) + launcher_problems(spec)
-            + storage_problems(spec.run.storage, spec.name))
+    return (deepspeed_problems(spec) + task + model + train_problems(spec) + population_problems(spec)
+            + launcher_problems(spec) + storage_problems(spec.run.storage, spec.name))
 
 
 def deepspeed_problems(spec: JobSpec) -> list[Problem]:
@@ -184,6 +185,12 @@ def model_problems(spec: JobSpec) -> list[Problem]:
                                     f"{attention.block_size}, rounded up); set it to at most {blocks} "
                                     f"({blocks} computes every block exactly)"))
     return problems
+
+
+def train_problems(spec: JobSpec) -> list[Problem]:
+    """`train.compile` against the machine (a compiler for inductor's code)."""
+    why = compile_problem(use_gpu=spec.distributed.use_gpu) if spec.train.compile else None
+    return [Problem("train.compile", why)] if why else []
 
 
 def population_problems(spec: JobSpec) -> list[Problem]:

@@ -123,7 +123,6 @@ def test_a_group_killed_mid_run_resumes_to_the_uninterrupted_run(whole, tmp_path
     assert event_lines(resumed) == event_lines(whole[0])
 
 
-@pytest.mark.slow
 def test_sigint_then_launch_resume_continues_every_group_from_one_step(whole, tmp_path):
     driver, run_dir = interrupt(groups_args(tmp_path), tmp_path / "driver.log", both_groups_checkpointed,
                                 signal.SIGINT, after=20)

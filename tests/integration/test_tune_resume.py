@@ -25,7 +25,6 @@ STEPS, ROUND = 30, 10
 SPEC = ["configs/tune_pbt.yaml", "--set", "population.size=2", "--set", "population.pbt.synch=false",
         "--set", f"train.steps={STEPS}"]
 ERROR_LINE = re.compile(r"\bERROR [\w.]+\.py:\d+ --")
-pytestmark = pytest.mark.slow  # two Ray starts, and a Ray Train worker group per trial and round
 
 
 def tune_checkpoint_step(run_dir: Path) -> int:

@@ -67,9 +67,18 @@ class HypercubeAttention(nn.Module):
         super().__init__()
         self.block = config.block_size
         self.causal = causal
+        # (num_blocks, device) -> allowed_keys: built on the host once, not copied every step
+        # (a blocking copy to a GPU waits for its stream).
+        self._allowed: dict[tuple[int, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def allowed_keys(self, num_blocks: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """(index_US, allowed_UbSb): which gathered key may each query token see, padding aside."""
+        key = (num_blocks, torch.device(device))
+        if key not in self._allowed:
+            self._allowed[key] = self._build_allowed_keys(num_blocks, key[1])
+        return self._allowed[key]
+
+    def _build_allowed_keys(self, num_blocks: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         index_US, valid_US = neighbour_blocks(num_blocks, causal=self.causal)
         b, S = self.block, index_US.shape[1]
         allowed_UbSb = valid_US[:, None, :, None].expand(num_blocks, b, S, b).clone()

@@ -19,7 +19,7 @@ from compression import (
                          decompress,
                          num_selected,
                          )
-from compression.selection import topk_indices
+from compression.selection import _batched_candidates, topk_indices
 
 
 def randn(*shape, seed=0, dtype=torch.float32):
@@ -54,6 +54,29 @@ def test_topk_threshold_path_matches_torch_topk_on_large_rows():
         want = abs_PN.topk(k, dim=1).indices
         for p in range(2):
             assert set(got[p].tolist()) == set(want[p].tolist())
+
+
+@pytest.mark.parametrize("k", [5, 524, 5243])
+def test_batched_threshold_path_picks_what_the_per_row_path_and_torch_topk_pick(k):
+    abs_PN = randn(3, 1 << 19, seed=k).abs()
+    per_row = topk_indices(abs_PN, k, torch.Generator().manual_seed(k), batched=False)
+    batched = topk_indices(abs_PN, k, torch.Generator().manual_seed(k), batched=True)
+    want = abs_PN.topk(k, dim=1).indices
+    assert batched.shape == (3, k)
+    for p in range(3):
+        assert set(batched[p].tolist()) == set(per_row[p].tolist()) == set(want[p].tolist())
+
+
+def test_batched_candidates_fall_back_to_the_full_topk_for_a_row_whose_threshold_is_too_high():
+    abs_PN = randn(3, 4000, seed=5).abs()
+    k = 40
+    kth_P = abs_PN.topk(k, dim=1).values[:, -1]
+    # Row 0: every entry a candidate; row 1: just enough; row 2: too few (above its k-th).
+    thr_P = torch.stack([torch.tensor(0.0), kth_P[1], kth_P[2] * 1.01])
+    got = _batched_candidates(abs_PN, k, thr_P)
+    want = abs_PN.topk(k, dim=1).indices
+    for p in range(3):
+        assert set(got[p].tolist()) == set(want[p].tolist())
 
 
 def test_randomk_shared_same_indices_across_workers_for_same_seed_step_tensor():

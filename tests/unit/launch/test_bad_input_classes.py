@@ -95,6 +95,24 @@ def test_booleans_and_text_are_not_numbers(tmp_path, capsys, text, overrides, ke
     assert f"{key}" in err and "expected a number, got" in err
 
 
+@pytest.mark.parametrize("value", ["1", "'true'", "yes please"])
+def test_switches_take_only_true_or_false(tmp_path, capsys, value):
+    err = refused(tmp_path, capsys, BASE, f"train.compile={value}")
+    assert "train.compile" in err and "write true or false" in err
+
+
+def test_compile_without_a_cpp_compiler_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no g++, c++ or clang++ there
+    monkeypatch.delenv("CXX", raising=False)
+    err = refused(tmp_path, capsys, BASE, "train.compile=true")
+    assert "train.compile" in err and "needs a C++ compiler" in err and "train.compile: false" in err
+
+
+def test_compile_is_accepted_where_a_compiler_is(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CXX", "g++")
+    assert "compile: true" in accepted(tmp_path, capsys, BASE, "train.compile=true")
+
+
 def test_quoted_number_says_to_drop_the_quotes(tmp_path, capsys):
     assert "write the number without quotes" in refused(tmp_path, capsys, BASE, "train.steps='100'")
 

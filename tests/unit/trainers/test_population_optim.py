@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from trainers.population_optim import (PopulationAdamW, PopulationSGD, clip_grad_norm_per_member_,
+from trainers.population_optim import (PopulationAdamW, PopulationSGD, _DeviceCopies, clip_grad_norm_per_member_,
                                        member_learning_rates)
 
 P = 3
@@ -107,6 +107,53 @@ def test_state_dict_round_trip_with_weights_only_load():
         for key, value in opt.state[p].items():
             assert torch.equal(fresh.state[p][key], value)
     fresh.step()  # the restored lr summary passes the guard
+
+
+class FreshCopiesAdamW(PopulationAdamW):
+    """Copies its hyperparameters to the device anew every step (the behaviour before the
+    copies were kept)."""
+
+    def step(self, closure=None):
+        self._device_copies = _DeviceCopies()
+        return super().step(closure)
+
+
+def test_kept_device_copies_follow_every_change_of_the_host_values_bit_for_bit():
+    """Rates, counters and members changing between steps (the schedule, PBT's exploits, a
+    restore) reach the update exactly as with fresh copies every step."""
+    runs = []
+    for make_opt in (PopulationAdamW, FreshCopiesAdamW):
+        params = [p.clone().requires_grad_() for p in make_params()]
+        opt = make_opt(params, members=P, lr_P=LR_P, weight_decay_P=WD_P)
+        for step in range(7):
+            if step == 2:
+                opt.set_hyperparams(lr_P=[1e-3, 2e-2, 4e-3], weight_decay_P=[0.2, 0.0, 0.1])
+            if step == 3:
+                opt.copy_member_(dst=0, src=2)
+            if step == 4:
+                opt.param_groups[0]["step_P"][1] = 9
+            if step == 5:
+                opt.load_member_state_(1, opt.member_state(0))
+            if step == 6:
+                opt.load_state_dict(opt.state_dict())
+            for param, grad in zip(params, grads_for(step, [q.shape for q in params])):
+                param.grad = grad.clone()
+            opt.step()
+        runs.append(params)
+    for kept, fresh in zip(*runs):
+        assert torch.equal(kept, fresh)
+
+
+def test_the_step_counter_counts_on_its_device_copy():
+    copies = _DeviceCopies()
+    step_P = torch.tensor([1.0, 1.0], dtype=torch.float64)
+    first = copies.get("step_P", step_P, torch.device("cpu"))
+    step_P += 1
+    assert copies.get("step_P", step_P, torch.device("cpu")) is first  # no new copy
+    assert first.tolist() == [2.0, 2.0] and first is not step_P  # the host's tensor is its own
+    step_P[0] = 7
+    again = copies.get("step_P", step_P, torch.device("cpu"))
+    assert again is not first and again.tolist() == [7.0, 2.0]
 
 
 def test_params_without_member_axis_are_rejected():
