@@ -81,7 +81,6 @@ from compression import (
     dense_compressor,
     flat_positions,
 )
-
 from compression.error_feedback import accumulation_dtype
 
 from .communicators import Communicator, Pending
@@ -144,6 +143,7 @@ class GradientExchange:
         self.powersgd = (PowerSGDExchange(config=config, communicator=communicator,
                                           error_feedback=self.error_feedback, seed=seed) if two else None)
         self._layout: GradLayout | None = None
+        self.last_payloads: dict[str, Payload] = {}  # this worker's, of the last step, by bucket id (tests, logs)
 
     # -- the step -----------------------------------------------------------------------
 
@@ -187,11 +187,13 @@ class GradientExchange:
         plan = self.plan(step, density_P)
         if plan.collective is Collective.TWO_ALL_REDUCES:
             averaged, report = self.powersgd.exchange(layout, grads, step=step)
+            self.last_payloads = {}
             for bucket in layout.buckets:
                 layout.write_back_(bucket, averaged[bucket.id], grads)
             return report, {}
         flats = layout.flatten(grads)
-        payloads = {bucket_id: self.compress_bucket(plan, bucket_id, grad_PN) for bucket_id, grad_PN in flats}
+        payloads = self.last_payloads = {bucket_id: self.compress_bucket(plan, bucket_id, grad_PN)
+                                         for bucket_id, grad_PN in flats}
         # Every payload is packed (copied) into the collective's buffer when it starts, so
         # the averages may then overwrite the gradients it was made from.
         in_flight = self.start(payloads, plan.collective)
