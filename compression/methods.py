@@ -38,10 +38,11 @@ class Method:
     compressor: str | None = None  # its class in compressors.py; None: PowerSGD's exchange of its own
 
 
-_SPARSE = ("density", "error_feedback", "scope", "value_dtype", "warmup_steps")
+# overlap: PowerSGD ignores it (distrib/overlap.py says why), so a sweep need not repeat it.
+_SPARSE = ("density", "error_feedback", "scope", "value_dtype", "warmup_steps", "overlap")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("none", "dense", (), lambda mode: Collective.ALL_REDUCE, "NoCompressor"),
+    Method("none", "dense", ("overlap",), lambda mode: Collective.ALL_REDUCE, "NoCompressor"),
     Method("topk", "top-k", _SPARSE, lambda mode: Collective.ALL_GATHER, "TopKCompressor"),
     # shared: every worker draws the same indices, so only values travel, summed.
     Method("randomk", "random-k", (*_SPARSE, "randomk_mode"),
