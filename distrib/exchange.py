@@ -7,9 +7,12 @@ Shape legend:
   K  everything one worker sends in a step: sum over buckets and members of k
   T  P times the sum of N over all buckets (the dense gradient)
 
-One step, on every worker (`GradientExchange.exchange`):
-  1. bucket the `name -> [P, ...]` gradients into `[P, N]` tensors, sorted by name;
-  2. per bucket: acc = residual + grad; payload = compress(acc); residual = acc - sent;
+One step, on every worker (`GradientExchange.exchange_`):
+  1. bucket the `name -> [P, ...]` gradients into `[P, N]` tensors, sorted by name
+     (layerwise: views of the gradients, no copy);
+  2. per bucket, in place (compression/error_feedback.py): residual += grad (the
+     residual's own buffer is the accumulator); payload = compress(residual); residual -=
+     sent, at the sent entries only;
   3. move all payloads with ONE collective, the method's (compression/methods.py);
      dense steps (method none, warm-up) all-reduce:
        all-reduce      (dense: concat values -> [T]; shared random-k: concat values ->
@@ -19,7 +22,16 @@ One step, on every worker (`GradientExchange.exchange`):
                        each, scatter-add worker by worker
        2 all-reduces   (PowerSGD, distrib/powersgd_exchange.py): of the P factors (with
                        the dense 1-D tensors) and then of the Q factors
-  4. divide by W: the average of what the workers sent, dense again, per parameter.
+  4. divide by W: the average of what the workers sent, dense again, per parameter,
+     written straight into the gradient (layerwise): the dense sum / W in one pass, or the
+     gradient zeroed and the received entries scattered in (divided where something was
+     sent, not over all of it); a global bucket is averaged beside and copied back.
+Steps 2 and 4 were two extra model-sized passes each (a copy of grad into a new acc,
+a new dense average copied into grad): see docs/cluster.md, "The exchange in place".
+
+The same steps can run during backward, bucket by bucket, each bucket's collective
+started (`start`) as soon as its gradients are final and waited (`finish_into`) before
+the optimizer step: distrib/overlap.py (`compression.overlap`), with the same result.
 
 Per-member densities (`exchange(..., density_P=)`, PBT mutating `density`): member p
 sends k_P[p] = round(density_P[p] * N) coordinates of each bucket. A payload's rows are
@@ -32,7 +44,9 @@ same layout with equal k.
 
 Every worker computes bit-identical averages: sums run in the same order everywhere
 (the all-reduce result is the same on all ranks; the scatter-add goes over workers in
-rank order, and each single scatter has distinct positions, so no atomics race).
+rank order, and each single scatter has distinct positions, so no atomics race; the
+division at the sent positions may meet a position several workers sent, and writes the
+same quotient each time).
 
 Error feedback works on gradients, not on lr-scaled updates as in Stich et al.'s code:
 the optimizer after the exchange may be Adam, and PBT may change learning rates.
@@ -52,6 +66,8 @@ Use from a DeepSpeed loop (ZeRO stage 0: gradients must live in `param.grad`):
             for n, p in params.items():
                 p.grad = grads[n]                 # no-op unless a zero grad was filled in
         engine.step()
+
+(distrib/deepspeed_glue.py does this; distrib/overlap.py the same during backward.)
 
 `step` must be the same number on every worker (it seeds shared random-k). Residuals
 differ per worker, so checkpoint `exchange.state_dict()` per rank; on a PBT exploit all
