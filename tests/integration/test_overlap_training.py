@@ -11,7 +11,8 @@ import torch
 from tests.integration.conftest import run_gloo_ranks
 
 SCRIPT = Path(__file__).parent / "scripts" / "overlap_training_rank.py"
-OVERRIDES = ("seed=1", "population.size=2",  # seed 1: the members draw densities 0.05 and 0.2 "train.grad_accum_steps=2", "compression.method=topk",
+# seed 1: the two members draw densities 0.05 and 0.2.
+OVERRIDES = ("seed=1", "population.size=2", "train.grad_accum_steps=2", "compression.method=topk",
              "compression.value_dtype=fp16",
              "population.pbt={perturbation_interval: 100, hyperparam_mutations: {density: [0.05, 0.2]}}")
 
