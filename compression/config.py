@@ -69,8 +69,8 @@ class CompressionConfig(BaseModel):
         True,
         description="true: exchange each bucket of gradients (about 25 MiB) while the backward pass "
         "still runs, as DDP does; the same result bit for bit as false (after the backward pass). "
-        "Layerwise top-k / random-k and dense steps only: powersgd, scope global and "
-        "train.precision fp16 exchange after the backward pass whatever it says (distrib/overlap.py).",
+        "PowerSGD overlaps its first all-reduce only; scope global and train.precision fp16 "
+        "exchange after the backward pass whatever it says (distrib/overlap.py).",
     )
 
     rank: Int | None = Field(

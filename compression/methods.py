@@ -38,7 +38,6 @@ class Method:
     compressor: str | None = None  # its class in compressors.py; None: PowerSGD's exchange of its own
 
 
-# overlap: PowerSGD ignores it (distrib/overlap.py says why), so a sweep need not repeat it.
 _SPARSE = ("density", "error_feedback", "scope", "value_dtype", "warmup_steps", "overlap")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
@@ -47,6 +46,6 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     # shared: every worker draws the same indices, so only values travel, summed.
     Method("randomk", "random-k", (*_SPARSE, "randomk_mode"),
            lambda mode: Collective.ALL_REDUCE if mode == "shared" else Collective.ALL_GATHER, "RandomKCompressor"),
-    Method("powersgd", "PowerSGD", ("error_feedback", "scope", "value_dtype", "warmup_steps", "rank",
+    Method("powersgd", "PowerSGD", ("error_feedback", "scope", "value_dtype", "warmup_steps", "overlap", "rank",
                                     "min_compression_rate"), lambda mode: Collective.TWO_ALL_REDUCES),
 )}

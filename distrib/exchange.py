@@ -100,7 +100,7 @@ from compression import (
 from compression.error_feedback import accumulation_dtype
 
 from .communicators import Communicator, Pending
-from .powersgd_exchange import WARM_START_PREFIX, PowerSGDExchange
+from .powersgd_exchange import WARM_START_PREFIX, PowerSGDExchange, Round
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,23 @@ class GradientExchange:
                 layout.write_back_(bucket, targets[bucket.id], grads)
         return byte_report(payloads.values(), members=layout.P, dense_step=plan.dense), payloads
 
+    def start_layerwise(self, plan: StepPlan, grads_PN: Mapping[str, torch.Tensor],
+                        shapes: Mapping[str, tuple[int, ...]]) -> InFlight | Round:
+        """Start the exchange of some layerwise buckets (distrib/overlap.py): `grads_PN`
+        `{parameter name: [P, N]}`, `shapes` each one member's parameter shape (PowerSGD
+        factorizes it). Their payloads join `last_payloads`; finish with `advance` (all
+        of them first), then `finish_into`."""
+        if plan.collective is Collective.TWO_ALL_REDUCES:
+            return self.powersgd.start([(i, shapes[i], g) for i, g in grads_PN.items()], step=plan.step)
+        payloads = {i: self.compress_bucket(plan, i, g) for i, g in grads_PN.items()}
+        self.last_payloads.update(payloads)
+        return self.start(payloads, plan.collective)
+
+    def advance(self, in_flight: InFlight | Round) -> None:
+        """PowerSGD: wait for the first all-reduce, start the second; others: nothing."""
+        if isinstance(in_flight, Round):
+            self.powersgd.advance(in_flight)
+
     def compress_bucket(self, plan: StepPlan, bucket_id: str, grad_PN: torch.Tensor) -> Payload:
         """One bucket's payload; its residual keeps, in place, what was not sent."""
         compress = partial(plan.compressor.compress, step=plan.step, tensor_id=bucket_id, density_P=plan.density_P)
@@ -244,10 +261,13 @@ class GradientExchange:
             return InFlight(payloads, collective, self.comm.start_all_gather(packed_B))
         return InFlight(payloads, collective, self.comm.start_all_reduce_sum_(values_K))
 
-    def finish_into(self, in_flight: InFlight, targets: Mapping[str, torch.Tensor]) -> None:
+    def finish_into(self, in_flight: InFlight | Round, targets: Mapping[str, torch.Tensor]) -> None:
         """Wait for `in_flight` and write each bucket's average into `targets[bucket id]`
         (`[P, N]`, overwritten, in the dtype the average is summed in: at least fp32)."""
-        if not in_flight.payloads:
+        if isinstance(in_flight, Round):  # PowerSGD, advanced: its averages are new tensors
+            for i, average_PN in self.powersgd.finish(in_flight).items():
+                targets[i].copy_(average_PN)
+        elif not in_flight.payloads:
             in_flight.pending.wait()
         elif in_flight.collective is Collective.ALL_GATHER:
             self._scatter_gathered(in_flight, targets)

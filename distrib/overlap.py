@@ -22,13 +22,15 @@ finishes gradients in: buckets start strictly in their fixed order (bucket i onl
 buckets 0..i-1, as DDP's reducer), and a parameter that got no gradient this step sends
 zeros from `finish()`, as the exchange after backward does.
 
-What it covers: layerwise scope (one bucket per parameter to compress), dense steps
-(method none, warm-up) and top-k / random-k. Not PowerSGD: its second all-reduce needs the
-first one's orthogonalized result for every matrix, and its first packs the dense 1-D
-tensors with every P factor (distrib/powersgd_exchange.py); not global scope, whose one
-top-k needs every gradient. `unsupported_reason` says so; the worker keeps the exchange
-after backward there, and under fp16 (trainers/loss_scaler.py: a member that overflows
-anywhere, on any worker, must send zeros everywhere, known only after the whole backward).
+What it covers: layerwise scope (one bucket per parameter to compress): dense steps
+(method none, warm-up), top-k / random-k, and PowerSGD as far as its two all-reduces allow:
+each bucket's first all-reduce (its P factors with its dense tensors) starts during
+backward; the second (the Q factors) needs the first's summed P, so `finish()` starts
+every bucket's second once its first is done, then waits for them in order. Not global
+scope, whose one top-k needs every gradient: `unsupported_reason` says so, and the worker
+keeps the exchange after backward there, and under fp16 (trainers/loss_scaler.py: a member
+that overflows anywhere, on any worker, must send zeros everywhere, known only after the
+whole backward).
 
 Shape legend: P members, N coordinates per member of one parameter.
 """
@@ -38,10 +40,11 @@ from collections.abc import Iterable, Sequence
 
 import torch
 
-from compression import ByteReport, CompressionConfig, byte_report
+from compression import ByteReport, Collective, CompressionConfig, byte_report
 from compression.error_feedback import accumulation_dtype
 
 from .exchange import GradientExchange, InFlight, StepPlan
+from .powersgd_exchange import Round
 
 # DDP's default bucket_cap_mb: fewer, larger collectives than one per parameter (latency),
 # yet the first ones start while most of the backward pass is still to run.
@@ -50,9 +53,6 @@ BUCKET_BYTES = 25 * 1024 * 1024
 
 def unsupported_reason(config: CompressionConfig) -> str | None:
     """Why `config` cannot overlap its exchange with the backward pass, or None."""
-    if config.method == "powersgd":
-        return ("PowerSGD's second all-reduce needs the first one's result for every matrix, and its first packs "
-                "every factor with the dense tensors into one buffer")
     if config.scope == "global":
         return "scope global selects one top-k over every gradient, so nothing can be sent before the last one"
     return None
@@ -93,13 +93,15 @@ class OverlappedExchange:
             size += nbytes
         self._bucket_of = {name: i for i, names in enumerate(self.buckets) for name in names}
         self._hooks = [param.register_post_accumulate_grad_hook(self._on_ready(name)) for name, param in params]
-        self._plan: StepPlan | None = None
+        self._plan: StepPlan | None = None  # set by arm(), cleared by finish()
+        self._missing: list[int] = []  # per bucket: gradients still to come this step
+        self._in_flight: list[InFlight | Round] = []  # started buckets, in order
 
     def arm(self, *, step: int, density_P: Sequence[float] | None = None) -> None:
         """The next backward ends gradient accumulation: exchange its gradients as they come."""
         self._plan = self.exchange.plan(step, density_P)
-        self._missing = [len(names) for names in self.buckets]  # gradients still to come, per bucket
-        self._in_flight: list[InFlight] = []  # started buckets, in order
+        self._missing = [len(names) for names in self.buckets]
+        self._in_flight = []
         self.exchange.last_payloads = {}
 
     def finish(self) -> ByteReport:
@@ -112,6 +114,8 @@ class OverlappedExchange:
                 param.grad = torch.zeros_like(param)
         self._missing = [0] * len(self.buckets)
         self._start_ready_buckets()
+        for in_flight in self._in_flight:  # PowerSGD: every second all-reduce started before any wait
+            self.exchange.advance(in_flight)
         for names, in_flight in zip(self.buckets, self._in_flight):
             targets = {name: self._target(name) for name in names}
             self.exchange.finish_into(in_flight, targets)
@@ -121,6 +125,8 @@ class OverlappedExchange:
                     grad.copy_(average_PN.view(grad.shape))
         plan, self._plan = self._plan, None
         members = next(iter(self.params.values())).shape[0]
+        if plan.collective is Collective.TWO_ALL_REDUCES:
+            return self.exchange.powersgd.report(self._in_flight, members=members)
         return byte_report(self.exchange.last_payloads.values(), members=members, dense_step=plan.dense)
 
     def remove(self) -> None:
@@ -143,9 +149,9 @@ class OverlappedExchange:
         """Start buckets in their fixed order, as far as their gradients are all final."""
         while len(self._in_flight) < len(self.buckets) and self._missing[len(self._in_flight)] == 0:
             names = self.buckets[len(self._in_flight)]
-            payloads = {name: self.exchange.compress_bucket(self._plan, name, self._grad_PN(name)) for name in names}
-            self.exchange.last_payloads.update(payloads)
-            self._in_flight.append(self.exchange.start(payloads, self._plan.collective))
+            self._in_flight.append(self.exchange.start_layerwise(
+                self._plan, {name: self._grad_PN(name) for name in names},
+                {name: tuple(self.params[name].shape[1:]) for name in names}))
 
     def _grad_PN(self, name: str) -> torch.Tensor:
         grad = self.params[name].grad

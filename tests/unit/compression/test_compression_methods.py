@@ -102,7 +102,7 @@ def test_the_sweep_ignores_the_keys_a_method_does_not_read():
                                                    "value_dtype", "warmup_steps", "rank", "min_compression_rate")),
         "topk": ("compression.randomk_mode", "compression.rank", "compression.min_compression_rate"),
         "randomk": ("compression.rank", "compression.min_compression_rate"),
-        "powersgd": ("compression.density", "compression.randomk_mode", "compression.overlap"),
+        "powersgd": ("compression.density", "compression.randomk_mode"),
     }
     for name, m in METHODS.items():  # what a method reads and what it ignores: every key once
         assert sorted([*m.reads, *(k.split(".")[1] for k in ignored_by(name))]) == sorted(CONFIG_KEYS)

@@ -36,6 +36,8 @@ CASES = {
     "topk_fp16_member_density": {"method": "topk", "density": 0.1, "value_dtype": "fp16"},
     "topk_warmup": {"method": "topk", "density": 0.2, "warmup_steps": 1},
     "randomk_shared": {"method": "randomk", "density": 0.1},
+    "powersgd_warmup": {"method": "powersgd", "rank": 1, "warmup_steps": 1},  # w1, w2 factorized; the rest dense
+    "powersgd_rank2": {"method": "powersgd", "rank": 2},
     "randomk_independent_bf16": {"method": "randomk", "density": 0.1, "randomk_mode": "independent", "value_dtype": "bf16"},
 }
 DENSITY_P = {"topk_fp16_member_density": [0.05, 0.3]}
