@@ -113,8 +113,9 @@ class CompressionConfig(BaseModel):
     @classmethod
     def _overlap_is_a_boolean(cls, v: object) -> bool:
         # Not pydantic's lax bool: 1, "yes" or "on" in a spec are more likely slips than choices.
+        # A ValueError: pydantic turns only that (not TypeError) into a problem with a path.
         if not isinstance(v, bool):
-            raise ValueError("overlap is true or false: write compression.overlap: true (or false)")
+            raise ValueError("overlap is true or false: write compression.overlap: true (or false)")  # noqa: TRY004
         return v
 
     @field_validator("density")
