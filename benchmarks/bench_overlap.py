@@ -1,16 +1,19 @@
 """The exchange during backward against after it, on W = 2 gloo ranks over loopback on this
-machine: the worker loop's own step (trainers/loop.py `Worker.train_step`, DeepSpeed engine,
-exchange, clip, optimizer), one thread per rank, with `compression.overlap` true and false.
+machine: the worker loop's own step (trainers/loop.py `Worker.train_step`: DeepSpeed engine,
+exchange, clip, optimizer), one thread per rank, `compression.overlap` false and true.
 
     .venv/bin/python benchmarks/bench_overlap.py                       # dense, top-k fp16 1%, random-k 1%
-    .venv/bin/python benchmarks/bench_overlap.py --set compression.method=topk --steps 12
+    .venv/bin/python benchmarks/bench_overlap.py --set compression.method=powersgd --set compression.rank=4
 
-Each configuration is two fresh processes (ranks 0 and 1, `configs/netns_bench.yaml` by
-default). Printed per configuration: rank 0's median step and the median time spent in the
-"exchange" phase (with overlap: only what was left to wait for after backward), over the
-steps after `--skip`. Loopback moves bytes at memory speed, and both ranks share two cores
-with the collectives' own threads: this measures what overlap costs or saves in CPU time
-here, not what it saves on a slow link (benchmarks/bench_cluster.py measures links).
+Paired, because this machine is shared and its speed drifts from minute to minute: each
+configuration is one pair of rank processes holding BOTH workers (same spec, same weights,
+the same batches), whose steps alternate (after, during, after, during, ...), each step
+started by a barrier. Printed: rank 0's median step time of each, the median of the
+per-pair differences (during minus after; negative: overlap is faster) with how many
+pairs overlap won, and the median "exchange" phase (with overlap: only what was left to
+wait for after backward). Loopback moves bytes at memory speed, and both ranks share two
+cores with gloo's own threads: this measures what overlap saves or costs in CPU terms
+here, not what it hides on a slow link (benchmarks/bench_cluster.py measures links).
 """
 import argparse
 import contextlib
@@ -34,7 +37,7 @@ CONFIGS = {
 
 
 def rank_main(args) -> None:
-    """One rank: build the Worker on a 2-rank gloo group, time its steps, print JSON (rank 0)."""
+    """One rank: both workers on a 2-rank gloo group, steps alternating; JSON on rank 0."""
     import torch
 
     from launch.backends.plan import worker_plan
@@ -43,32 +46,34 @@ def rank_main(args) -> None:
     from trainers.loop import Worker, import_deepspeed
 
     torch.set_num_threads(1)
+    base = ["distributed.num_workers=2", "distributed.resources_per_worker={CPU: 1}", "train.grad_accum_steps=1",
+            *args.set]
+    # Validated before torch.distributed starts: DeepSpeed's config check reads its world size.
+    specs = {overlap: load_spec(args.spec, [*base, f"compression.overlap={overlap}"]) for overlap in ("false", "true")}
     os.environ.update(RANK=str(args.rank), WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(args.port), GLOO_SOCKET_IFNAME="lo")
-    spec = load_spec(args.spec, ["distributed.num_workers=2", "distributed.resources_per_worker={CPU: 1}",
-                                 "train.grad_accum_steps=1", *args.set])
     import_deepspeed(False).init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
-    exchange_s: list[float] = []
+    times = {overlap: {"step": [], "exchange": []} for overlap in specs}
+    workers = {}
+    for overlap, spec in specs.items():
+        @contextlib.contextmanager
+        def time_phase(phase: str, seconds=times[overlap]["exchange"]):
+            started = time.perf_counter()
+            yield
+            if phase == "exchange":
+                seconds.append(time.perf_counter() - started)
 
-    @contextlib.contextmanager
-    def time_phase(phase: str):
-        started = time.perf_counter()
-        yield
-        if phase == "exchange":
-            exchange_s.append(time.perf_counter() - started)
-
-    worker = Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=args.rank, world_size=2,
-                    reporter=None, checkpoints=None, time_phase=time_phase)
-    steps_s = []
+        workers[overlap] = Worker(worker_plan(spec, build_deepspeed_config(spec)), rank=args.rank, world_size=2,
+                                  reporter=None, checkpoints=None, time_phase=time_phase)
     for _ in range(args.steps):
-        torch.distributed.barrier()  # both ranks start the step together
-        started = time.perf_counter()
-        worker.train_step()
-        steps_s.append(time.perf_counter() - started)
+        for overlap, worker in workers.items():
+            torch.distributed.barrier()  # both ranks start the step together
+            started = time.perf_counter()
+            worker.train_step()
+            times[overlap]["step"].append(time.perf_counter() - started)
     if args.rank == 0:
-        print(json.dumps({"step_s": statistics.median(steps_s[args.skip:]),
-                          "exchange_s": statistics.median(exchange_s[args.skip:]),
-                          "overlapped": worker.overlapped is not None}))
+        print(json.dumps({overlap: {k: v[args.skip:] for k, v in t.items()} for overlap, t in times.items()}
+                         | {"overlapped": workers["true"].overlapped is not None}))
 
 
 def run_pair(spec: str, overrides: list[str], steps: int, skip: int) -> dict:
@@ -81,7 +86,7 @@ def run_pair(spec: str, overrides: list[str], steps: int, skip: int) -> dict:
                                "--steps", str(steps), "--skip", str(skip), *sets],
                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r in (0, 1)]
-    outputs = [p.communicate(timeout=900) for p in procs]
+    outputs = [p.communicate(timeout=1800) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         if p.returncode != 0:
             raise SystemExit(f"a rank failed:\n{err[-3000:]}")
@@ -93,8 +98,8 @@ def main() -> int:
     parser.add_argument("--spec", default="configs/netns_bench.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="spec overrides (instead of the three default configurations)")
-    parser.add_argument("--steps", type=int, default=10)
-    parser.add_argument("--skip", type=int, default=2, help="first steps left out of the medians")
+    parser.add_argument("--steps", type=int, default=12, help="steps of each worker")
+    parser.add_argument("--skip", type=int, default=2, help="first steps left out")
     parser.add_argument("--rank", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,12 +107,19 @@ def main() -> int:
         rank_main(args)
         return 0
     configs = {"given": args.set} if args.set else CONFIGS
-    print(f"{args.spec}, W = 2 gloo ranks on loopback, one thread each; medians of {args.steps - args.skip} steps")
-    print(f"{'configuration':<22} {'overlap':>7} {'step ms':>8} {'exchange ms':>12}")
+    print(f"{args.spec}, W = 2 gloo ranks on loopback, one thread each, steps alternating; "
+          f"medians over {args.steps - args.skip} pairs (ms)")
+    print(f"{'configuration':<22} {'after':>8} {'during':>8} {'diff':>8} {'won':>6} {'exch after':>11} {'exch during':>12}")
     for name, overrides in configs.items():
-        for overlap in ("false", "true"):
-            got = run_pair(args.spec, [*overrides, f"compression.overlap={overlap}"], args.steps, args.skip)
-            print(f"{name:<22} {overlap:>7} {got['step_s'] * 1e3:8.1f} {got['exchange_s'] * 1e3:12.1f}", flush=True)
+        got = run_pair(args.spec, overrides, args.steps, args.skip)
+        after, during = got["false"], got["true"]
+        diffs = [d - a for a, d in zip(after["step"], during["step"])]
+        med = {k: statistics.median(v) * 1e3 for k, v in
+               (("after", after["step"]), ("during", during["step"]), ("diff", diffs),
+                ("xa", after["exchange"]), ("xd", during["exchange"]))}
+        won = f"{sum(d < 0 for d in diffs)}/{len(diffs)}"
+        print(f"{name:<22} {med['after']:8.1f} {med['during']:8.1f} {med['diff']:+8.1f} {won:>6} {med['xa']:11.1f} "
+              f"{med['xd']:12.1f}" + ("" if got["overlapped"] else "  (overlap had no effect)"), flush=True)
     return 0
 
 
