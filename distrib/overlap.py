@@ -20,7 +20,8 @@ may differ from the exchange after backward in the last bit.)
 Every worker must start the same collectives in the same order, whatever order autograd
 finishes gradients in: buckets start strictly in their fixed order (bucket i only after
 buckets 0..i-1, as DDP's reducer), and a parameter that got no gradient this step sends
-zeros from `finish()`, as the exchange after backward does.
+zeros from `finish()`, as the exchange after backward does (so it holds its bucket and
+those after it back until then: DDP's find_unused_parameters problem, without the error).
 
 What it covers: layerwise scope (one bucket per parameter to compress): dense steps
 (method none, warm-up), top-k / random-k, and PowerSGD as far as its two all-reduces allow:
