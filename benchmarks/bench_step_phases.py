@@ -97,8 +97,10 @@ def main() -> int:
     args = parser.parse_args()
     torch.set_num_threads(1)
     try:
+        # Overlap off unless --set says otherwise: during backward, the exchange's work would
+        # be counted as forward + backward (benchmarks/bench_overlap.py compares the two).
         spec = load_spec(args.spec, ["distributed.num_workers=1", "distributed.resources_per_worker={CPU: 1}",
-                                     "train.grad_accum_steps=1", *args.set])
+                                     "train.grad_accum_steps=1", "compression.overlap=false", *args.set])
     except SpecError as err:
         return report_spec_error(err, args.spec)
     seconds = measure(spec, args.steps, args.skip)

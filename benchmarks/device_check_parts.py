@@ -117,8 +117,10 @@ def phases_part(plan) -> dict:
     from launch.spec.schema import load_spec
     from launch.study.netmodel import MethodRow, project
 
+    # Overlap off: the exchange phase must hold the exchange's own cost (bench_step_phases.py).
     base = ["distributed.num_workers=1", "distributed.resources_per_worker={CPU: 1}", "train.grad_accum_steps=1",
-            f"distributed.use_gpu={str(plan.device == 'cuda').lower()}", *plan.phases_overrides]
+            "compression.overlap=false", f"distributed.use_gpu={str(plan.device == 'cuda').lower()}",
+            *plan.phases_overrides]
     methods = {"dense": ["compression.method=none"],
                "topk": ["compression.method=topk", f"compression.density={SPARSE_DENSITY}"],
                "randomk": ["compression.method=randomk", f"compression.density={SPARSE_DENSITY}"]}

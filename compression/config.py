@@ -65,6 +65,13 @@ class CompressionConfig(BaseModel):
         description="Steps 0..warmup_steps-1 send the exact dense fp32 gradient "
         "(as PowerSGD's start_powerSGD_iter) before compression starts.",
     )
+    overlap: bool = Field(
+        True,
+        description="true: exchange each bucket of gradients (about 25 MiB) while the backward pass "
+        "still runs, as DDP does; the same result bit for bit as false (after the backward pass). "
+        "PowerSGD overlaps its first all-reduce only; scope global and train.precision fp16 "
+        "exchange after the backward pass whatever it says (distrib/overlap.py).",
+    )
 
     rank: Int | None = Field(
         None,
@@ -100,6 +107,15 @@ class CompressionConfig(BaseModel):
         allowed = {"scope": "layerwise", "value_dtype": "fp32"}[info.field_name]
         if info.data.get("method") == "powersgd" and v != allowed:
             raise ValueError(f"method powersgd supports only {info.field_name}: {allowed}")
+        return v
+
+    @field_validator("overlap", mode="before")
+    @classmethod
+    def _overlap_is_a_boolean(cls, v: object) -> bool:
+        # Not pydantic's lax bool: 1, "yes" or "on" in a spec are more likely slips than choices.
+        # A ValueError: pydantic turns only that (not TypeError) into a problem with a path.
+        if not isinstance(v, bool):
+            raise ValueError("overlap is true or false: write compression.overlap: true (or false)")  # noqa: TRY004
         return v
 
     @field_validator("density")

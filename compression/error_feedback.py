@@ -53,16 +53,20 @@ class ErrorFeedback:
         """acc_PN = residual_PN + grad_PN (a new tensor, at least fp32; grad is not modified)."""
         # Contiguous, so the sparse update below can work on its flat view in place.
         acc_PN = grad_PN.to(accumulation_dtype(grad_PN.dtype), copy=True, memory_format=torch.contiguous_format)
-        residual_PN = self._residual.get(tensor_id) if self.enabled else None
+        residual_PN = self._matching_residual(tensor_id, grad_PN)
         if residual_PN is not None:
-            if residual_PN.shape != acc_PN.shape:
-                raise ValueError(
-                    f"error-feedback residual for {tensor_id!r} has shape "
-                    f"{tuple(residual_PN.shape)} but the gradient has {tuple(acc_PN.shape)}; "
-                    "the parameter set changed: call reset() or load a matching state dict"
-                )
             acc_PN += residual_PN.to(device=acc_PN.device, dtype=acc_PN.dtype)
         return acc_PN
+
+    def _matching_residual(self, tensor_id: str, grad_PN: torch.Tensor) -> torch.Tensor | None:
+        residual_PN = self._residual.get(tensor_id) if self.enabled else None
+        if residual_PN is not None and residual_PN.shape != grad_PN.shape:
+            raise ValueError(
+                f"error-feedback residual for {tensor_id!r} has shape "
+                f"{tuple(residual_PN.shape)} but the gradient has {tuple(grad_PN.shape)}; "
+                "the parameter set changed: call reset() or load a matching state dict"
+            )
+        return residual_PN
 
     def update(self, tensor_id: str, acc_PN: torch.Tensor, sent_PN: torch.Tensor) -> None:
         """residual_PN = acc_PN - sent_PN (no-op when disabled)."""
@@ -75,8 +79,14 @@ class ErrorFeedback:
         grad_PN: torch.Tensor,
         compress: Callable[[torch.Tensor], Payload],
     ) -> Payload:
-        """One full cycle: compensate, compress, keep what was not sent. Returns the payload."""
-        acc_PN = self.compensate(tensor_id, grad_PN)
+        """One full cycle: compensate, compress, keep what was not sent. Returns the payload.
+
+        In place, as one pass over the tensor: the residual accumulates the gradient
+        (`residual += grad`, the same sum as `grad + residual`) and, once the sent entries
+        are taken out of it, is the next residual. `grad_PN` is not modified; the first
+        step copies it (it becomes the residual), a lossless dense step reads it as it is.
+        """
+        acc_PN = self._accumulate_(tensor_id, grad_PN)
         payload = compress(acc_PN)
         if not self.enabled:
             return payload
@@ -88,15 +98,28 @@ class ErrorFeedback:
             else:
                 self.update(tensor_id, acc_PN, decompress(payload, acc_PN.dtype))
         else:
-            # Sparse: residual = acc - decompress(payload), computed in place in acc's
-            # buffer: only the sent entries change (bit-identical to the dense formula,
-            # without a dense zeros + scatter + subtract per step).
+            # Sparse: residual = acc - decompress(payload), in acc's buffer: only the sent
+            # entries change (bit-identical to the dense formula, without a dense zeros +
+            # scatter + subtract per step).
+            if acc_PN is not self._residual.get(tensor_id):  # the gradient itself: not ours to change
+                acc_PN = acc_PN.clone(memory_format=torch.contiguous_format)
             pos_K = payload.flat_idx()
             acc_N = acc_PN.view(-1)
             sent_K = payload.values_K.to(acc_PN.dtype)
             acc_N.scatter_(0, pos_K, acc_N.gather(0, pos_K) - sent_K)
             self._residual[tensor_id] = acc_PN
         return payload
+
+    def _accumulate_(self, tensor_id: str, grad_PN: torch.Tensor) -> torch.Tensor:
+        """The residual plus the gradient, summed into the residual; without a residual,
+        the gradient itself (at least fp32: a copy only when its dtype is narrower)."""
+        residual_PN = self._matching_residual(tensor_id, grad_PN)
+        if residual_PN is None:
+            return grad_PN.to(accumulation_dtype(grad_PN.dtype), memory_format=torch.contiguous_format)
+        want = accumulation_dtype(grad_PN.dtype)
+        if residual_PN.device != grad_PN.device or residual_PN.dtype != want:  # e.g. loaded on the host
+            residual_PN = self._residual[tensor_id] = residual_PN.to(device=grad_PN.device, dtype=want)
+        return residual_PN.add_(grad_PN)
 
     # -- inspection, PBT and checkpoints ------------------------------------------------
 

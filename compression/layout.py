@@ -97,6 +97,25 @@ class GradLayout:
                 out.append((b.id, torch.cat(parts, dim=1)))
         return out
 
+    def target(self, bucket: Bucket, grads: Mapping[str, torch.Tensor]) -> torch.Tensor | None:
+        """`[P, N]` view of the one gradient a layerwise bucket holds, when its average can
+        be written straight into it (contiguous, at least fp32, as averages are summed);
+        None otherwise (a global bucket, a narrower or strided gradient)."""
+        if self.scope != "layerwise":
+            return None
+        grad = grads[bucket.entries[0].name]
+        if not grad.is_contiguous() or torch.promote_types(grad.dtype, torch.float32) != grad.dtype:
+            return None
+        return grad.view(self.P, bucket.n)
+
+    def write_back_(self, bucket: Bucket, flat_PN: torch.Tensor, grads: Mapping[str, torch.Tensor]) -> None:
+        """Copy a bucket's `[P, N]` into its gradients' own tensors (each in its own dtype)."""
+        start = 0
+        for e in bucket.entries:
+            n = e.numel_per_member
+            grads[e.name].copy_(flat_PN[:, start : start + n].reshape(e.shape))
+            start += n
+
     def unflatten(self, flats: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Inverse of `flatten`: `{name: [P, ...]}` in each gradient's own dtype, sorted by name."""
         out: dict[str, torch.Tensor] = {}

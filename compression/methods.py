@@ -38,14 +38,14 @@ class Method:
     compressor: str | None = None  # its class in compressors.py; None: PowerSGD's exchange of its own
 
 
-_SPARSE = ("density", "error_feedback", "scope", "value_dtype", "warmup_steps")
+_SPARSE = ("density", "error_feedback", "scope", "value_dtype", "warmup_steps", "overlap")
 
 METHODS: dict[str, Method] = {m.name: m for m in (
-    Method("none", "dense", (), lambda mode: Collective.ALL_REDUCE, "NoCompressor"),
+    Method("none", "dense", ("overlap",), lambda mode: Collective.ALL_REDUCE, "NoCompressor"),
     Method("topk", "top-k", _SPARSE, lambda mode: Collective.ALL_GATHER, "TopKCompressor"),
     # shared: every worker draws the same indices, so only values travel, summed.
     Method("randomk", "random-k", (*_SPARSE, "randomk_mode"),
            lambda mode: Collective.ALL_REDUCE if mode == "shared" else Collective.ALL_GATHER, "RandomKCompressor"),
-    Method("powersgd", "PowerSGD", ("error_feedback", "scope", "value_dtype", "warmup_steps", "rank",
+    Method("powersgd", "PowerSGD", ("error_feedback", "scope", "value_dtype", "warmup_steps", "overlap", "rank",
                                     "min_compression_rate"), lambda mode: Collective.TWO_ALL_REDUCES),
 )}

@@ -11,7 +11,13 @@ Contract (both):
   * empty tensors (numel 0) return at once without a collective on every rank alike,
     so they can never leave one rank waiting;
   * `all_gather(x)` of equal-shaped tensors returns one stacked tensor `[W, *x.shape]`
-    in rank order.
+    in rank order;
+  * `start_all_reduce_sum_` / `start_all_gather` start the same collectives without
+    waiting (torch's `async_op=True`, MPI's `Iallreduce` / `Iallgather`) and return a
+    `Pending` whose `wait()` gives what the blocking call returns: the gradient exchange
+    overlaps them with the backward pass (distrib/overlap.py). The blocking calls are
+    `start_...().wait()`, so both run the same code. A started collective counts in the
+    order of collectives when it starts.
 
 Shape legend: W = world size (workers).
 """
@@ -19,6 +25,7 @@ Shape legend: W = world size (workers).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -27,19 +34,43 @@ import torch
 _MPI_SUMMABLE = {torch.float16, torch.float32, torch.float64, torch.int32, torch.int64}
 
 
+class Pending:
+    """A collective in flight: `wait()` waits for its requests, then returns `finish()`
+    (the result, copied back where it was staged). `buffers` are kept alive until then
+    (MPI writes into a numpy view of host memory that nothing else may hold)."""
+
+    def __init__(self, waits: Sequence[Callable[[], object]], finish: Callable[[], torch.Tensor],
+                 buffers: Sequence[torch.Tensor] = ()) -> None:
+        self._waits, self._finish, self._buffers = waits, finish, buffers
+
+    def wait(self) -> torch.Tensor:
+        for wait in self._waits:
+            wait()
+        return self._finish()
+
+
 class Communicator(ABC):
-    """rank / world_size and in-place sum, stacked all-gather, broadcast, barrier."""
+    """rank / world_size and in-place sum, stacked all-gather (blocking or started),
+    broadcast, barrier."""
 
     rank: int
     world_size: int
 
-    @abstractmethod
     def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
         """Sum `tensor` over all ranks, in place; returns `tensor`."""
+        return self.start_all_reduce_sum_(tensor).wait()
 
-    @abstractmethod
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """`[W, *tensor.shape]`: every rank's tensor, in rank order."""
+        return self.start_all_gather(tensor).wait()
+
+    @abstractmethod
+    def start_all_reduce_sum_(self, tensor: torch.Tensor) -> Pending:
+        """Start `all_reduce_sum_`; `tensor` holds the sum once `wait()` returned (it)."""
+
+    @abstractmethod
+    def start_all_gather(self, tensor: torch.Tensor) -> Pending:
+        """Start `all_gather`; `wait()` returns the `[W, *tensor.shape]` result."""
 
     @abstractmethod
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
@@ -93,32 +124,28 @@ class TorchCommunicator(Communicator):
             return tensor.cpu()
         return tensor if tensor.is_contiguous() else tensor.contiguous()
 
-    def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+    def start_all_reduce_sum_(self, tensor: torch.Tensor) -> Pending:
         if tensor.numel() == 0:
-            return tensor
+            return Pending((), lambda: tensor)
         buf = self._staged(tensor)
-        self._dist.all_reduce(buf, op=self._dist.ReduceOp.SUM, group=self.group)
-        if buf is not tensor:
-            tensor.copy_(buf)
-        return tensor
+        work = self._dist.all_reduce(buf, op=self._dist.ReduceOp.SUM, group=self.group, async_op=True)
+        return Pending((work.wait,), lambda: tensor if buf is tensor else tensor.copy_(buf))
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def start_all_gather(self, tensor: torch.Tensor) -> Pending:
         W = self.world_size
         if tensor.numel() == 0:
-            return tensor.new_empty((W, *tensor.shape))
+            return Pending((), lambda: tensor.new_empty((W, *tensor.shape)))
         buf = self._staged(tensor).reshape(-1)
         if self.flat:
             out = buf.new_empty(W * buf.numel())  # one collective into one buffer
-            self._gather_single(out, buf, group=self.group)
-            return out.view(W, *tensor.shape).to(tensor.device)
+            work = self._gather_single(out, buf, group=self.group, async_op=True)
+            return Pending((work.wait,), lambda: out.view(W, *tensor.shape).to(tensor.device))
         out_WN = buf.new_empty((W, buf.numel()))
         piece = max(1, GLOO_GATHER_PIECE_BYTES // buf.element_size())
         works = [self._dist.all_gather([out_WN[w, start:start + piece] for w in range(W)],
                                        buf[start:start + piece], group=self.group, async_op=True)
                  for start in range(0, buf.numel(), piece)]
-        for work in works:
-            work.wait()
-        return out_WN.view(W, *tensor.shape).to(tensor.device)
+        return Pending([work.wait for work in works], lambda: out_WN.view(W, *tensor.shape).to(tensor.device))
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         if tensor.numel() == 0:
@@ -149,27 +176,31 @@ class MpiCommunicator(Communicator):
         """A contiguous CPU tensor whose numpy view MPI can read and write."""
         return tensor.detach().cpu().contiguous()
 
-    def all_reduce_sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+    # Non-blocking collectives progress inside MPI calls (mpich has no progress thread by
+    # default): started ones may move little before `wait()`, but they are correct and keep
+    # the order of collectives.
+
+    def start_all_reduce_sum_(self, tensor: torch.Tensor) -> Pending:
         if tensor.numel() == 0:
-            return tensor
+            return Pending((), lambda: tensor)
         if tensor.dtype not in _MPI_SUMMABLE:
             # bf16: gather every rank's copy, sum in fp32 in rank order (same on all ranks).
-            total = self.all_gather(tensor).to(torch.float32).sum(dim=0)
-            return tensor.copy_(total)
+            gather = self.start_all_gather(tensor)
+            return Pending((), lambda: tensor.copy_(gather.wait().to(torch.float32).sum(dim=0)))
         host = self._host(tensor)
-        self.comm.Allreduce(self._MPI.IN_PLACE, host.numpy(), op=self._MPI.SUM)
-        return tensor.copy_(host)
+        request = self.comm.Iallreduce(self._MPI.IN_PLACE, host.numpy(), op=self._MPI.SUM)
+        return Pending((request.Wait,), lambda: tensor.copy_(host), buffers=(host,))
 
-    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+    def start_all_gather(self, tensor: torch.Tensor) -> Pending:
         W = self.world_size
         if tensor.numel() == 0:
-            return tensor.new_empty((W, *tensor.shape))
+            return Pending((), lambda: tensor.new_empty((W, *tensor.shape)))
         # Move raw bytes: works for every dtype, bf16 included (numpy has no bf16).
         send_B = self._host(tensor).reshape(-1).view(torch.uint8)
         recv_WB = torch.empty((W, send_B.numel()), dtype=torch.uint8)
-        self.comm.Allgather(send_B.numpy(), recv_WB.numpy())
-        out = recv_WB.view(tensor.dtype).view(W, *tensor.shape)
-        return out.to(tensor.device)
+        request = self.comm.Iallgather(send_B.numpy(), recv_WB.numpy())
+        return Pending((request.Wait,), lambda: recv_WB.view(tensor.dtype).view(W, *tensor.shape).to(tensor.device),
+                       buffers=(send_B, recv_WB))
 
     def broadcast_(self, tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
         if tensor.numel() == 0:

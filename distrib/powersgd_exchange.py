@@ -32,7 +32,7 @@ Q, the same on every worker, but lives in each rank's checkpoint with the residu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 import torch
@@ -41,7 +41,7 @@ from compression import ByteReport, CompressionConfig, ErrorFeedback, GradLayout
 from compression.powersgd import (Factorization, compress_left, compress_right, decompress, factorization,
                                   initial_right, orthogonalize)
 
-from .communicators import Communicator
+from .communicators import Communicator, Pending
 
 WARM_START_PREFIX = "powersgd_q."
 
@@ -59,6 +59,20 @@ class _Matrix:
     @property
     def acc_Pnm(self) -> torch.Tensor:
         return self.acc_PN.view(-1, self.f.n, self.f.m)
+
+
+@dataclass
+class Round:
+    """Some buckets between their two all-reduces (all of them, or one bucket of
+    distrib/overlap.py)."""
+
+    matrices: list[_Matrix]
+    dense: list[tuple[str, torch.Tensor]]  # (bucket id, grad [P, N]) sent as it is
+    first_PX: torch.Tensor
+    pending: Pending  # all-reduce #1, then #2
+    dense_bytes: int  # per member: these buckets' fp32 gradient
+    second_PX: torch.Tensor = field(default_factory=lambda: torch.empty(0))
+    averaged: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class PowerSGDExchange:
@@ -81,36 +95,21 @@ class PowerSGDExchange:
     def exchange(self, layout: GradLayout, grads: Mapping[str, torch.Tensor], *,
                  step: int) -> tuple[dict[str, torch.Tensor], ByteReport]:
         """Averaged `[P, N]` per bucket id, and what this worker sent per member."""
-        matrices, dense = self._split(layout, grads, step=step)
-        W = self.comm.world_size
+        buckets = [(b.id, b.entries[0].shape[1:], grad_PN)  # layerwise: one parameter per bucket
+                   for b, (_, grad_PN) in zip(layout.buckets, layout.flatten(grads))]
+        this = self.start(buckets, step=step)
+        self.advance(this)
+        return self.finish(this), self.report([this], members=layout.P)
 
-        # all-reduce #1: dense tensors and the P factors, one buffer.
-        first_PX = _pack([g for _, g in dense] + [x.left_Pnr for x in matrices])
-        self.comm.all_reduce_sum_(first_PX)
-        dense_sums, lefts = _unpack(first_PX, [g for _, g in dense], [x.left_Pnr for x in matrices])
-        averaged = {bucket_id: s.div_(W) for (bucket_id, _), s in zip(dense, dense_sums)}
+    # The step in three parts, so that distrib/overlap.py can start the first all-reduce of
+    # each bucket during backward: start (P = acc Q, all-reduce #1 started), advance (wait
+    # for it, orthogonalize, Q = acc^T P, all-reduce #2 started), finish (wait, approximate).
 
-        # all-reduce #2: the Q factors, computed from the orthogonalized summed P.
-        for x, left_Pnr in zip(matrices, lefts):
-            x.left_Pnr = orthogonalize(left_Pnr)
-            x.right_Pmr = compress_right(x.acc_Pnm, x.left_Pnr)
-        second_PX = _pack([x.right_Pmr for x in matrices])
-        self.comm.all_reduce_sum_(second_PX)
-        (rights,) = _unpack(second_PX, [x.right_Pmr for x in matrices])
-
-        for x, right_Pmr in zip(matrices, rights):
-            right_Pmr = right_Pmr.div_(W)
-            approx_PN = decompress(x.left_Pnr, right_Pmr).reshape(x.acc_PN.shape)
-            self.error_feedback.update(x.id, x.acc_PN, approx_PN)
-            self._right[x.id] = right_Pmr
-            averaged[x.id] = approx_PN
-        return averaged, self._bytes(layout, first_PX, second_PX)
-
-    def _split(self, layout: GradLayout, grads, *, step: int) -> tuple[list[_Matrix], list[tuple[str, torch.Tensor]]]:
-        """Buckets to factorize (with P = acc Q computed) and buckets to send dense."""
+    def start(self, buckets: list[tuple[str, tuple[int, ...], torch.Tensor]], *, step: int) -> Round:
+        """`buckets`: (bucket id, one member's parameter shape, grad [P, N]). P factors of
+        the matrices, dense tensors as they are, in ONE all-reduce, started."""
         matrices, dense = [], []
-        for bucket, (bucket_id, grad_PN) in zip(layout.buckets, layout.flatten(grads)):
-            shape = bucket.entries[0].shape[1:]  # layerwise: one parameter per bucket
+        for bucket_id, shape, grad_PN in buckets:
             f = factorization(shape, approx_rank=self.approx_rank, min_compression_rate=self.min_compression_rate)
             if f is None:
                 dense.append((bucket_id, grad_PN.to(torch.promote_types(grad_PN.dtype, torch.float32))))
@@ -119,7 +118,41 @@ class PowerSGDExchange:
             right_Pmr = orthogonalize(self._warm_right(x, step=step))
             x.left_Pnr = compress_left(x.acc_Pnm, right_Pmr)
             matrices.append(x)
-        return matrices, dense
+        first_PX = _pack([g for _, g in dense] + [x.left_Pnr for x in matrices])
+        dense_bytes = sum(4 * grad_PN[0].numel() for _, _, grad_PN in buckets)
+        return Round(matrices, dense, first_PX, self.comm.start_all_reduce_sum_(first_PX), dense_bytes)
+
+    def advance(self, this: Round) -> None:
+        """Wait for all-reduce #1; the Q factors, from the orthogonalized summed P, go out in
+        all-reduce #2 (started)."""
+        first_PX = this.pending.wait()
+        dense_sums, lefts = _unpack(first_PX, [g for _, g in this.dense], [x.left_Pnr for x in this.matrices])
+        W = self.comm.world_size
+        this.averaged = {bucket_id: s.div_(W) for (bucket_id, _), s in zip(this.dense, dense_sums)}
+        for x, left_Pnr in zip(this.matrices, lefts):
+            x.left_Pnr = orthogonalize(left_Pnr)
+            x.right_Pmr = compress_right(x.acc_Pnm, x.left_Pnr)
+        this.second_PX = _pack([x.right_Pmr for x in this.matrices])
+        this.pending = self.comm.start_all_reduce_sum_(this.second_PX)
+
+    def finish(self, this: Round) -> dict[str, torch.Tensor]:
+        """Wait for all-reduce #2: averaged `[P, N]` per bucket id; residuals and warm starts kept."""
+        (rights,) = _unpack(this.pending.wait(), [x.right_Pmr for x in this.matrices])
+        for x, right_Pmr in zip(this.matrices, rights):
+            right_Pmr = right_Pmr.div_(self.comm.world_size)
+            approx_PN = decompress(x.left_Pnr, right_Pmr).reshape(x.acc_PN.shape)
+            self.error_feedback.update(x.id, x.acc_PN, approx_PN)
+            self._right[x.id] = right_Pmr
+            this.averaged[x.id] = approx_PN
+        return this.averaged
+
+    @staticmethod
+    def report(rounds: list[Round], *, members: int) -> ByteReport:
+        """Exact per-member bytes of every round's two all-reduce buffers, against the fp32
+        dense gradient (every member sends alike)."""
+        sent = sum(b.numel() * b.element_size() for r in rounds for b in (r.first_PX, r.second_PX))
+        dense = sum(r.dense_bytes for r in rounds)
+        return ByteReport((sent // max(members, 1),) * members, dense, dense_step=False)
 
     def _warm_right(self, x: _Matrix, *, step: int) -> torch.Tensor:
         """Last step's Q for this matrix, or a fresh one seeded alike on every worker."""
@@ -129,13 +162,6 @@ class PowerSGDExchange:
             return right_Pmr.to(device=x.acc_PN.device, dtype=x.acc_PN.dtype)
         seed = derive_seed("powersgd", self.seed, step, x.id)
         return initial_right(shape, seed=seed, dtype=x.acc_PN.dtype, device=x.acc_PN.device)
-
-    @staticmethod
-    def _bytes(layout: GradLayout, *buffers_PX: torch.Tensor) -> ByteReport:
-        """Exact per-member bytes of both all-reduce buffers, against the fp32 dense gradient."""
-        sent = sum(b.numel() * b.element_size() for b in buffers_PX) // max(layout.P, 1)
-        dense = sum(4 * e.numel_per_member for e in layout.entries)
-        return ByteReport((sent,) * layout.P, dense, dense_step=False)  # every member sends alike
 
     # -- PBT and checkpoints ------------------------------------------------------------
 

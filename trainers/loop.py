@@ -37,6 +37,7 @@ from distrib.deepspeed_glue import (
     take_over_gradient_exchange,
 )
 from distrib.exchange import GradientExchange
+from distrib.overlap import OverlappedExchange, unsupported_reason
 from trainers.allocator import keep_freed_memory_for_reuse
 from trainers.checkpoint import atomic_save, restore_newest, seal
 from trainers.compiling import compile_model
@@ -145,6 +146,7 @@ class Worker:
         take_over_gradient_exchange(self.engine)
         self.comm = build_communicator(plan.backend)
         self.exchange = GradientExchange(config=plan.compression, communicator=self.comm, seed=plan.seed)
+        self.overlapped = self._overlapped_exchange()
         self.loss_scaler = MemberLossScaler(plan.members, enabled=plan.train.precision == "fp16",
                                             device=self.engine.device)
         torch.manual_seed(plan.seed + 1000 * (rank + 1))  # dropout masks differ across ranks
@@ -214,20 +216,23 @@ class Worker:
             with autocast(train.precision, self.engine.device):
                 logits = self.engine(inputs_PBT)
             loss_P = member_losses(logits, targets_PB)  # in fp32
+            boundary = self.engine.is_gradient_accumulation_boundary()  # counted in engine.step()
+            # Each member sends its own density (PBT's, copied on exploit like the rest).
+            density_P = self._hyperparams("density").tolist()
+            if boundary and self.overlapped is not None:  # exchange buckets as backward finishes them
+                self.overlapped.arm(step=self.step, density_P=density_P)
             # Sum over members: each member's gradient is what it would be on its own (times
             # its loss scale under fp16).
             self.engine.backward(self.loss_scaler.scale(loss_P).sum())
             skipped_members = []
-            boundary = self.engine.is_gradient_accumulation_boundary()
             if boundary:
                 if self.loss_scaler.enabled:
                     # Before the exchange: see trainers/loss_scaler.py.
                     overflow_P = unscale_gradients_(self.loss_scaler, self.engine.module.parameters(), self.comm)
                     skipped_members = overflowing_members(overflow_P)
-                with self.time_phase("exchange"):
-                    # Each member sends its own density (PBT's, copied on exploit like the rest).
-                    report = exchange_gradients(self.engine, self.exchange, step=self.step,
-                                                density_P=self._hyperparams("density").tolist())
+                with self.time_phase("exchange"):  # overlapped: what backward left to wait for
+                    report = (self.overlapped.finish() if self.overlapped is not None else
+                              exchange_gradients(self.engine, self.exchange, step=self.step, density_P=density_P))
                 self.bytes_sent_total += torch.tensor(report.bytes_sent_P, dtype=torch.float64)
                 self.dense_bytes_total += report.dense_bytes
                 if train.grad_clip > 0:
@@ -241,6 +246,22 @@ class Worker:
             losses.append(loss_P.detach())
         self.step += 1
         return torch.stack(losses).mean(0), report  # on the device: read at log steps only
+
+    def _overlapped_exchange(self) -> OverlappedExchange | None:
+        """The exchange during backward (`compression.overlap`), where it gives the same
+        result as after it; None: after backward, said once on rank 0 when overlap was asked."""
+        plan = self.plan
+        if not plan.compression.overlap:
+            return None
+        # fp16: a member that overflows anywhere sends zeros everywhere (trainers/loss_scaler.py),
+        # known only once the whole backward pass is done.
+        reason = ("train.precision fp16 checks every gradient for overflow before any is sent"
+                  if plan.train.precision == "fp16" else unsupported_reason(plan.compression))
+        if reason is None:
+            return OverlappedExchange(self.exchange, self.engine.module.named_parameters())
+        if self.rank == 0:
+            say(f"[exchange] after the backward pass (compression.overlap has no effect): {reason}")
+        return None
 
     def _train_batches(self, *, sample: int):
         """Every member's batch of micro-step `sample`, built as one tensor on the host and

@@ -30,6 +30,13 @@ def test_density_outside_unit_interval_is_rejected_with_a_hint(density):
         CompressionConfig(density=density)
 
 
+@pytest.mark.parametrize("value", [1, 0, "yes", "true", None])
+def test_overlap_takes_booleans_only(value):
+    with pytest.raises(ValidationError, match="overlap is true or false"):
+        CompressionConfig(overlap=value)
+    assert CompressionConfig(overlap=False).overlap is False
+
+
 def test_density_one_is_allowed():
     assert CompressionConfig(method="topk", density=1.0).density == 1.0
 

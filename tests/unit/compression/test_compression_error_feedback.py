@@ -57,10 +57,25 @@ def test_per_step_identity_is_exact_with_fp16_rounding():
     compressor = build_compressor(CompressionConfig(method="topk", density=0.1, value_dtype="fp16"))
     ef = ErrorFeedback()
     for step in range(5):
-        old_PN = ef.residual("w") if ef.residual("w") is not None else torch.zeros(P, N, dtype=torch.float64)
+        # A copy: step() accumulates into the residual in place.
+        old_PN = ef.residual("w").clone() if ef.residual("w") is not None else torch.zeros(P, N, dtype=torch.float64)
         g_PN = grads(step)
         payload = ef.step("w", g_PN, lambda acc: compressor.compress(acc, step=step, tensor_id="w"))
         assert torch.equal(decompress(payload, torch.float64) + ef.residual("w"), old_PN + g_PN)
+
+
+def test_the_residual_accumulates_in_place_and_the_gradient_is_left_alone():
+    compressor = build_compressor(CompressionConfig(method="topk", density=0.1))
+    ef = ErrorFeedback()
+    g0_PN = grads(0)
+    kept_PN = g0_PN.clone()
+    ef.step("w", g0_PN, lambda acc: compressor.compress(acc, step=0, tensor_id="w"))
+    assert torch.equal(g0_PN, kept_PN)  # the first step copied it
+    residual_PN = ef.residual("w")
+    expected_PN = residual_PN + grads(1)  # what compensate() computes in a new tensor
+    payload = ef.step("w", grads(1), lambda acc: compressor.compress(acc, step=1, tensor_id="w"))
+    assert ef.residual("w") is residual_PN  # no model-sized allocation per step
+    assert torch.equal(residual_PN + decompress(payload, residual_PN.dtype), expected_PN)
 
 
 def test_disabled_keeps_nothing():

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from compression import COMPRESSORS, METHODS, Collective, CompressionConfig, Compressor, build_compressor
-from distrib.communicators import Communicator
+from distrib.communicators import Communicator, Pending
 from distrib.exchange import GradientExchange
 from launch.study.netmodel import FORMULAS, collective_for
 from launch.study.sweep import ignored_by
@@ -50,13 +50,13 @@ class Recording(Communicator):
     def __init__(self) -> None:
         self.calls: list[str] = []
 
-    def all_reduce_sum_(self, tensor):
+    def start_all_reduce_sum_(self, tensor):
         self.calls.append("all_reduce")
-        return tensor
+        return Pending((), lambda: tensor)
 
-    def all_gather(self, tensor):
+    def start_all_gather(self, tensor):
         self.calls.append("all_gather")
-        return tensor.unsqueeze(0)
+        return Pending((), lambda: tensor.unsqueeze(0))
 
     def broadcast_(self, tensor, src=0):
         return tensor

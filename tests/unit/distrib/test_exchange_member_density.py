@@ -129,13 +129,13 @@ class CountingCommunicator(MpiCommunicator):
         super().__init__()
         self.moved = []
 
-    def all_gather(self, tensor):
+    def start_all_gather(self, tensor):  # the blocking all_gather starts one too
         self.moved.append(("all_gather", tensor.numel() * tensor.element_size()))
-        return super().all_gather(tensor)
+        return super().start_all_gather(tensor)
 
-    def all_reduce_sum_(self, tensor):
+    def start_all_reduce_sum_(self, tensor):
         self.moved.append(("all_reduce", tensor.numel() * tensor.element_size()))
-        return super().all_reduce_sum_(tensor)
+        return super().start_all_reduce_sum_(tensor)
 
 
 @pytest.mark.parametrize("config, collective", [
