@@ -4,9 +4,6 @@ averages in every gradient, the same coordinates sent, the same residuals and th
 bytes, at every step of every case (dense fp32 and fp16, top-k with a density per member,
 warm-up, PowerSGD, shared and independent random-k), with gradient accumulation, a
 parameter without a gradient and an empty one; and buckets do start while backward runs."""
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,36 +13,16 @@ from compression import CompressionConfig
 from distrib.communicators import MpiCommunicator
 from distrib.exchange import GradientExchange
 from distrib.overlap import OverlappedExchange, unsupported_reason
+from tests.integration.conftest import run_gloo_ranks
 
 RANKS = Path(__file__).with_name("overlap_ranks.py")
-REPO = Path(__file__).resolve().parents[3]
 WORLD = 2
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
-    outdir, port = tmp_path_factory.mktemp("overlap"), free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen([sys.executable, str(RANKS), "--rank", str(r), "--world-size", str(WORLD),
-                               "--port", str(port), "--outdir", str(outdir)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for r in range(WORLD)]
-    try:
-        outputs = [p.communicate(timeout=120)[0] for p in procs]
-    finally:
-        for p in procs:  # a crashed peer would leave the other waiting in a collective
-            if p.poll() is None:
-                p.kill()
-    for r, (p, out) in enumerate(zip(procs, outputs)):
-        assert p.returncode == 0, f"rank {r} failed:\n{out}"
+    outdir = tmp_path_factory.mktemp("overlap")
+    run_gloo_ranks(RANKS, outdir, world=WORLD, timeout=120)
     return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
 
 
