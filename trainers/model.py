@@ -137,7 +137,7 @@ class PopulationTransformer(nn.Module):
             x_PBTD = block(x_PBTD, key_mask_PBT)
         x_PBTD = self.norm_out(x_PBTD)
         if self.classifier is None:
-            P, B, _, D = x_PBTD.shape
+            P, B, T, D = x_PBTD.shape
             # Tied head: logits = x @ E^T per member, one bmm for the population.
             logits_PMV = torch.bmm(x_PBTD.reshape(P, B * T, D), self.tok_emb.weight.transpose(1, 2))
             return logits_PMV.view(P, B, T, -1)
