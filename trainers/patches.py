@@ -30,8 +30,8 @@ def patches(ids_PBN: torch.Tensor, grid: tuple[int, int], patch_size: int) -> to
 
 class PatchEmbedding(nn.Module):
     """[P, B, H·W] grey levels (0..255) -> [P, B, T, D]: each patch's pixels, scaled to
-    [-1, 1] (so the map starts centred, as the lookup table does), times a per-member
-    [Q, D] weight plus a [D] bias."""
+    [0, 1] (a black pixel adds nothing, so the bright strokes of a mostly dark image are
+    what tells tokens apart), times a per-member [Q, D] weight plus a [D] bias."""
 
     def __init__(self, members: int, *, grid: tuple[int, int], patch_size: int, d_model: int):
         super().__init__()
@@ -40,4 +40,4 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, ids_PBN: torch.Tensor) -> torch.Tensor:
         patches_PBTQ = patches(ids_PBN, self.grid, self.patch_size)
-        return self.proj(patches_PBTQ.to(self.proj.weight.dtype) / 127.5 - 1.0)
+        return self.proj(patches_PBTQ.to(self.proj.weight.dtype) / 255.0)

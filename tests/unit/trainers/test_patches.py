@@ -51,7 +51,7 @@ def test_patch_embedding_equals_the_explicit_per_patch_linear_map():
         for b in range(B):
             for y in range(grid[0]):
                 for x in range(grid[1]):
-                    patch = images[m, b, y * p:(y + 1) * p, x * p:(x + 1) * p].reshape(-1) / 127.5 - 1
+                    patch = images[m, b, y * p:(y + 1) * p, x * p:(x + 1) * p].reshape(-1) / 255
                     torch.testing.assert_close(out_PBTD[m, b, y * grid[1] + x].double(), patch @ weight + bias,
                                                rtol=1e-5, atol=1e-5)
 
