@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine:
 #   make quickstart   install into .venv, start a loopback Ray head, submit configs/quickstart.yaml
 #   make test         install into .venv, run the test suite
+#   make image-example  write the .npy files configs/image_file_example.yaml trains on
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 TORCH_VERSION := 2.13.0
 DEEPSPEED_VERSION := 0.19.8
 
-.PHONY: install quickstart test test-unit clean-venv device-wheels
+.PHONY: install quickstart test test-unit clean-venv device-wheels image-example
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,9 @@ $(VENV)/.installed: pyproject.toml
 
 quickstart: install
 	$(BIN)/python -m launch.quickstart configs/quickstart.yaml
+
+image-example: install
+	$(BIN)/python -m launch.image_example data/image_file_example
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -332,7 +332,7 @@ def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int =
     data = build_task_data(spec.task, seed=spec.seed)
     model = PopulationTransformer(spec.model, members=1, vocab_size=data.vocab_size, max_seq_len=spec.task.seq_len,
                                   causal=data.causal, num_classes=data.num_classes, pad_id=data.pad_id,
-                                  grid=data.grid)
+                                  grid=data.grid, patch_size=data.patch_size)
     grads = {name: torch.randn_like(p) for name, p in model.named_parameters()}
     exchanges = {w: GradientExchange(config=spec.compression, communicator=ReplicatedCommunicator(w)) for w in (1, 2)}
     payloads = exchanges[1].exchange(grads, step=0).payloads

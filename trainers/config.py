@@ -81,11 +81,16 @@ class ListOpsTask(TaskSection):
         return self
 
 
+PATCH_SIZE = ("1: one token per pixel (its grey level); p > 1: each p x p patch is one token through a learned "
+              "linear map (ViT), a grid of (H/p, W/p) tokens; p must divide the image's height and width")
+
+
 class PathfinderTask(TaskSection):
     """Long Range Arena Pathfinder, generated locally from the seed (trainers/tasks/pathfinder.py):
     are the two round markers the ends of one dashed curve? One token per pixel (256 grey
-    levels), read row by row; binary classification, reported as accuracy. Generated sets
-    are cached under $XDG_CACHE_HOME/sparsepop (default ~/.cache/sparsepop)."""
+    levels) or per `patch_size` patch, read row by row; binary classification, reported as
+    accuracy. Generated sets are cached under $XDG_CACHE_HOME/sparsepop (default
+    ~/.cache/sparsepop)."""
 
     kind: Literal["pathfinder"] = "pathfinder"
     causal: ClassVar[bool] = False  # classification: attention sees the whole image
@@ -95,14 +100,17 @@ class PathfinderTask(TaskSection):
     num_train: PositiveInt = Field(10_000, description="LRA: 160000 (80% of 200000)")
     num_val: PositiveInt = 1_000
     num_test: PositiveInt = 1_000
+    patch_size: PositiveInt = Field(1, description=PATCH_SIZE)
 
     @property
     def grid(self) -> tuple[int, int]:
-        return (self.size, self.size)
+        """The token grid: pixels, or patches (patch_size dividing size is a rule of
+        launch/spec/rules.py)."""
+        return (self.size // self.patch_size, self.size // self.patch_size)
 
     @property
     def seq_len(self) -> int:
-        return self.size * self.size
+        return self.grid[0] * self.grid[1]
 
 
 class ImageFileTask(TaskSection):
@@ -110,24 +118,26 @@ class ImageFileTask(TaskSection):
     `[N, H, W, C]` (channels are averaged to grey: one token per pixel keeps the grid and
     the sequence H·W long), and `labels_path`, a .npy of N integer classes 0..K-1 (two
     plain .npy files, so both load without pickle and the images memory-mapped). One token
-    per pixel (256 grey levels), read row by row; the last `val_fraction` of the images is
-    the validation split."""
+    per pixel (256 grey levels), read row by row, or one per `patch_size` patch; the last
+    `val_fraction` of the images is the validation split."""
 
     kind: Literal["image_file"] = "image_file"
     causal: ClassVar[bool] = False
     path: DataPath = Field(description="path of a .npy of uint8 images [N, H, W] or [N, H, W, C]")
     labels_path: DataPath = Field(description="path of a .npy of N integer labels")
     val_fraction: Float = Field(0.1, gt=0, lt=1, description="tail of the images held out for validation")
+    patch_size: PositiveInt = Field(1, description=PATCH_SIZE)
 
     @property
     def grid(self) -> tuple[int, int] | None:
-        """(H, W) from the file's header; None while it is unreadable or of the wrong rank
-        (a spec problem, reported by launch/spec/rules.py)."""
+        """The token grid, (H, W) / patch_size, from the file's header; None while it is
+        unreadable or of the wrong rank (a spec problem, reported by launch/spec/rules.py,
+        as is a patch_size that does not divide H and W)."""
         try:
             shape, _ = npy_header(self.path)
         except (OSError, ValueError):
             return None
-        return (shape[1], shape[2]) if len(shape) in (3, 4) else None
+        return (shape[1] // self.patch_size, shape[2] // self.patch_size) if len(shape) in (3, 4) else None
 
     @property
     def seq_len(self) -> int:

@@ -50,6 +50,7 @@ class TaskData(Protocol):
     pad_id: int | None
     causal: bool
     grid: tuple[int, int] | None  # (H, W): tokens are an image read row by row; None for 1-D tasks
+    patch_size: int  # p > 1: the ids are the pixels of a (H·p, W·p) image, a token per p x p patch
 
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]: ...

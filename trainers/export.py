@@ -7,7 +7,7 @@ An export is a folder with two files:
                      had a member axis, so the loader can restore it.
   config.json        the model section of the spec, the task section, the shape facts of the
                      model (vocabulary, sequence length, causal, classes, padding id, the
-                     task's grid (H, W) or null) and
+                     task's grid (H, W) or null, the patch size) and
                      where the member came from (run, member id, step, validation loss).
 
 `load_exported(folder)` returns an `ExportedModel`: an nn.Module that maps token ids [B, T]
@@ -27,7 +27,7 @@ from trainers.model import PopulationTransformer
 
 FORMAT = "sparsepop-export/1"
 WEIGHTS, CONFIG = "model.safetensors", "config.json"
-SHAPE_KEYS = ("vocab_size", "max_seq_len", "causal", "num_classes", "pad_id", "grid")
+SHAPE_KEYS = ("vocab_size", "max_seq_len", "causal", "num_classes", "pad_id", "grid", "patch_size")
 
 
 def member_tensors(population_state: dict[str, torch.Tensor], member: int, members: int,
@@ -51,10 +51,11 @@ def member_tensors(population_state: dict[str, torch.Tensor], member: int, membe
 
 def build_single(config: dict) -> PopulationTransformer:
     """A members=1 model of an export's config.json."""
-    shape = {key: config["shape"][key] for key in SHAPE_KEYS if key != "grid"}
+    shape = {key: config["shape"][key] for key in SHAPE_KEYS if key not in ("grid", "patch_size")}
     grid = config["shape"].get("grid")  # exports written before grids existed lack it (all were 1-D)
     return PopulationTransformer(ModelConfig.model_validate(config["model"]), members=1, **shape,
-                                 grid=tuple(grid) if grid is not None else None)  # JSON holds it as a list
+                                 grid=tuple(grid) if grid is not None else None,  # JSON holds it as a list
+                                 patch_size=config["shape"].get("patch_size", 1))  # older exports: pixels
 
 
 def save_member(out: Path, population_state: dict[str, torch.Tensor], *, member: int, members: int,

@@ -133,7 +133,8 @@ class Worker:
         model = PopulationTransformer(
             plan.model, members=plan.members, vocab_size=self.data.vocab_size,
             max_seq_len=plan.task.seq_len, causal=self.data.causal,
-            num_classes=self.data.num_classes, pad_id=self.data.pad_id, grid=self.data.grid)
+            num_classes=self.data.num_classes, pad_id=self.data.pad_id, grid=self.data.grid,
+            patch_size=self.data.patch_size)
         self.n_params_per_member = sum(p.numel() for p in model.parameters()) // plan.members
         if plan.train.compile:
             compile_model(model)  # in place, before DeepSpeed wraps it: names and state dicts unchanged

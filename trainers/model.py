@@ -23,6 +23,7 @@ from trainers.layers import (
     MemberDropout,
     residual_init_std,
 )
+from trainers.patches import PatchEmbedding
 
 
 class SelfAttention(nn.Module):
@@ -95,15 +96,23 @@ class PopulationTransformer(nn.Module):
 
     `grid` (H, W): the task's tokens are an image read row by row (None for 1-D tasks);
     it is handed to the attention kinds that read it (trainers/attention/grid.py).
+    `patch_size` p > 1: the ids are the pixels of a (H·p, W·p) image and each p × p patch
+    becomes one token through a learned linear map (trainers/patches.py) instead of the
+    lookup table; `grid` is then the grid of patches.
     """
 
     def __init__(self, config: ModelConfig, *, members: int, vocab_size: int, max_seq_len: int,
                  causal: bool, num_classes: int | None = None, pad_id: int | None = None,
-                 grid: tuple[int, int] | None = None):
+                 grid: tuple[int, int] | None = None, patch_size: int = 1):
         super().__init__()
         self.members = members
         self.pad_id = pad_id
-        self.tok_emb = BatchedEmbedding(members, vocab_size, config.d_model)
+        if patch_size == 1:
+            self.tok_emb = BatchedEmbedding(members, vocab_size, config.d_model)
+        elif grid is None or num_classes is None:
+            raise ValueError(f"patch_size {patch_size} needs an image classifier (a grid and num_classes)")
+        else:  # tokens are patches; there is no vocabulary to tie a language-model head to
+            self.tok_emb = PatchEmbedding(members, grid=grid, patch_size=patch_size, d_model=config.d_model)
         self.pos_emb = nn.Parameter(torch.randn(members, max_seq_len, config.d_model) * 0.02)  # [P, T, D]
         self.dropout = MemberDropout(members, config.dropout)
         kind = config.attention.kind
@@ -120,15 +129,15 @@ class PopulationTransformer(nn.Module):
                            if num_classes is not None else None)
 
     def forward(self, ids_PBT: torch.Tensor) -> torch.Tensor:
-        T = ids_PBT.shape[-1]
         key_mask_PBT = self.key_mask(ids_PBT)
-        x_PBTD = self.tok_emb(ids_PBT) + self.pos_emb[:, None, :T, :]
+        x_PBTD = self.tok_emb(ids_PBT)  # with patches, T is the number of patches, not of ids
+        x_PBTD = x_PBTD + self.pos_emb[:, None, :x_PBTD.shape[2], :]
         x_PBTD = self.dropout(x_PBTD)
         for block in self.blocks:
             x_PBTD = block(x_PBTD, key_mask_PBT)
         x_PBTD = self.norm_out(x_PBTD)
         if self.classifier is None:
-            P, B, _, D = x_PBTD.shape
+            P, B, T, D = x_PBTD.shape
             # Tied head: logits = x @ E^T per member, one bmm for the population.
             logits_PMV = torch.bmm(x_PBTD.reshape(P, B * T, D), self.tok_emb.weight.transpose(1, 2))
             return logits_PMV.view(P, B, T, -1)

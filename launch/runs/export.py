@@ -47,7 +47,8 @@ def _export(run_dir: Path, tree: dict, member_id: int, out: Path) -> Path:
         raise SpecError([Problem("--member", str(err))]) from None
     data = build_task_data(spec.task, seed=spec.seed)  # the model's shape facts
     shape = {"vocab_size": data.vocab_size, "max_seq_len": spec.task.seq_len, "causal": data.causal,
-             "num_classes": data.num_classes, "pad_id": data.pad_id, "grid": data.grid}
+             "num_classes": data.num_classes, "pad_id": data.pad_id, "grid": data.grid,
+             "patch_size": data.patch_size}
     summary_member = (read_json(run_dir / SUMMARY).get("members") or {}).get(str(member_id)) or {}
     source = {"run_dir": str(run_dir.resolve()), "member": member_id, "step": int(checkpoint.state["step"]),
               "final_val_loss": summary_member.get("final_val_loss"), "hyperparams": summary_member.get("hyperparams")}

@@ -109,12 +109,24 @@ def task_problems(spec: JobSpec) -> list[Problem]:
         splits = dict(zip(("training", "validation"), tail_split(npy_header(task.labels_path)[0][0], task.val_fraction)))
         return [Problem("task.val_fraction", f"leaves {count} {split} images for {workers} workers; each needs at "
                                              "least one: change task.val_fraction, or use fewer workers")
-                for split, count in splits.items() if count < workers]
+                for split, count in splits.items() if count < workers] + _patch_problems(
+                    task.patch_size, npy_header(task.path)[0][1:3])
     if isinstance(task, ListOpsTask | PathfinderTask):
         return [Problem(f"task.{key}", f"{getattr(task, key)} examples for {workers} workers; each needs at least "
                                        f"one: raise task.{key} or use fewer workers")
-                for key in ("num_train", "num_val", "num_test") if getattr(task, key) < workers]
+                for key in ("num_train", "num_val", "num_test") if getattr(task, key) < workers] + (
+                    _patch_problems(task.patch_size, (task.size, task.size)) if isinstance(task, PathfinderTask) else [])
     return []
+
+
+def _patch_problems(patch_size: int, image: tuple[int, int]) -> list[Problem]:
+    """Patches tile the image exactly: a partial patch at the edge would have no pixels to read."""
+    height, width = image
+    if height % patch_size == 0 and width % patch_size == 0:
+        return []
+    fits = [p for p in range(1, min(height, width) + 1) if height % p == 0 and width % p == 0]
+    return [Problem("task.patch_size", f"{patch_size} does not divide the {height}x{width} images; patches must "
+                                       f"tile them exactly: use one of {', '.join(map(str, fits))}")]
 
 
 def _lm_split_problems(splits: tuple[int, int], seq_len: int, workers: int, *, file: bool) -> list[Problem]:

@@ -1,6 +1,7 @@
 """Tasks by spec name (`task.kind`): each builds a data object of the loop's
 trainers.contracts.TaskData protocol (batches by rank, member and step; vocab_size,
-num_classes (None for language modelling), pad_id, causal, grid (None for 1-D tasks))."""
+num_classes (None for language modelling), pad_id, causal, grid (None for 1-D tasks),
+patch_size)."""
 from trainers.config import ImageFileTask, ListOpsTask, PathfinderTask, StdlibCodeTask, TaskConfig, TokenFileTask
 from trainers.contracts import TaskData
 from trainers.tasks.image_file import load_image_file
@@ -24,7 +25,8 @@ def build_task_data(task: TaskConfig, *, seed: int) -> TaskData:
                            max_depth=task.max_depth, max_args=task.max_args)
     if isinstance(task, PathfinderTask):
         return pathfinder_data(size=task.size, difficulty=task.difficulty, num_train=task.num_train,
-                               num_val=task.num_val, num_test=task.num_test, seed=seed)
+                               num_val=task.num_val, num_test=task.num_test, seed=seed, patch_size=task.patch_size)
     if isinstance(task, ImageFileTask):
-        return load_image_file(task.path, task.labels_path, val_fraction=task.val_fraction, seed=seed)
+        return load_image_file(task.path, task.labels_path, val_fraction=task.val_fraction, seed=seed,
+                               patch_size=task.patch_size)
     raise TypeError(f"unknown task config {type(task).__name__}")

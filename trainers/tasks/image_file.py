@@ -45,7 +45,8 @@ def _npy_problem(path: Path, what: str) -> str | None:
     return None
 
 
-def load_image_file(path: Path, labels_path: Path, *, val_fraction: float, seed: int) -> ImageData:
+def load_image_file(path: Path, labels_path: Path, *, val_fraction: float, seed: int,
+                    patch_size: int = 1) -> ImageData:
     """The images memory-mapped, split into train and validation (the tail) as token_file is."""
     images = np.load(path, mmap_mode="r", allow_pickle=False)
     labels = np.load(labels_path, allow_pickle=False).astype(np.int64)
@@ -53,4 +54,4 @@ def load_image_file(path: Path, labels_path: Path, *, val_fraction: float, seed:
     if not 0 < split < len(labels):
         raise ValueError(f"{len(labels)} images leave an empty split at val_fraction {val_fraction}")
     return ImageData({"train": (images[:split], labels[:split]), "val": (images[split:], labels[split:])},
-                     num_classes=int(labels.max()) + 1, seed=seed)
+                     num_classes=int(labels.max()) + 1, seed=seed, patch_size=patch_size)

@@ -1,5 +1,7 @@
-"""Image classification data: one token per pixel (its grey level, 0..255), read row by
-row, so a [H, W] image is a sequence of H·W tokens on the grid (H, W).
+"""Image classification data: one id per pixel (its grey level, 0..255), read row by row,
+so a [H, W] image is a sequence of H·W ids. With `patch_size` p the model makes each p × p
+patch one token (trainers/patches.py): the token grid is (H/p, W/p), and the ids stay
+pixels, so batches look the same either way.
 
 Batches follow ListOps (trainers/tasks/listops.py): worker `rank` owns the examples
 i % world_size == rank, and the examples of (member, step) come from a generator seeded
@@ -27,11 +29,14 @@ class ImageData:
     pad_id = None  # every image fills its grid
     causal = False  # classification: attention sees the whole image
 
-    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, num_classes: int, seed: int):
+    def __init__(self, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, num_classes: int, seed: int,
+                 patch_size: int = 1):
         """``splits``: name ("train", "val", optionally "test") -> (images, labels)."""
-        self.splits, self.num_classes, self.seed = splits, num_classes, seed
-        images = splits["train"][0]
-        self.grid = (int(images.shape[1]), int(images.shape[2]))
+        self.splits, self.num_classes, self.seed, self.patch_size = splits, num_classes, seed, patch_size
+        height, width = int(splits["train"][0].shape[1]), int(splits["train"][0].shape[2])
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"patch_size {patch_size} does not divide the {height}x{width} images")
+        self.grid = (height // patch_size, width // patch_size)  # of tokens
         self.seq_len = self.grid[0] * self.grid[1]
 
     @staticmethod
@@ -42,7 +47,7 @@ class ImageData:
 
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tokens [B, H·W]``, ``labels [B]`` (int64) of one member at one step."""
+        """``pixels [B, H·W]``, ``labels [B]`` (int64) of one member at one step."""
         images, labels = self.splits["train"]
         shard = self._shard(len(labels), rank, world_size)
         if len(shard) == 0:

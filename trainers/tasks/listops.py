@@ -234,6 +234,7 @@ class ListOpsData:
 
     causal = False  # classification: attention may see the whole expression
     grid = None  # a 1-D expression
+    patch_size = 1  # one token per id
 
     def __init__(
         self, *, seq_len: int, num_train: int, num_val: int, num_test: int, seed: int,

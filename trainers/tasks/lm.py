@@ -106,6 +106,7 @@ class LMData:
     pad_id = None
     causal = True
     grid = None  # a 1-D stream
+    patch_size = 1  # one token per id
 
     def __init__(self, train: np.ndarray, val: np.ndarray, *, vocab_size: int, seq_len: int, seed: int):
         self.train, self.val = train, val

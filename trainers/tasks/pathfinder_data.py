@@ -23,7 +23,7 @@ def pathfinder_split(n: int, *, seed: int, size: int, contour_length: int) -> tu
 
 
 def pathfinder_data(*, size: int, difficulty: str, num_train: int, num_val: int, num_test: int,
-                    seed: int) -> ImageData:
+                    seed: int, patch_size: int = 1) -> ImageData:
     """Train, validation and test sets from distinct child seeds of ``seed`` (images of
     different splits coincide with negligible probability, so no set is deduplicated)."""
     contour_length = pathfinder.DIFFICULTIES[difficulty]
@@ -31,4 +31,4 @@ def pathfinder_data(*, size: int, difficulty: str, num_train: int, num_val: int,
     splits = {name: pathfinder_split(n, seed=child, size=size, contour_length=contour_length)
               for name, n, child in (("train", num_train, children[0]), ("val", num_val, children[1]),
                                      ("test", num_test, children[2]))}
-    return ImageData(splits, num_classes=2, seed=seed)
+    return ImageData(splits, num_classes=2, seed=seed, patch_size=patch_size)
