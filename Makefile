@@ -30,7 +30,7 @@ image-example: install
 	$(BIN)/python -m launch.image_example data/image_file_example
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25  # the slowest tests, to keep the suite under 20 minutes
 
 test-unit: install
 	$(BIN)/python -m pytest -q -m "not integration"
