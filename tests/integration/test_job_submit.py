@@ -37,7 +37,9 @@ def ray_head(tmp_path):
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={free_port()}",
          f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
          "--disable-usage-stats"],
-        env=loopback_head_env(launch_env()), stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
+        # No drain on SIGTERM (30 s by default, for Serve replicas): the head stops at once.
+        env={**loopback_head_env(launch_env()), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"},
+        stdout=(tmp_path / "head.log").open("w"), stderr=subprocess.STDOUT)
     try:
         wait_for_port(dashboard, timeout=120)
         yield f"http://127.0.0.1:{dashboard}", head.pid
