@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from launch.quickstart import ensure_auth_token
 from launch.runs.files import METRICS, read_jsonl, run_dir_in
@@ -108,3 +109,9 @@ def run_gloo_ranks(script: Path, outdir: Path, *, world: int, args: tuple[str, .
                 p.kill()
     for r, (p, out) in enumerate(zip(procs, outputs)):
         assert p.returncode == 0, f"rank {r} failed:\n{out}"
+
+
+def gloo_rank_results(script: Path, outdir: Path, *, world: int, timeout: float = 90) -> list:
+    """`run_gloo_ranks`, then what each rank saved as `outdir/rank{r}.pt`, in rank order."""
+    run_gloo_ranks(script, outdir, world=world, timeout=timeout)
+    return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(world)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.conftest import run_gloo_ranks
+from tests.integration.conftest import gloo_rank_results
 
 SCRIPT = Path(__file__).parent / "scripts" / "powersgd_worker.py"
 WORLD = 2
@@ -18,8 +18,7 @@ WORLD = 2
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     outdir = tmp_path_factory.mktemp("powersgd")
-    run_gloo_ranks(SCRIPT, outdir, world=WORLD)
-    return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return gloo_rank_results(SCRIPT, outdir, world=WORLD)
 
 
 @pytest.mark.integration

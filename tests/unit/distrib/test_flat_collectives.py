@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.integration.conftest import run_gloo_ranks
+from tests.integration.conftest import gloo_rank_results
 
 SCRIPT = Path(__file__).parent / "scripts" / "flat_collectives_worker.py"
 WORLD = 2
@@ -15,8 +15,7 @@ WORLD = 2
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     outdir = tmp_path_factory.mktemp("flat")
-    run_gloo_ranks(SCRIPT, outdir, world=WORLD, timeout=60)
-    return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return gloo_rank_results(SCRIPT, outdir, world=WORLD, timeout=60)
 
 
 def test_gloo_takes_the_pieces_by_default(ranks):

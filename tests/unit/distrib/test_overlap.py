@@ -13,7 +13,7 @@ from compression import CompressionConfig
 from distrib.communicators import MpiCommunicator
 from distrib.exchange import GradientExchange
 from distrib.overlap import OverlappedExchange, unsupported_reason
-from tests.integration.conftest import run_gloo_ranks
+from tests.integration.conftest import gloo_rank_results
 
 RANKS = Path(__file__).with_name("overlap_ranks.py")
 WORLD = 2
@@ -22,8 +22,7 @@ WORLD = 2
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory) -> list[dict]:
     outdir = tmp_path_factory.mktemp("overlap")
-    run_gloo_ranks(RANKS, outdir, world=WORLD, timeout=120)
-    return [torch.load(outdir / f"rank{r}.pt", weights_only=True) for r in range(WORLD)]
+    return gloo_rank_results(RANKS, outdir, world=WORLD, timeout=120)
 
 
 def equal(a: dict, b: dict) -> bool:
