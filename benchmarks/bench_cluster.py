@@ -62,7 +62,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from distrib.communicators import Communicator  # noqa: E402
+from distrib.communicators import Communicator, Pending  # noqa: E402
 from launch.runs.files import METRICS, read_jsonl, run_dir_in  # noqa: E402
 from launch.study import netmodel  # noqa: E402
 from launch.netns import Interrupted, cluster, parse_rate  # noqa: E402
@@ -304,11 +304,13 @@ class ReplicatedCommunicator(Communicator):
     def __init__(self, world_size: int):
         self.world_size = world_size
 
-    def all_reduce_sum_(self, tensor):
-        return tensor.mul_(self.world_size)
+    def start_all_reduce_sum_(self, tensor):
+        tensor.mul_(self.world_size)
+        return Pending((), lambda: tensor)
 
-    def all_gather(self, tensor):
-        return tensor.expand(self.world_size, *tensor.shape).clone()
+    def start_all_gather(self, tensor):
+        gathered = tensor.expand(self.world_size, *tensor.shape).clone()
+        return Pending((), lambda: gathered)
 
     def broadcast_(self, tensor, src=0):
         return tensor
