@@ -283,16 +283,42 @@ def comm_model_s(record: dict, rate_bps: float) -> float:
                                                               bandwidth_gbps=rate_bps / 1e9)
 
 
-def step_model_s(record: dict, compute_s: float, backward_s: float | None) -> float:
-    """compute + the exchange's modelled time at the record's link, or for a peer that sends
-    its buckets during the backward pass (DDP) netmodel.overlapped_step_s over its buckets."""
+def overlaps(record: dict) -> bool:
+    """Whether the row sends buckets while the backward pass runs: DDP and its hook, and
+    sparsepop unless the job set compression.overlap false (every method here is layerwise)."""
+    if is_peer(record["method"]):
+        return PEERS[record["method"]].overlaps
+    return str(record.get("overrides", {}).get("compression.overlap", "true")).lower() != "false"
+
+
+def step_model_s(record: dict, compute_s: float, backward_s: float | None, buckets: int | None) -> float:
+    """compute + the exchange's modelled time at the record's link, or for a row that sends
+    its buckets during the backward pass netmodel.overlapped_step_s over its buckets."""
     comm = comm_model_s(record, record["rate_bps"])
     if math.isnan(compute_s):  # e.g. sync_s(W) without its calibration jobs
         return compute_s
-    if is_peer(record["method"]) and PEERS[record["method"]].overlaps and backward_s is not None:
-        return netmodel.overlapped_step_s(compute_s, comm, backward_s=min(backward_s, compute_s),
-                                          buckets=record["buckets"])
+    if overlaps(record) and backward_s is not None and buckets:
+        return netmodel.overlapped_step_s(compute_s, comm, backward_s=min(backward_s, compute_s), buckets=buckets)
     return compute_s + comm
+
+
+def overlap_terms(record: dict, results: dict[tuple, dict], sparsepop_buckets: int) -> tuple[float | None, int | None]:
+    """(backward seconds, buckets) for step_model_s. A peer's: its 1-worker job's backward
+    pass and its own buckets. Sparsepop's: DDP's 1-worker backward pass (same model and
+    batch) plus what compressing costs this method on one worker beyond dense, since the
+    overlapped exchange compresses each bucket inside the backward pass; its buckets are
+    distrib/overlap.py's for the model."""
+    if not overlaps(record):
+        return None, None
+    if is_peer(record["method"]):
+        alone = results.get((1, "none", *key(record)[2:]))
+        return (alone or {}).get("backward_s"), record.get("buckets")
+    ddp = results.get((1, "none", "ddp", None, None))
+    dense = results.get((1, "none", "dense", None, None))
+    alone = results.get((1, "none", *key(record)[2:]))
+    if not (ddp and dense and alone):
+        return None, None
+    return ddp["backward_s"] + max(0.0, alone["step_s"] - dense["step_s"]), sparsepop_buckets
 
 
 class ReplicatedCommunicator(Communicator):
@@ -319,22 +345,37 @@ class ReplicatedCommunicator(Communicator):
         pass
 
 
+def bench_model(spec_path: str, overrides: list[str]):
+    """(spec, one-member model) of the benchmark's spec: the model every job trains."""
+    from launch.spec.schema import load_spec
+    from trainers.model import PopulationTransformer
+    from trainers.tasks import build_task_data
+
+    spec = load_spec(spec_path, overrides)
+    data = build_task_data(spec.task, seed=spec.seed)
+    model = PopulationTransformer(spec.model, members=1, vocab_size=data.vocab_size, max_seq_len=spec.task.seq_len,
+                                  causal=data.causal, num_classes=data.num_classes, pad_id=data.pad_id,
+                                  grid=data.grid, patch_size=data.patch_size)
+    return spec, model
+
+
+def overlap_bucket_count(spec_path: str) -> int:
+    """How many buckets sparsepop's overlapped exchange sends the model's gradient in."""
+    from distrib.overlap import bucket_names
+
+    _, model = bench_model(spec_path, [])
+    return len(bucket_names([(n, p[0].numel(), p.numel() * p.element_size()) for n, p in model.named_parameters()]))
+
+
 def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int = 9) -> dict:
     """c of netmodel.gathered_decompress_s, seconds per received entry: one thread (as a
     worker with CPU: 1) runs the exchange's sparse all-gather path (unpack, scatter-add,
     divide) on one step's top-k payloads of the benchmark model's gradient shapes, with
     W = 1 and W = 2 payloads in turn; c = (median at W=2 - median at W=1) / K."""
     from distrib.exchange import GradientExchange
-    from launch.spec.schema import load_spec
-    from trainers.model import PopulationTransformer
-    from trainers.tasks import build_task_data
 
     torch.set_num_threads(1)
-    spec = load_spec(spec_path, ["compression.method=topk", f"compression.density={density}"])
-    data = build_task_data(spec.task, seed=spec.seed)
-    model = PopulationTransformer(spec.model, members=1, vocab_size=data.vocab_size, max_seq_len=spec.task.seq_len,
-                                  causal=data.causal, num_classes=data.num_classes, pad_id=data.pad_id,
-                                  grid=data.grid, patch_size=data.patch_size)
+    spec, model = bench_model(spec_path, ["compression.method=topk", f"compression.density={density}"])
     grads = {name: torch.randn_like(p) for name, p in model.named_parameters()}
     exchanges = {w: GradientExchange(config=spec.compression, communicator=ReplicatedCommunicator(w)) for w in (1, 2)}
     payloads = exchanges[1].exchange(grads, step=0).payloads
@@ -373,7 +414,7 @@ def rate_name(bps: float) -> str:
     return f"{bps / 1e9:g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:g} Mbit/s"
 
 
-def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str) -> float:
+def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str, sparsepop_buckets: int) -> float:
     """What a W-worker step costs beyond compute and link time, whatever the payload: workers
     wait for the slowest, and here share two cores with each other and the kernel's network
     work. Measured once per W, on the dense job at the calibration rate."""
@@ -381,7 +422,7 @@ def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str) -> f
     alone = results.get((1, "none", "dense", None, None))
     if not (dense and alone):
         return float("nan")
-    return dense["step_s"] - alone["step_s"] - comm_model_s(dense, dense["rate_bps"])
+    return dense["step_s"] - step_model_s(dense, alone["step_s"], *overlap_terms(dense, results, sparsepop_buckets))
 
 
 def setting(record: dict) -> str:
@@ -398,7 +439,8 @@ def link_mb_per_step(record: dict) -> float:
     return statistics.mean(sent.values()) / record["steps"] / 1e6 if sent else float("nan")
 
 
-def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibration_rate: str = "10gbit") -> None:
+def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, sparsepop_buckets: int,
+                calibration_rate: str = "10gbit") -> None:
     """Four predictions per row, differing only in the compute term:
     model(W=1): the same job with one worker (no network, but also no second worker on
       the other core);
@@ -407,9 +449,10 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
       netmodel.gathered_decompress_s with the measured seconds_per_entry);
     model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
       model's communication there; its own row's error is 0 by construction.
-    Peers that overlap (DDP) are modelled with netmodel.overlapped_step_s (step_model_s)."""
+    Rows that overlap (DDP, sparsepop's overlapped exchange) are modelled with
+    netmodel.overlapped_step_s (step_model_s, overlap_terms)."""
     one_worker = {key(r)[2:]: r for r in results.values() if r["workers"] == 1}
-    sync = {w: sync_s(results, w, calibration_rate) for w in {r["workers"] for r in results.values()}}
+    sync = {w: sync_s(results, w, calibration_rate, sparsepop_buckets) for w in {r["workers"] for r in results.values()}}
     measured = sorted((r for r in results.values() if r["workers"] > 1), key=row_order)
     if not measured:
         print("no multi-worker measurements yet")
@@ -425,17 +468,17 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
         vs_ddp = f"{r['tokens_per_s'] / ddp['tokens_per_s']:.2f}x" if ddp else "-"
         comm = comm_model_s(r, r["rate_bps"])
         w1 = one_worker.get(key(r)[2:])
-        backward = w1.get("backward_s") if w1 else None
+        terms = overlap_terms(r, results, sparsepop_buckets)
         cal = results.get((r["workers"], calibration_rate, *key(r)[2:]))
-        if is_peer(r["method"]) and PEERS[r["method"]].overlaps:
+        if overlaps(r):
             cal = None  # its overlapped communication cannot be subtracted from its step
         compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
-        err_w1 = r["step_s"] / step_model_s(r, w1["step_s"], backward) - 1 if w1 else nan
-        err_sync = r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]], backward) - 1 if w1 else nan
+        err_w1 = r["step_s"] / step_model_s(r, w1["step_s"], *terms) - 1 if w1 else nan
+        err_sync = r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]], *terms) - 1 if w1 else nan
         dec = decompress_model_s(r, seconds_per_entry)
-        err_dec = (r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]] + dec, backward) - 1
+        err_dec = (r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]] + dec, *terms) - 1
                    if w1 else nan)
-        err_cal = r["step_s"] / step_model_s(r, compute_cal, backward) - 1 if cal else nan
+        err_cal = r["step_s"] / step_model_s(r, compute_cal, *terms) - 1 if cal else nan
         val = r.get("val_loss")
         print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} {setting(r):>8} "
               f"{r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} {speedup:>8} {vs_ddp:>6} "
@@ -451,8 +494,9 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, calibra
           "step and validation loss after it, averaged over workers; comm model: launch/study/netmodel.py "
           "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
           f"W at {calibration_rate} minus its modelled comm (none for overlapping peers); err = step / (compute + "
-          "comm model) - 1, for DDP and its PowerSGD hook netmodel.overlapped_step_s with the 1-worker job's "
-          "backward pass and its buckets; +sync: the error with W=1 compute plus sync_s(W) ("
+          "comm model) - 1, for rows that overlap (DDP, its PowerSGD hook, sparsepop unless compression.overlap "
+          "is false) netmodel.overlapped_step_s with the 1-worker backward pass (sparsepop: DDP's plus the "
+          f"method's compression cost) and the buckets (sparsepop: {sparsepop_buckets}); +sync: the error with W=1 compute plus sync_s(W) ("
           + ", ".join(f"W={w}: {s:.3f} s" for w, s in sorted(sync.items()) if w > 1) + "); "
           f"dec s: netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; +dec: the "
           "error with that added too; other: CPU cores used outside the cluster during the job (nan: not recorded)")
@@ -570,7 +614,7 @@ def main() -> int:
     seconds_per_entry = decompress_cost(args.results.with_suffix(".decompress.json"), args.spec,
                                         redo=args.redo_decompress)
     if args.table:
-        print_table(results, seconds_per_entry=seconds_per_entry)
+        print_table(results, seconds_per_entry=seconds_per_entry, sparsepop_buckets=overlap_bucket_count(args.spec))
         return 0
     extra = dict(item.split("=", 1) for item in args.set)
     storage = args.results.parent / "bench_cluster_runs"
@@ -601,7 +645,7 @@ def main() -> int:
         print(f"\ninterrupted ({sig}); the cluster is torn down; results so far are in {args.results}")
         return 130
     print()
-    print_table(results, seconds_per_entry=seconds_per_entry)
+    print_table(results, seconds_per_entry=seconds_per_entry, sparsepop_buckets=overlap_bucket_count(args.spec))
     return 0
 
 

@@ -134,7 +134,7 @@ def test_the_table_shows_peers_beside_sparsepop(capsys):
                                                                                          step_s=0.8, bytes_sent=1.5e6),
             record("dense", workers=1, rate="none", step_s=0.7),
             record("ddp", workers=1, rate="none", step_s=0.7, backward_s=0.4, buckets=4)]
-    bench_cluster.print_table({bench_cluster.key(r): r for r in rows}, seconds_per_entry=0.0)
+    bench_cluster.print_table({bench_cluster.key(r): r for r in rows}, seconds_per_entry=0.0, sparsepop_buckets=4)
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[3] for line in lines[1:4]] == ["ddp", "dense", "topk-fp16"]  # W, link (2 words), method
     ddp, dense = lines[1].split(), lines[2].split()
@@ -143,8 +143,18 @@ def test_the_table_shows_peers_beside_sparsepop(capsys):
     # DDP's model overlaps its 4 buckets with the 0.4 s backward pass: the 1 Gbit/s all-reduce
     # of 101.7 MB (0.813 s) is longer, so 0.3 + 0.813 + 0.1 = 1.213 s; measured 1.2 s: -1%.
     assert ddp[15] == "-1%"  # err(W=1)
-    assert dense[15] == f"{1.6 / (0.7 + 0.813354528) - 1:+.0%}"  # sparsepop: compute + comm, no overlap
+    # Sparsepop's exchange overlaps too, by default: DDP's backward pass, its own 4 buckets.
+    assert dense[15] == f"{1.6 / 1.213354528 - 1:+.0%}"
+    # Compressing costs top-k 0.2 s more than dense on one worker, inside the backward pass.
+    assert bench_cluster.overlap_terms(rows[2] | {"workers": 1}, {bench_cluster.key(r): r for r in rows} | {
+        (1, "none", "topk-fp16", 0.01, None): record("topk-fp16", workers=1, rate="none", density=0.01, step_s=0.9)},
+        4) == (pytest.approx(0.6), 4)
+    # With compression.overlap false: compute + comm, no overlap.
+    rows[0] = record("dense", step_s=1.6, overrides={"compression.overlap": "false"})
+    bench_cluster.print_table({bench_cluster.key(r): r for r in rows}, seconds_per_entry=0.0, sparsepop_buckets=4)
+    dense = capsys.readouterr().out.splitlines()[2].split()
+    assert dense[15] == f"{1.6 / (0.7 + 0.813354528) - 1:+.0%}"
     # A record written before ranks existed is keyed with rank None and still prints.
     old = {k: v for k, v in record("dense", step_s=1.5).items() if k not in ("rank", "loss", "val_loss")}
-    bench_cluster.print_table({bench_cluster.key(old): old}, seconds_per_entry=0.0)
+    bench_cluster.print_table({bench_cluster.key(old): old}, seconds_per_entry=0.0, sparsepop_buckets=4)
     assert " nan " in capsys.readouterr().out.splitlines()[1]

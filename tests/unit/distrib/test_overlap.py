@@ -12,7 +12,7 @@ import torch
 from compression import CompressionConfig
 from distrib.communicators import MpiCommunicator
 from distrib.exchange import GradientExchange
-from distrib.overlap import OverlappedExchange, unsupported_reason
+from distrib.overlap import OverlappedExchange, bucket_names, unsupported_reason
 from tests.integration.conftest import gloo_rank_results
 
 RANKS = Path(__file__).with_name("overlap_ranks.py")
@@ -60,3 +60,12 @@ def test_global_scope_keeps_the_exchange_after_backward():
     with pytest.raises(ValueError, match="cannot overlap"):
         OverlappedExchange(exchange, torch.nn.Linear(2, 2).named_parameters())
     assert unsupported_reason(CompressionConfig(method="powersgd", rank=1)) is None
+
+
+def test_buckets_fill_in_reverse_registration_order_up_to_the_cap():
+    # (name, coordinates per member, bytes): the last registered opens the first bucket; a
+    # parameter that would overflow the cap opens the next; an empty one joins none.
+    params = [("a", 4, 16), ("empty", 0, 0), ("b", 8, 32), ("c", 2, 8), ("d", 4, 16)]
+    assert bucket_names(params, bucket_bytes=32) == [["d", "c"], ["b"], ["a"]]
+    assert bucket_names(params, bucket_bytes=1000) == [["d", "c", "b", "a"]]
+    assert bucket_names(params, bucket_bytes=1) == [["d"], ["c"], ["b"], ["a"]]
