@@ -16,6 +16,7 @@ out of the buckets (nothing to send) and come back as zeros.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -92,7 +93,7 @@ class GradLayout:
                 e = b.entries[0]
                 out.append((b.id, grads[e.name].reshape(self.P, e.numel_per_member)))
             else:
-                dtype = _widest(e.dtype for e in b.entries)
+                dtype = functools.reduce(torch.promote_types, (e.dtype for e in b.entries))
                 parts = [grads[e.name].reshape(self.P, -1).to(dtype) for e in b.entries]
                 out.append((b.id, torch.cat(parts, dim=1)))
         return out
@@ -130,10 +131,3 @@ class GradLayout:
             if e.name not in out:
                 out[e.name] = torch.zeros(e.shape, dtype=e.dtype, device=device)
         return {name: out[name] for name in sorted(out)}
-
-
-def _widest(dtypes) -> torch.dtype:
-    result = None
-    for d in dtypes:
-        result = d if result is None else torch.promote_types(result, d)
-    return result
