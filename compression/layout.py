@@ -72,14 +72,10 @@ class GradLayout:
             raise ValueError(f"gradients need a leading member axis [P, ...]; scalars: {bad}")
         return cls([Entry(n, tuple(g.shape), g.dtype) for n, g in grads.items()], scope)
 
-    def signature(self) -> tuple:
-        """Identity of the layout: names, shapes and dtypes (to detect a changed model)."""
-        return tuple((e.name, e.shape, e.dtype) for e in self.entries)
-
     def matches(self, grads: Mapping[str, torch.Tensor]) -> bool:
-        return self.signature() == tuple(
-            (n, tuple(grads[n].shape), grads[n].dtype) for n in sorted(grads)
-        )
+        """Whether `grads` has this layout's names, shapes and dtypes (a changed model does not)."""
+        return [(e.name, e.shape, e.dtype) for e in self.entries] == [
+            (n, tuple(grads[n].shape), grads[n].dtype) for n in sorted(grads)]
 
     def flatten(self, grads: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
         """`[(bucket id, grad_PN)]` in bucket order.

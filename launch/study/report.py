@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,12 +120,9 @@ def load_study(study_dir: Path) -> Study:
     study_dir = Path(study_dir)
     notes: list[str] = []
     rows = read_results(study_dir / "results.csv")
-    info = {}
-    if (study_dir / "study.json").exists():
-        try:
-            info = json.loads((study_dir / "study.json").read_text())
-        except json.JSONDecodeError:
-            notes.append("`study.json` could not be read; dropped duplicates are not listed.")
+    info = read_json(study_dir / "study.json")
+    if not info and (study_dir / "study.json").exists():
+        notes.append("`study.json` could not be read; dropped duplicates are not listed.")
     trials, baseline = [], None
     for row in rows:
         run_dir = _run_dir(study_dir, row.get("run_dir"))

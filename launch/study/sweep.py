@@ -502,9 +502,9 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
         "tokens_per_s": summary.get("tokens_per_s"),
         "run_dir": str(run_dir) if run_dir else "", "log": str(log),
     }
+    with_column = {WORKERS_KEY, *(f"compression.{column}" for column in RESULT_COLUMNS)}
     for key, value in trial.overrides.items():  # other swept keys get a column of their own
-        if key not in ("compression.method", "compression.density", "compression.error_feedback",
-                       WORKERS_KEY, "compression.value_dtype", "compression.randomk_mode", RANK_KEY):
+        if key not in with_column:
             row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return row
 
