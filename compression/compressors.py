@@ -241,8 +241,15 @@ class RandomKCompressor(Compressor):
     Members draw different indices (each row is its own draw from the generator).
     """
 
-    def __init__(self, *, density: float = 0.01, value_dtype: str = "fp32", mode: str = "shared", seed: int = 0,
-                 rank: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        density: float = 0.01,
+        value_dtype: str = "fp32",
+        mode: str = "shared",
+        seed: int = 0,
+        rank: int = 0,
+    ) -> None:
         super().__init__(density=density, value_dtype=value_dtype)
         if mode not in ("shared", "independent"):
             raise ValueError(f"randomk mode must be 'shared' or 'independent', got {mode!r}")
@@ -250,8 +257,13 @@ class RandomKCompressor(Compressor):
 
     @classmethod
     def from_config(cls, config: CompressionConfig, *, seed: int, rank: int) -> Compressor:
-        return cls(density=config.density, value_dtype=config.value_dtype, mode=config.randomk_mode, seed=seed,
-                   rank=rank)
+        return cls(
+            density=config.density,
+            value_dtype=config.value_dtype,
+            mode=config.randomk_mode,
+            seed=seed,
+            rank=rank,
+        )
 
     def generator(self, *, step: int, tensor_id: str) -> torch.Generator:
         parts = (self.seed, step, tensor_id) + ((self.rank,) if self.mode == "independent" else ())
@@ -272,8 +284,10 @@ class RandomKCompressor(Compressor):
         return self._sparse(grad_PN, to_device(idx_K, grad_PN.device), k_P, on_wire=self.mode == "independent")
 
     def __repr__(self) -> str:
-        return (f"RandomKCompressor(density={self.density}, value_dtype={self.value_dtype!r}, "
-                f"mode={self.mode!r}, seed={self.seed}, rank={self.rank})")
+        return (
+            f"RandomKCompressor(density={self.density}, value_dtype={self.value_dtype!r}, "
+            f"mode={self.mode!r}, seed={self.seed}, rank={self.rank})"
+        )
 
 
 def _sample_without_replacement(n: int, k: int, gen: torch.Generator) -> torch.Tensor:

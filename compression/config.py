@@ -28,40 +28,65 @@ class CompressionConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     method: MethodName = Field(
-        "none", description="none: dense all-reduce; topk: k largest magnitudes per member (sparse all-gather); "
-        "randomk: k random coordinates per member; powersgd: rank-r factors of each weight matrix per member "
-        "(Vogels et al. 2019; two all-reduces).")
+        "none",
+        description="none: dense all-reduce; topk: k largest magnitudes per member "
+        "(sparse all-gather); randomk: k random coordinates per member; powersgd: rank-r "
+        "factors of each weight matrix per member (Vogels et al. 2019; two all-reduces).",
+    )
     density: Float = Field(
-        0.01, description="Fraction of coordinates sent per member and tensor, in (0, 1]; k = max(1, round(density "
-        "* n)).")
+        0.01,
+        description="Fraction of coordinates sent per member and tensor, in (0, 1]; "
+        "k = max(1, round(density * n)).",
+    )
     error_feedback: bool = Field(
-        True, description="Keep what was not sent in a per-member residual and add it back next step (Stich et "
-        "al. 2018), in gradient units.")
+        True,
+        description="Keep what was not sent in a per-member residual and add it back "
+        "next step (Stich et al. 2018), in gradient units.",
+    )
     scope: Scope = Field(
-        "layerwise", description="layerwise: select k per tensor; global: one selection over all parameters of a "
-        "member flattened together.")
+        "layerwise",
+        description="layerwise: select k per tensor; global: one selection over all "
+        "parameters of a member flattened together.",
+    )
     randomk_mode: RandomKMode = Field(
-        "shared", description="shared: all workers draw the same indices (seeded by seed, step, tensor) so only "
-        "values travel in an all-reduce; independent: each worker its own indices (seed also mixes in the rank), "
-        "sent with the values.")
+        "shared",
+        description="shared: all workers draw the same indices (seeded by seed, step, "
+        "tensor) so only values travel in an all-reduce; independent: each worker "
+        "its own indices (seed also mixes in the rank), sent with the values.",
+    )
     value_dtype: ValueDtype = Field(
-        "fp32", description="Dtype of gradient values on the wire (indices are always int32). Rounding error goes "
-        "into the error-feedback residual.")
+        "fp32",
+        description="Dtype of gradient values on the wire (indices are always int32). "
+        "Rounding error goes into the error-feedback residual.",
+    )
     warmup_steps: Int = Field(
-        0, ge=0, description="Steps 0..warmup_steps-1 send the exact dense fp32 gradient (as PowerSGD's "
-        "start_powerSGD_iter) before compression starts.")
+        0,
+        ge=0,
+        description="Steps 0..warmup_steps-1 send the exact dense fp32 gradient "
+        "(as PowerSGD's start_powerSGD_iter) before compression starts.",
+    )
     overlap: bool = Field(
-        True, description="true: exchange each bucket of gradients (about 25 MiB) while the backward pass still "
-        "runs, as DDP does; the same result bit for bit as false (after the backward pass). PowerSGD overlaps its "
-        "first all-reduce only; scope global and train.precision fp16 exchange after the backward pass whatever it "
-        "says (distrib/overlap.py).")
+        True,
+        description="true: exchange each bucket of gradients (about 25 MiB) while the backward pass "
+        "still runs, as DDP does; the same result bit for bit as false (after the backward pass). "
+        "PowerSGD overlaps its first all-reduce only; scope global and train.precision fp16 "
+        "exchange after the backward pass whatever it says (distrib/overlap.py).",
+    )
 
     rank: Int | None = Field(
-        None, ge=1, validate_default=True, description="powersgd only (and required there): the approximation rank "
-        "r of every weight matrix, as torch's matrix_approximation_rank (try 1, 2, 4, ...).")
+        None,
+        ge=1,
+        validate_default=True,
+        description="powersgd only (and required there): the approximation rank r of every "
+        "weight matrix, as torch's matrix_approximation_rank (try 1, 2, 4, ...).",
+    )
     min_compression_rate: Float = Field(
-        2.0, gt=0, description="powersgd only (other methods ignore it): a matrix [n, m] is factorized only when "
-        "(n + m) * rank * min_compression_rate < n * m, else sent dense (torch's min_compression_rate).")
+        2.0,
+        gt=0,
+        description="powersgd only (other methods ignore it): a matrix [n, m] is factorized "
+        "only when (n + m) * rank * min_compression_rate < n * m, else sent dense (torch's "
+        "min_compression_rate).",
+    )
 
     @field_validator("rank")
     @classmethod
@@ -97,7 +122,9 @@ class CompressionConfig(BaseModel):
     @classmethod
     def _density_in_unit_interval(cls, v: float) -> float:
         if not (0.0 < v <= 1.0):
-            raise ValueError(f"density must be in (0, 1] (a fraction of coordinates, e.g. 0.01 for 1%), got {v}")
+            raise ValueError(
+                f"density must be in (0, 1] (a fraction of coordinates, e.g. 0.01 for 1%), got {v}"
+            )
         return v
 
     def is_dense(self, step: int) -> bool:

@@ -61,9 +61,11 @@ class ErrorFeedback:
     def _matching_residual(self, tensor_id: str, grad_PN: torch.Tensor) -> torch.Tensor | None:
         residual_PN = self._residual.get(tensor_id) if self.enabled else None
         if residual_PN is not None and residual_PN.shape != grad_PN.shape:
-            raise ValueError(f"error-feedback residual for {tensor_id!r} has shape {tuple(residual_PN.shape)} but the "
-                             f"gradient has {tuple(grad_PN.shape)}; the parameter set changed: call reset() or load a "
-                             "matching state dict")
+            raise ValueError(
+                f"error-feedback residual for {tensor_id!r} has shape "
+                f"{tuple(residual_PN.shape)} but the gradient has {tuple(grad_PN.shape)}; "
+                "the parameter set changed: call reset() or load a matching state dict"
+            )
         return residual_PN
 
     def update(self, tensor_id: str, acc_PN: torch.Tensor, sent_PN: torch.Tensor) -> None:
@@ -71,7 +73,12 @@ class ErrorFeedback:
         if self.enabled:
             self._residual[tensor_id] = acc_PN - sent_PN.to(acc_PN.dtype)
 
-    def step(self, tensor_id: str, grad_PN: torch.Tensor, compress: Callable[[torch.Tensor], Payload]) -> Payload:
+    def step(
+        self,
+        tensor_id: str,
+        grad_PN: torch.Tensor,
+        compress: Callable[[torch.Tensor], Payload],
+    ) -> Payload:
         """One full cycle: compensate, compress, keep what was not sent. Returns the payload.
 
         In place, as one pass over the tensor: the residual accumulates the gradient
@@ -139,4 +146,6 @@ class ErrorFeedback:
         bad = [key for key in state if not key.startswith(_PREFIX)]
         if bad:
             raise KeyError(f"unexpected keys in error-feedback state (expected '{_PREFIX}<id>'): {bad}")
-        self._residual = {key[len(_PREFIX):]: t.detach().clone() for key, t in state.items()} if self.enabled else {}
+        self._residual = {
+            key[len(_PREFIX) :]: t.detach().clone() for key, t in state.items()
+        } if self.enabled else {}

@@ -40,8 +40,14 @@ MAX_DENSITY_FOR_THRESHOLD = 1 / 8
 BATCHED_DEVICE_TYPES = {"cuda"}
 
 
-def topk_indices(abs_PN: torch.Tensor, k: int, gen: torch.Generator | None = None, *,
-                 min_n: int = MIN_N_FOR_THRESHOLD, batched: bool | None = None) -> torch.Tensor:
+def topk_indices(
+    abs_PN: torch.Tensor,
+    k: int,
+    gen: torch.Generator | None = None,
+    *,
+    min_n: int = MIN_N_FOR_THRESHOLD,
+    batched: bool | None = None,
+) -> torch.Tensor:
     """`idx_Pk` of the k largest entries of each row of a non-negative `abs_PN` (unsorted).
 
     Without a generator, or for rows shorter than `min_n`, or dense selections, this is

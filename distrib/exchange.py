@@ -83,8 +83,20 @@ from typing import Mapping
 
 import torch
 
-from compression import (METHODS, ByteReport, Collective, CompressionConfig, Compressor, ErrorFeedback, GradLayout,
-                         NoCompressor, Payload, build_compressor, byte_report, flat_positions)
+from compression import (
+    METHODS,
+    ByteReport,
+    Collective,
+    CompressionConfig,
+    Compressor,
+    ErrorFeedback,
+    GradLayout,
+    NoCompressor,
+    Payload,
+    build_compressor,
+    byte_report,
+    flat_positions,
+)
 from compression.error_feedback import accumulation_dtype
 
 from .communicators import Communicator, Pending
@@ -126,7 +138,13 @@ class GradientExchange:
     `state_dict()`; on a PBT exploit call `copy_member_(loser, winner)`).
     """
 
-    def __init__(self, *, config: CompressionConfig, communicator: Communicator, seed: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        config: CompressionConfig,
+        communicator: Communicator,
+        seed: int = 0,
+    ) -> None:
         self.config = config
         self.comm = communicator
         self.seed = seed
