@@ -12,7 +12,7 @@ from importlib import import_module
 _MODULE_OF = {
     **dict.fromkeys(["ByteReport", "byte_report"], "accounting"),
     **dict.fromkeys(["COMPRESSORS", "Compressor", "NoCompressor", "Payload", "RandomKCompressor", "TopKCompressor",
-                     "build_compressor", "decompress", "dense_compressor", "derive_seed", "flat_positions",
+                     "build_compressor", "decompress", "derive_seed", "flat_positions",
                      "get_compressor_class", "member_counts", "num_selected", "seeded_generator"], "compressors"),
     "CompressionConfig": "config",
     "ErrorFeedback": "error_feedback",

@@ -30,7 +30,7 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -133,10 +133,6 @@ class Payload:
     def dense_nbytes(self) -> int:
         """Bytes of the same tensor sent dense in fp32 (the baseline of every ratio)."""
         return self.shape_PN[0] * self.shape_PN[1] * 4
-
-    def with_values(self, values_K: torch.Tensor) -> Payload:
-        """The same selection carrying other values (e.g. the all-reduced sum)."""
-        return replace(self, values_K=values_K)
 
 
 def decompress(payload: Payload, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -326,8 +322,3 @@ def get_compressor_class(name: str) -> type[Compressor]:
 def build_compressor(config: CompressionConfig, *, seed: int = 0, rank: int = 0) -> Compressor:
     """The compressor that `config.method` names, for this worker."""
     return get_compressor_class(config.method).from_config(config, seed=seed, rank=rank)
-
-
-def dense_compressor() -> Compressor:
-    """Exact dense fp32, used during warm-up whatever the configured method."""
-    return NoCompressor(density=1.0, value_dtype="fp32")

@@ -16,6 +16,7 @@ out of the buckets (nothing to send) and come back as zeros.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping
@@ -71,14 +72,10 @@ class GradLayout:
             raise ValueError(f"gradients need a leading member axis [P, ...]; scalars: {bad}")
         return cls([Entry(n, tuple(g.shape), g.dtype) for n, g in grads.items()], scope)
 
-    def signature(self) -> tuple:
-        """Identity of the layout: names, shapes and dtypes (to detect a changed model)."""
-        return tuple((e.name, e.shape, e.dtype) for e in self.entries)
-
     def matches(self, grads: Mapping[str, torch.Tensor]) -> bool:
-        return self.signature() == tuple(
-            (n, tuple(grads[n].shape), grads[n].dtype) for n in sorted(grads)
-        )
+        """Whether `grads` has this layout's names, shapes and dtypes (a changed model does not)."""
+        return [(e.name, e.shape, e.dtype) for e in self.entries] == [
+            (n, tuple(grads[n].shape), grads[n].dtype) for n in sorted(grads)]
 
     def flatten(self, grads: Mapping[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
         """`[(bucket id, grad_PN)]` in bucket order.
@@ -92,7 +89,7 @@ class GradLayout:
                 e = b.entries[0]
                 out.append((b.id, grads[e.name].reshape(self.P, e.numel_per_member)))
             else:
-                dtype = _widest(e.dtype for e in b.entries)
+                dtype = functools.reduce(torch.promote_types, (e.dtype for e in b.entries))
                 parts = [grads[e.name].reshape(self.P, -1).to(dtype) for e in b.entries]
                 out.append((b.id, torch.cat(parts, dim=1)))
         return out
@@ -130,10 +127,3 @@ class GradLayout:
             if e.name not in out:
                 out[e.name] = torch.zeros(e.shape, dtype=e.dtype, device=device)
         return {name: out[name] for name in sorted(out)}
-
-
-def _widest(dtypes) -> torch.dtype:
-    result = None
-    for d in dtypes:
-        result = d if result is None else torch.promote_types(result, d)
-    return result

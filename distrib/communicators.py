@@ -152,9 +152,7 @@ class TorchCommunicator(Communicator):
             return tensor
         buf = self._staged(tensor)
         self._dist.broadcast(buf, src=src, group=self.group)
-        if buf is not tensor:
-            tensor.copy_(buf)
-        return tensor
+        return tensor if buf is tensor else tensor.copy_(buf)
 
     def barrier(self) -> None:
         self._dist.barrier(group=self.group)

@@ -32,7 +32,9 @@ def deepspeed_config_problems(config: dict) -> list[tuple[str, str]]:
     problems = [(key, message) for key in config if (message := _scalar_problem(key, config[key]))]
     bad = {key for key, _ in problems}
     rest = {key: value for key, value in config.items() if key not in bad}
-    one_rank = {**rest, "train_batch_size": _one_rank_batch(rest)}
+    # One rank (no process group here): train_batch_size = micro batch x accumulation steps.
+    micro, accum = rest.get("train_micro_batch_size_per_gpu", 1), rest.get("gradient_accumulation_steps", 1)
+    one_rank = {**rest, "train_batch_size": micro * accum}
     refusal = _refusal(one_rank)
     if refusal is None:
         return problems
@@ -52,11 +54,6 @@ def _scalar_problem(key: str, value) -> str | None:
                            or not math.isfinite(value) or value < 0):
         return f"DeepSpeed reads it as a finite number >= 0, got {shorten(value)}"
     return None
-
-
-def _one_rank_batch(config: dict) -> int:
-    micro = config.get("train_micro_batch_size_per_gpu", 1)
-    return micro * config.get("gradient_accumulation_steps", 1)
 
 
 def _refusal(config: dict) -> Exception | None:

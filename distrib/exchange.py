@@ -91,10 +91,10 @@ from compression import (
     Compressor,
     ErrorFeedback,
     GradLayout,
+    NoCompressor,
     Payload,
     build_compressor,
     byte_report,
-    dense_compressor,
     flat_positions,
 )
 from compression.error_feedback import accumulation_dtype
@@ -154,7 +154,7 @@ class GradientExchange:
         two = self.collective is Collective.TWO_ALL_REDUCES
         self.compressor: Compressor | None = (
             None if two else build_compressor(config, seed=seed, rank=communicator.rank))
-        self._warmup_compressor = dense_compressor()
+        self._warmup_compressor = NoCompressor()  # exact dense fp32, whatever the configured method
         self.error_feedback = ErrorFeedback(enabled=config.error_feedback)
         self.powersgd = (PowerSGDExchange(config=config, communicator=communicator,
                                           error_feedback=self.error_feedback, seed=seed) if two else None)
@@ -163,20 +163,14 @@ class GradientExchange:
 
     # -- the step -----------------------------------------------------------------------
 
-    def compressor_for(self, step: int) -> Compressor:
-        """Exact dense fp32 during warm-up; the configured compressor afterwards."""
-        if self.config.method != "none" and self.config.is_dense(step):
-            return self._warmup_compressor
-        return self.compressor
-
     def plan(self, step: int, density_P: Sequence[float] | None = None) -> StepPlan:
         """Step `step`'s compressor and collective; `density_P` as in `exchange`."""
         dense = self.config.is_dense(step)
-        # Dense steps send everything whatever the densities (the spec refuses density
-        # mutations for methods without a density).
+        # Warm-up sends exact dense fp32; dense steps send everything whatever the densities
+        # (the spec refuses density mutations for methods without a density).
+        compressor = self._warmup_compressor if dense and self.config.method != "none" else self.compressor
         densities = None if density_P is None else [float(d) for d in density_P]
-        return StepPlan(step, self.compressor_for(step), Collective.ALL_REDUCE if dense else self.collective,
-                        dense, densities)
+        return StepPlan(step, compressor, Collective.ALL_REDUCE if dense else self.collective, dense, densities)
 
     @torch.no_grad()
     def exchange(self, grads: Mapping[str, torch.Tensor], *, step: int,

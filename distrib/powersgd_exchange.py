@@ -84,8 +84,7 @@ class PowerSGDExchange:
 
     def __init__(self, *, config: CompressionConfig, communicator: Communicator,
                  error_feedback: ErrorFeedback, seed: int = 0) -> None:
-        if config.method != "powersgd" or config.rank is None:
-            raise ValueError(f"PowerSGDExchange needs method powersgd with a rank, got {config!r}")
+        # GradientExchange makes one for method powersgd only, whose config has a rank.
         # compression.rank: PowerSGD's approximation rank (not a worker's rank)
         self.approx_rank, self.min_compression_rate = config.rank, config.min_compression_rate
         self.comm, self.error_feedback, self.seed = communicator, error_feedback, seed

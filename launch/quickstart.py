@@ -17,7 +17,7 @@ from pathlib import Path
 
 from distrib.rendezvous import LOOPBACK_INTERFACES
 from launch.runs.directory import read_run_spec
-from launch.runs.files import EVENTS, REPORT, SUMMARY, read_jsonl, run_dir_in
+from launch.runs.files import EVENTS, REPORT, SUMMARY, read_json, read_jsonl, run_dir_in
 from launch.runs.members import best_member
 from launch.spec.arguments import add_spec_args
 from launch.spec.problems import SpecError, report_spec_error
@@ -97,11 +97,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(run_dir: Path | None, returncode: int) -> int:
-    summary_path = run_dir / SUMMARY if run_dir else None
-    if summary_path is None or not summary_path.exists():
+    summary = read_json(run_dir / SUMMARY) if run_dir else {}
+    if not summary:
         print(f"\nthe job ended (exit status {returncode}) without writing a summary", file=sys.stderr)
         return returncode or 1
-    summary = json.loads(summary_path.read_text())
     print("\n" + "=" * 72)
     print("\n".join(closing_lines(run_dir, summary)))
     print("Ray head still running: `.venv/bin/ray job list --address http://127.0.0.1:8265`; "

@@ -14,8 +14,6 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
-REASONS = ("truncation", "nonfinite")
-
 
 @dataclass(frozen=True)
 class Event:
@@ -37,10 +35,6 @@ class Event:
         if self.digests is None:
             del fields["digests"]  # a single group's log keeps its format
         return json.dumps(fields, allow_nan=False)
-
-    @classmethod
-    def from_json(cls, line: str) -> "Event":
-        return cls(**json.loads(line))
 
 
 def finite_or_none(x: float) -> float | None:
@@ -87,4 +81,4 @@ def replay(events: Iterable[Event], initial: Mapping[str, Sequence[float]], *, m
 
 def read_events(lines: Iterable[str]) -> list[Event]:
     """Events from the lines of a pbt_events.jsonl file (blank lines skipped)."""
-    return [Event.from_json(line) for line in lines if line.strip()]
+    return [Event(**json.loads(line)) for line in lines if line.strip()]

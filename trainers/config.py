@@ -37,6 +37,15 @@ class TaskSection(Section):
         return None
 
 
+class ImageTask(TaskSection):
+    """A task on images read row by row: one token per pixel or patch of its grid."""
+
+    @property
+    def seq_len(self) -> int:
+        height, width = self.grid or (0, 0)
+        return height * width
+
+
 class StdlibCodeTask(TaskSection):
     """Byte-level LM on the Python standard library's own source (no download)."""
 
@@ -85,7 +94,7 @@ PATCH_SIZE = ("1: one token per pixel (its grey level); p > 1: each p x p patch 
               "linear map (ViT), a grid of (H/p, W/p) tokens; p must divide the image's height and width")
 
 
-class PathfinderTask(TaskSection):
+class PathfinderTask(ImageTask):
     """Long Range Arena Pathfinder, generated locally from the seed (trainers/tasks/pathfinder.py):
     are the two round markers the ends of one dashed curve? One token per pixel (256 grey
     levels) or per `patch_size` patch, read row by row; binary classification, reported as
@@ -108,12 +117,8 @@ class PathfinderTask(TaskSection):
         launch/spec/rules.py)."""
         return (self.size // self.patch_size, self.size // self.patch_size)
 
-    @property
-    def seq_len(self) -> int:
-        return self.grid[0] * self.grid[1]
 
-
-class ImageFileTask(TaskSection):
+class ImageFileTask(ImageTask):
     """Classification of a user's images: `path`, a .npy of uint8 `[N, H, W]` (grey) or
     `[N, H, W, C]` (channels are averaged to grey: one token per pixel keeps the grid and
     the sequence H·W long), and `labels_path`, a .npy of N integer classes 0..K-1 (two
@@ -138,11 +143,6 @@ class ImageFileTask(TaskSection):
         except (OSError, ValueError):
             return None
         return (shape[1] // self.patch_size, shape[2] // self.patch_size) if len(shape) in (3, 4) else None
-
-    @property
-    def seq_len(self) -> int:
-        height, width = self.grid or (0, 0)
-        return height * width
 
 
 TaskConfig = Annotated[Union[StdlibCodeTask, TokenFileTask, ListOpsTask, PathfinderTask, ImageFileTask],

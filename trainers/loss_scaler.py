@@ -32,6 +32,8 @@ from contextlib import contextmanager
 
 import torch
 
+from trainers.member_state import export_shared, import_shared_
+
 
 class MemberLossScaler:
     def __init__(self, members: int, *, enabled: bool, device: torch.device | str = "cpu",
@@ -110,16 +112,9 @@ def overflowing_members(overflow_P: torch.Tensor) -> list[int]:
 @contextmanager
 def members_unchanged(model: torch.nn.Module, optimizer, members: list[int]):
     """The optimizer step inside leaves `members` as they were: weights, moments and step
-    counters. Snapshots only those members' rows, and only when there are any (an overflow
-    is rare), so a clean step pays nothing."""
-    if not members:
-        yield
-        return
-    params = list(model.parameters())
-    saved = [([p[m].detach().clone() for p in params], optimizer.member_state(m)) for m in members]
+    counters, snapshot as a PBT copy takes them (trainers/member_state.py). Only those
+    members' rows, and only when there are any (an overflow is rare): a clean step pays nothing."""
+    saved = [export_shared(model, optimizer, member) for member in members]
     yield
-    with torch.no_grad():
-        for member, (rows, optimizer_state) in zip(members, saved):
-            for param, row in zip(params, rows):
-                param[member].copy_(row)
-            optimizer.load_member_state_(member, optimizer_state)
+    for member, shared in zip(members, saved):
+        import_shared_(model, optimizer, member, shared)

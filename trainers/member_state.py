@@ -10,10 +10,15 @@ Two parts, because they are alike in different places:
 
 Hyperparameters are not here: the PBT controller decides them and hands them to the target.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import torch
 
-from distrib.exchange import GradientExchange
-from trainers.loss_scaler import MemberLossScaler
+if TYPE_CHECKING:  # trainers/loss_scaler.py imports this module
+    from distrib.exchange import GradientExchange
+    from trainers.loss_scaler import MemberLossScaler
 
 
 def export_shared(model: torch.nn.Module, optimizer, member: int, loss_scaler: MemberLossScaler | None = None) -> dict:

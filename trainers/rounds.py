@@ -36,17 +36,15 @@ def training_is_over(worker: Worker) -> bool:
     return worker.step >= worker.plan.train.steps
 
 
-class LocalRounds:
+class LocalRounds(NoRounds):
     """The group's controller decides, on every worker alike: the scores are all-reduced and
     its random numbers seeded by (seed, step). A member whose score turns non-finite is
     replaced at once, between rounds too (not after the last step). The controller is also
-    the plan's `population`: the hyperparameters it changes are the ones the loop reads."""
+    the plan's `population`: the hyperparameters it changes are the ones the loop reads.
+    The run begins as without rounds: to train.steps."""
 
     def __init__(self, controller: Decider):
         self.controller = controller
-
-    def begin(self, worker: Worker) -> int:
-        return worker.plan.train.steps
 
     def is_round(self, step: int) -> bool:
         return self.controller.is_perturbation_step(step)

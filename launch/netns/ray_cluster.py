@@ -85,25 +85,27 @@ class RayCluster:
     def _wait_port(self, i: int, port: int, timeout: float) -> None:
         probe = (f"import socket,sys; s=socket.socket(); s.settimeout(1); "
                  f"sys.exit(s.connect_ex(({self.net.addr(i)!r},{port})))")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self._check_alive()
-            if in_ns(self.net.host(i), [sys.executable, "-c", probe], check=False).returncode == 0:
-                return
-            time.sleep(1)
-        raise NetnsError(f"nothing listens on {self.net.addr(i)}:{port} after {timeout:.0f} s")
+        self._wait_until(i, probe, every=1, timeout=timeout,
+                         failure=f"nothing listens on {self.net.addr(i)}:{port} after {timeout:.0f} s")
 
     def _wait_nodes(self, timeout: float) -> None:
         script = ("import ray, sys; ray.init(logging_level='ERROR'); "
                   f"sys.exit(0 if ray.cluster_resources().get({SLOT!r}, 0) >= {self.net.hosts} else 3)")
+        self._wait_until(0, script, every=2, timeout=timeout, env=self.client_env(),
+                         failure=f"{self.net.hosts} Ray nodes did not join within {timeout:.0f} s; "
+                                 f"logs in {self.log_dir}")
+
+    def _wait_until(self, i: int, script: str, *, every: float, timeout: float, failure: str,
+                    env: dict | None = None) -> None:
+        """Run `script` in host i's namespace every `every` s until it exits 0; a node whose
+        `ray start` died, or `timeout`, raises (with `failure`)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._check_alive()
-            if in_ns(self.net.host(0), [sys.executable, "-c", script], env=self.client_env(),
-                     check=False).returncode == 0:
+            if in_ns(self.net.host(i), [sys.executable, "-c", script], env=env, check=False).returncode == 0:
                 return
-            time.sleep(2)
-        raise NetnsError(f"{self.net.hosts} Ray nodes did not join within {timeout:.0f} s; logs in {self.log_dir}")
+            time.sleep(every)
+        raise NetnsError(failure)
 
     def placement(self) -> dict:
         """Where Ray ran each Ray Train worker (dead ones included), by node IP; from Ray's

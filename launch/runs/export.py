@@ -13,7 +13,7 @@ from launch.runs.files import SUMMARY, read_json
 from launch.runs.members import best_member, final_checkpoint
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
-from trainers.export import CONFIG, ExportedModel, load_exported, save_member
+from trainers.export import CONFIG, SHAPE_KEYS, ExportedModel, load_exported, save_member
 from trainers.sampling import generate
 from trainers.tasks import build_task_data
 
@@ -46,9 +46,7 @@ def _export(run_dir: Path, tree: dict, member_id: int, out: Path) -> Path:
     except ValueError as err:
         raise SpecError([Problem("--member", str(err))]) from None
     data = build_task_data(spec.task, seed=spec.seed)  # the model's shape facts
-    shape = {"vocab_size": data.vocab_size, "max_seq_len": spec.task.seq_len, "causal": data.causal,
-             "num_classes": data.num_classes, "pad_id": data.pad_id, "grid": data.grid,
-             "patch_size": data.patch_size}
+    shape = {key: spec.task.seq_len if key == "max_seq_len" else getattr(data, key) for key in SHAPE_KEYS}
     summary_member = (read_json(run_dir / SUMMARY).get("members") or {}).get(str(member_id)) or {}
     source = {"run_dir": str(run_dir.resolve()), "member": member_id, "step": int(checkpoint.state["step"]),
               "final_val_loss": summary_member.get("final_val_loss"), "hyperparams": summary_member.get("hyperparams")}

@@ -9,6 +9,7 @@ is refused with the keys that differ, before anything starts.
 """
 from pathlib import Path
 
+from compression.spec_types import shorten
 from launch.runs.directory import read_run_spec
 from launch.runs.files import SUMMARY, read_json
 from launch.spec.problems import Problem, SpecError
@@ -45,8 +46,8 @@ def spec_changes(original: JobSpec, spec: JobSpec) -> list[Problem]:
         if key == EXTENSIBLE:
             why = f"can only be extended ({old} -> {new} is not longer)"
         else:
-            why = (f"differs from the run's spec.yaml ({_short(old)} -> {_short(new)}); a resumed run continues "
-                   f"the run as it was, only {EXTENSIBLE} may be extended (start a new run to change it)")
+            why = (f"differs from the run's spec.yaml ({shorten(old)} -> {shorten(new)}); a resumed run continues the "
+                   f"run as it was, only {EXTENSIBLE} may be extended (start a new run to change it)")
         problems.append(Problem(key, why))
     return problems
 
@@ -72,8 +73,3 @@ def differing_keys(old: dict, new: dict, prefix: str = "") -> dict[str, tuple]:
         elif a != b:
             found[path] = (a, b)
     return found
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."

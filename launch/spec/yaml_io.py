@@ -152,17 +152,20 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
         if not sep or not path.strip():
             problems.append(Problem("--set", f"{shorten(item)} is not of the form key.path=value"))
             continue
-        keys = path.strip().split(".")
-        node = tree
-        for depth, key in enumerate(keys[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                problems.append(Problem(".".join(keys[:depth + 1]),
-                                        f"--set {path}: this key holds a {type(child).__name__}, not a mapping"))
-                break
-            node = child
-        else:
-            node[keys[-1]] = parse_yaml(raw, source=f"--set {path}")
+        if blocked := set_dotted(tree, path.strip(), parse_yaml(raw, source=f"--set {path}")):
+            problems.append(Problem(blocked[0], f"--set {path}: this key holds a {blocked[1]}, not a mapping"))
     if problems:
         raise SpecError(problems)
     return tree
+
+
+def set_dotted(tree: dict, key: str, value: Any) -> tuple[str, str] | None:
+    """Set the dotted `key` of `tree` to `value`, making the mappings on the way; or, when a
+    key on the way holds something else (nothing is set then), (its dotted path, its type)."""
+    node, parts = tree, key.split(".")
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            return ".".join(parts[:depth + 1]), type(node).__name__
+    node[parts[-1]] = value
+    return None

@@ -113,12 +113,9 @@ def ring_all_gather_s(payload_bytes: float, *, workers: int, bandwidth_gbps: flo
 def two_ring_all_reduces_s(payload_bytes: float, *, workers: int, bandwidth_gbps: float,
                            latency_s: float = DEFAULT_LATENCY_S) -> float:
     """T_2ar = T_ar(S_P) + T_ar(S_Q) = 2(W-1)/W · S/β + 4(W-1)·α seconds, S = S_P + S_Q the
-    payload of both (PowerSGD); 0 for one worker."""
-    _check(payload_bytes, workers)
-    W = workers
-    if W == 1:
-        return 0.0
-    return 2 * (W - 1) / W * payload_bytes / bytes_per_second(bandwidth_gbps) + 4 * (W - 1) * latency_s
+    payload of both (PowerSGD): T_ar(S) and the second all-reduce's latencies; 0 for one worker."""
+    one = ring_all_reduce_s(payload_bytes, workers=workers, bandwidth_gbps=bandwidth_gbps, latency_s=latency_s)
+    return one + 2 * (workers - 1) * latency_s
 
 
 def gathered_decompress_s(entries: float, *, workers: int, seconds_per_entry: float) -> float:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,12 +120,9 @@ def load_study(study_dir: Path) -> Study:
     study_dir = Path(study_dir)
     notes: list[str] = []
     rows = read_results(study_dir / "results.csv")
-    info = {}
-    if (study_dir / "study.json").exists():
-        try:
-            info = json.loads((study_dir / "study.json").read_text())
-        except json.JSONDecodeError:
-            notes.append("`study.json` could not be read; dropped duplicates are not listed.")
+    info = read_json(study_dir / "study.json")
+    if not info and (study_dir / "study.json").exists():
+        notes.append("`study.json` could not be read; dropped duplicates are not listed.")
     trials, baseline = [], None
     for row in rows:
         run_dir = _run_dir(study_dir, row.get("run_dir"))
@@ -204,9 +200,20 @@ def _focus(ax, values: list[float], baseline: float | None) -> None:
 # ---------------------------------------------------------------- plots
 
 
+def _axes(figsize: tuple[float, float] = FIGSIZE) -> tuple[Figure, object]:
+    fig = Figure(figsize=figsize, dpi=DPI, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def _finish(fig: Figure, ax, path: Path, which: str = "major") -> None:
+    """A light grid, the legend outside the axes, the PNG written atomically."""
+    ax.grid(alpha=0.3, which=which)
+    legend_outside(ax)
+    save_figure(fig, path, dpi=DPI)
+
+
 def plot_val_vs_step(study: Study, style: dict, path: Path) -> str:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     for t in study.trials:
         if t.steps:
             ax.plot(t.steps, t.val, label=t.label, markersize=3.5, linewidth=1.5, **style[t.label])
@@ -216,17 +223,14 @@ def plot_val_vs_step(study: Study, style: dict, path: Path) -> str:
     _focus(ax, [v for t in study.trials for v in t.val], study.baseline)
     ax.set(title=f"{study.name}: validation loss per trial", xlabel="step",
            ylabel="validation loss (nats/token)")
-    ax.grid(alpha=0.3)
-    legend_outside(ax)
-    save_figure(fig, path, dpi=DPI)
+    _finish(fig, ax, path)
     return ("Validation loss at every evaluation step, one line per trial (colour: method and density, darker = "
             "sparser; dashed: without error feedback; marker: worker count). The axis is fitted to the later "
             "evaluations; the first ones may run off the top.")
 
 
 def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     for t in study.trials:
         points = [(m, v) for m, v in zip(t.mb, t.val) if m > 0]
         if points:
@@ -236,9 +240,7 @@ def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
     _focus(ax, [v for t in study.trials for v in t.val], study.baseline)
     ax.set(title=f"{study.name}: validation loss vs data sent (the tradeoff curve)",
            xlabel="cumulative MB sent by one worker (log scale)", ylabel="validation loss (nats/token)")
-    ax.grid(alpha=0.3, which="both")
-    legend_outside(ax)
-    save_figure(fig, path, dpi=DPI)
+    _finish(fig, ax, path, which="both")
     return ("Validation loss against the megabytes one worker had put on the wire by that step (exact payloads: "
             "values in their wire dtype plus int32 indices where indices travel; dense warm-up steps included; a "
             "1-worker run counts what it would send). Further left at the same height is better: the same quality "
@@ -246,8 +248,7 @@ def plot_val_vs_mb(study: Study, style: dict, path: Path) -> str:
 
 
 def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
-    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes()
     done = [t for t in study.trials if t.row.get("final_val_loss") is not None and _fraction_sent(t.row)]
     groups: dict[tuple, list[TrialData]] = {}
     for t in done:
@@ -277,10 +278,8 @@ def plot_final_vs_density(study: Study, style: dict, path: Path) -> str:
     ax.set(title=f"{study.name}: final validation loss vs density", xlabel="density (fraction of coordinates "
            "sent, log scale; dense = 1; PowerSGD: bytes sent / dense bytes)",
            ylabel="final validation loss (nats/token)")
-    ax.grid(alpha=0.3, which="both")
     ax.margins(x=0.08, y=0.12)
-    legend_outside(ax)
-    save_figure(fig, path, dpi=DPI)
+    _finish(fig, ax, path, which="both")
     return ("Final validation loss of each trial against its density, one line per method (and error-feedback "
             "setting); dense training is the point at density 1, with a dotted line across for comparison. "
             "PowerSGD has a rank instead (labelled r1, r2, ...): its points sit at the bytes it sent per step "
@@ -293,8 +292,7 @@ def plot_step_time(study: Study, style: dict, path: Path) -> str:
     order = {m: i for i, m in enumerate(METHODS)}
     timed.sort(key=lambda t: (order.get(t.row["method"], 9), t.row.get("randomk_mode") or "",
                               -_level(t.row), t.row["workers"], t.label))
-    fig = Figure(figsize=(FIGSIZE[0], max(2.5, 0.9 + 0.32 * len(timed))), dpi=DPI, layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = _axes((FIGSIZE[0], max(2.5, 0.9 + 0.32 * len(timed))))
     ys = list(range(len(timed)))[::-1]
     ms = [1000 * t.row["step_time_s"] for t in timed]
     fastest = [1000 * t.row["step_time_min_s"] if t.row.get("step_time_min_s") else None for t in timed]

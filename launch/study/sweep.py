@@ -62,8 +62,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -74,7 +75,7 @@ from compression.spec_types import shorten
 from launch.backends.mpi_launcher import GFORKER, find_gforker, loopback_mpiexec
 from launch.runs.files import METRICS, SUMMARY, fresh_dir, read_json, read_metrics, run_dir_in, write_atomic_with
 from launch.spec.problems import Problem, SpecError
-from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file
+from launch.spec.yaml_io import apply_overrides, parse_yaml, read_spec_file, set_dotted
 
 if TYPE_CHECKING:  # launch.spec.schema imports torch (via trainers/): loaded when a grid is expanded
     from launch.spec.schema import JobSpec
@@ -175,7 +176,9 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
             method = overrides.get("compression.method", _get_dotted(base_tree, "compression.method"))
             reads_rank = method in METHODS and "rank" in METHODS[method].reads
             applied = {k: v for k, v in overrides.items() if reads_rank or k != RANK_KEY}
-            bad = [p for k, v in applied.items() if (p := _set_dotted(tree, k, v, where))]
+            blocked = {k: b for k, v in applied.items() if (b := set_dotted(tree, k, copy.deepcopy(v)))}
+            bad = [Problem(f"{where}.{k}", f"{path} holds a {kind}, not a section; check the key")
+                   for k, (path, kind) in blocked.items()]
             problems += bad  # and validate the rest, so every problem is reported in one pass
             if isinstance(tree.setdefault("distributed", {}), dict):
                 tree["distributed"]["launcher"] = "mpi"
@@ -199,7 +202,7 @@ def expand_grid(base_tree: dict, sweep: Any, *, study_runs: Path | None = None) 
             seen[identity] = trial
             trials.append(trial)
     if problems:
-        raise SpecError(_unique(problems))
+        raise SpecError(list(dict.fromkeys(problems)))  # each problem once, in order
     trials = _unique_labels(trials)
     base = trials[0].spec  # name and run.storage cannot be swept: every trial shares them
     return Grid(base, keys, [_finalize(t, base, study_runs) for t in trials], dropped)
@@ -230,19 +233,6 @@ def _sweep_shape_problems(grid: Any, where: str) -> list[Problem]:
                                                       "trial would run one value under a label naming both; sweep "
                                                       f"{key} alone, or put its values inside {parent}'s"))
     return problems
-
-
-def _set_dotted(tree: dict, key: str, value: Any, where: str = "sweep") -> Problem | None:
-    node = tree
-    parts = key.split(".")
-    for depth, part in enumerate(parts[:-1]):
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            return Problem(f"{where}.{key}", f"{'.'.join(parts[:depth + 1])} holds a {type(child).__name__}, "
-                                           "not a section; check the key")
-        node = child
-    node[parts[-1]] = copy.deepcopy(value)
-    return None
 
 
 def _name_the_key(problem: Problem, overrides: dict[str, Any], where: str = "sweep") -> Problem:
@@ -331,22 +321,11 @@ def _get_dotted(tree: Any, key: str) -> Any:
     return tree
 
 
-def _unique(problems: list[Problem]) -> list[Problem]:
-    seen, out = set(), []
-    for p in problems:
-        if (p.path, p.message) not in seen:
-            seen.add((p.path, p.message))
-            out.append(p)
-    return out
-
-
 def _unique_labels(trials: list[Trial]) -> list[Trial]:
     """Two trials whose labels collide after cleaning get their index appended."""
-    counts: dict[str, int] = {}
-    for t in trials:
-        counts[t.label] = counts.get(t.label, 0) + 1
-    return [t if counts[t.label] == 1 else Trial(t.index, f"{t.label}-{t.index}", f"{t.config}-{t.index}",
-                                                 t.overrides, t.spec) for t in trials]
+    counts = Counter(t.label for t in trials)
+    return [t if counts[t.label] == 1 else replace(t, label=f"{t.label}-{t.index}", config=f"{t.config}-{t.index}")
+            for t in trials]
 
 
 def _finalize(trial: Trial, base: JobSpec, study_runs: Path | None) -> Trial:
@@ -357,7 +336,7 @@ def _finalize(trial: Trial, base: JobSpec, study_runs: Path | None) -> Trial:
     tree["name"] = _clean(f"{base.name}-{trial.label}")
     if study_runs is not None:
         tree["run"]["storage"] = str(study_runs)
-    return Trial(trial.index, trial.label, trial.config, trial.overrides, validate_tree(tree))
+    return replace(trial, spec=validate_tree(tree))
 
 
 # ---------------------------------------------------------------- dry run
@@ -379,10 +358,6 @@ def describe(grid: Grid) -> str:
 
 
 # ---------------------------------------------------------------- running the trials
-
-
-def study_dir_for(base: JobSpec) -> Path:
-    return fresh_dir(base.storage_dir(), f"{base.name}-sweep")
 
 
 def check_mpiexec() -> None:
@@ -443,7 +418,7 @@ def check_trials_fit(trials: list[Trial]) -> None:
                 f"{t.workers} ranks start there under mpiexec), but the largest node has {have}; lower the worker "
                 "count or resources_per_worker"))
     if problems:
-        raise SpecError(_unique(problems))
+        raise SpecError(list(dict.fromkeys(problems)))
 
 
 def _trial_name(trial) -> str:
@@ -527,9 +502,9 @@ def result_row(trial: Trial, outcome: dict, *, log: Path) -> dict:
         "tokens_per_s": summary.get("tokens_per_s"),
         "run_dir": str(run_dir) if run_dir else "", "log": str(log),
     }
+    with_column = {WORKERS_KEY, *(f"compression.{column}" for column in RESULT_COLUMNS)}
     for key, value in trial.overrides.items():  # other swept keys get a column of their own
-        if key not in ("compression.method", "compression.density", "compression.error_feedback",
-                       WORKERS_KEY, "compression.value_dtype", "compression.randomk_mode", RANK_KEY):
+        if key not in with_column:
             row[key] = value if isinstance(value, (int, float, str, bool)) else json.dumps(value)
     return row
 
@@ -593,7 +568,7 @@ def run_study(spec_path: str, overrides: list[str] = (), *, dry_run: bool = Fals
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     connect_ray()
     check_trials_fit(grid.trials)  # before anything is written
-    study_dir = study_dir_for(grid.base)
+    study_dir = fresh_dir(grid.base.storage_dir(), f"{grid.base.name}-sweep")
     grid = expand_grid(base_tree, sweep, study_runs=study_dir / "runs")
     print(f"study directory: {study_dir}", flush=True)
     write_study_files(grid, study_dir, base_tree, sweep, str(spec_path))

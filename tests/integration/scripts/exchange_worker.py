@@ -15,8 +15,6 @@ Shape legend: P members (2 here), W workers.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -26,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository r
 
 from compression import CompressionConfig  # noqa: E402
 from distrib.exchange import GradientExchange  # noqa: E402
+from tests.rank_main import rank_main  # noqa: E402
 
 P = 2
 STEPS = 4
@@ -133,38 +132,11 @@ def run_collectives(comm) -> dict:
             "broadcast": b}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--backend", choices=["torch", "mpi"], required=True)
-    ap.add_argument("--outdir", required=True)
-    ap.add_argument("--rank", type=int)
-    ap.add_argument("--world-size", type=int)
-    ap.add_argument("--port", type=int)
-    args = ap.parse_args()
-
-    if args.backend == "torch":
-        import torch.distributed as dist
-
-        from distrib.communicators import TorchCommunicator
-
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-        dist.init_process_group(
-            "gloo", init_method=f"tcp://127.0.0.1:{args.port}",
-            rank=args.rank, world_size=args.world_size,
-        )
-        comm = TorchCommunicator()
-    else:
-        from distrib.communicators import MpiCommunicator
-
-        comm = MpiCommunicator()
-
-    data = {"rank": comm.rank, "world_size": comm.world_size,
+def run(comm) -> dict:
+    return {"rank": comm.rank, "world_size": comm.world_size,
             "cases": run_cases(comm), "collectives": run_collectives(comm),
             "state": run_state_and_inplace(comm)}
-    torch.save(data, Path(args.outdir) / f"rank{comm.rank}.pt")
-    if args.backend == "torch":
-        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main()
+    rank_main(run)

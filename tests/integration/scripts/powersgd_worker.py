@@ -11,18 +11,16 @@ Shape legend: P members (2 here).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root
 
 from compression import CompressionConfig  # noqa: E402
-from distrib.communicators import TorchCommunicator  # noqa: E402
 from distrib.exchange import GradientExchange  # noqa: E402
+from tests.rank_main import rank_main  # noqa: E402
 
 P = 2
 STEPS = 3
@@ -48,15 +46,7 @@ def make_grads(rank: int, step: int) -> dict[str, torch.Tensor]:
     return {name: torch.randn(shape, generator=gen) for name, shape in SHAPES.items()}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    for flag in ("--rank", "--world-size", "--port"):
-        parser.add_argument(flag, type=int, required=True)
-    parser.add_argument("--outdir", required=True)
-    args = parser.parse_args()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.rank,
-                            world_size=args.world_size)
-    comm = TorchCommunicator()
+def run(comm) -> dict:
     out = {}
     for case, kwargs in CASES.items():
         exchange = GradientExchange(config=CompressionConfig(**kwargs), communicator=comm, seed=7)
@@ -67,9 +57,8 @@ def main() -> None:
             steps.append({"grads": grads, "averaged": result.grads, "bytes": result.bytes.as_dict(),
                           "state": exchange.state_dict()})
         out[case] = steps
-    torch.save(out, Path(args.outdir) / f"rank{comm.rank}.pt")
-    dist.destroy_process_group()
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    rank_main(run)

@@ -13,20 +13,17 @@ Shape legend: P members, B batch, D width.
 """
 from __future__ import annotations
 
-import argparse
-import os
 import sys
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))  # the repository root
 
 from compression import CompressionConfig
-from distrib.communicators import TorchCommunicator
 from distrib.exchange import GradientExchange
 from distrib.overlap import OverlappedExchange
+from tests.rank_main import rank_main
 
 P, B, D = 2, 3, 16
 STEPS, ACCUM = 3, 2
@@ -106,19 +103,5 @@ def _sent(exchange: GradientExchange) -> dict:
     return {n: (p.idx_K.clone() if p.idx_K is not None else None) for n, p in exchange.last_payloads.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    for name in ("--rank", "--world-size", "--port"):
-        ap.add_argument(name, type=int, required=True)
-    ap.add_argument("--outdir", required=True)
-    args = ap.parse_args()
-    os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # loopback only
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.rank,
-                            world_size=args.world_size)
-    comm = TorchCommunicator()
-    torch.save({case: run_case(comm, config, DENSITY_P.get(case)) for case, config in CASES.items()}, Path(args.outdir) / f"rank{args.rank}.pt")
-    dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    main()
+    rank_main(lambda comm: {case: run_case(comm, config, DENSITY_P.get(case)) for case, config in CASES.items()})

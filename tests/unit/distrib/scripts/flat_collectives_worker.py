@@ -9,7 +9,6 @@ pieces), counting the torch.distributed calls each makes, and saves both results
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from collections import Counter
 from pathlib import Path
@@ -22,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository r
 from compression import CompressionConfig
 from distrib.communicators import TorchCommunicator
 from distrib.exchange import GradientExchange
+from tests.rank_main import rank_main
 
 CALLS: Counter = Counter()
 COLLECTIVES = ("all_gather", "all_gather_into_tensor", "all_gather_single", "all_reduce")
@@ -56,7 +56,7 @@ def grads(rank: int, step: int) -> dict[str, torch.Tensor]:
     return {name: torch.randn(shape, generator=gen) for name, shape in SHAPES.items()}
 
 
-def run(comm: TorchCommunicator) -> dict:
+def run_both(comm: TorchCommunicator) -> dict:
     r = comm.rank
     out = {"gathers": [comm.all_gather(torch.arange(700_001, dtype=torch.float32) * (r + 1)),  # 3 pieces
                        comm.all_gather(torch.full((1001,), 0.5 * (r + 1), dtype=torch.float16))],  # odd bytes
@@ -72,20 +72,11 @@ def run(comm: TorchCommunicator) -> dict:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    for name in ("--rank", "--world-size", "--port"):
-        ap.add_argument(name, type=int, required=True)
-    ap.add_argument("--outdir", required=True)
-    args = ap.parse_args()
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{args.port}", rank=args.rank,
-                            world_size=args.world_size)
+def run(comm: TorchCommunicator) -> dict:
+    """`comm` is gloo's default: the 1 MiB pieces."""
     count_calls()
-    results = {"flat": run(TorchCommunicator(flat=True)), "pieces": run(TorchCommunicator()),
-               "default_flat": TorchCommunicator().flat}
-    torch.save(results, Path(args.outdir) / f"rank{args.rank}.pt")
-    dist.destroy_process_group()
+    return {"flat": run_both(TorchCommunicator(flat=True)), "pieces": run_both(comm), "default_flat": comm.flat}
 
 
 if __name__ == "__main__":
-    main()
+    rank_main(run)
