@@ -21,25 +21,31 @@ optimizer) for every step; the step time is the median of its increments after t
 Model: predicted step = compute + T_comm (launch/study/netmodel.py: ring all-reduce
 2(W-1)/W·S/β + 2(W-1)α for dense and shared random-k, all-gather (W-1)·S/β + (W-1)α for
 top-k and independent random-k; S = the run's recorded bytes_sent per worker per step).
-Compute (compression's own cost included) comes three ways, all printed:
-  W=1  the same job with ONE worker on host 0 (no communication; cached like the others).
-       On this 2-core machine it under-estimates: with W workers the cores, memory bandwidth
-       and the kernel's network work are shared, and every step waits for the slower worker.
-  +sync  W=1 plus sync_s(W), that cost measured once per W (dense job, calibration link).
-  cal  the same job with the same W on the calibration link (--rates must include 10gbit),
-       minus the model's communication there (0.08 s for the dense 101 MB at W=2).
-All-gather methods add T_dec = (W-1)·K·c (netmodel.gathered_decompress_s): every worker
-unpacks and scatter-adds the other workers' K entries, which a one-worker job never does.
-c, seconds per received entry, is measured once on this machine with the exchange's own
-code (top-k d=0.1 on the model's gradient shapes, one thread, W=2 payloads against W=1)
-and kept in <results>.decompress.json (--redo-decompress measures it again).
+Compute (compression's own cost included) comes two ways, both printed:
+  W=1    the same job with ONE worker on host 0 (no communication; cached like the others).
+         On this 2-core machine it under-estimates: with W workers the cores, memory
+         bandwidth and the kernel's network work are shared, and every step waits for the
+         slower worker.
+  model  W=1 plus two costs of W workers on this machine, both measured at the calibration
+         rate (10gbit, where the link's own time is small; --rates must include it):
+         sync(W), what a step costs beyond compute and link whatever the payload (the row
+         with the fewest bytes at that W and rate), and the transport's CPU cost per byte
+         sent (gloo's copies and the kernel's TCP work on the same cores: the dense row's
+         step beyond the rest of the model, per byte), plus for all-gather methods
+         T_dec = (W-1)·K·c (netmodel.gathered_decompress_s): every worker unpacks and
+         scatter-adds the other workers' K entries, which a one-worker job never does. c,
+         seconds per received entry, is measured once on this machine with the exchange's
+         own code (top-k d=0.1 on the model's gradient shapes, one thread, W=2 payloads
+         against W=1) and kept in <results>.decompress.json (--redo-decompress measures it
+         again). The two calibration rows fit by construction; every other row is predicted.
+Rows that send buckets during the backward pass (DDP and its PowerSGD hook; sparsepop
+unless compression.overlap is false) are modelled with netmodel.overlapped_step_s.
 
 Peers (--peers, benchmarks/peers.py): the same model, batch and optimizer trained with
 DeepSpeed's own all-reduce, DDP, or DDP's powerSGD_hook (at each --ranks value), one Ray
 Train worker group per configuration started from host 0 like the sparsepop jobs
 (benchmarks/peer_worker.py); their step time is rank 0's median step, timed as `time_s` is.
-DDP sends its buckets during the backward pass, so their model is
-netmodel.overlapped_step_s with the backward pass measured by the same peer on one worker.
+DDP's backward pass is measured by the same peer on one worker.
 
 Results are appended to --results (JSON lines; default runs/bench_cluster.jsonl), so a grid
 can be measured in several shorter invocations; --table prints them. Needs root (namespaces).
@@ -55,6 +61,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -414,15 +421,39 @@ def rate_name(bps: float) -> str:
     return f"{bps / 1e9:g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:g} Mbit/s"
 
 
-def sync_s(results: dict[tuple, dict], workers: int, calibration_rate: str, sparsepop_buckets: int) -> float:
-    """What a W-worker step costs beyond compute and link time, whatever the payload: workers
-    wait for the slowest, and here share two cores with each other and the kernel's network
-    work. Measured once per W, on the dense job at the calibration rate."""
-    dense = results.get((workers, calibration_rate, "dense", None, None))
-    alone = results.get((1, "none", "dense", None, None))
-    if not (dense and alone):
-        return float("nan")
-    return dense["step_s"] - step_model_s(dense, alone["step_s"], *overlap_terms(dense, results, sparsepop_buckets))
+@dataclass(frozen=True)
+class Calibration:
+    """Two costs of a W-worker step on this machine beyond W=1 compute and the network model,
+    measured at the calibration rate: `sync_s` whatever the payload, `per_byte_s` for each
+    byte a worker sends (see the module docstring)."""
+    sync_s: float
+    per_byte_s: float
+
+    def compute_s(self, record: dict, alone_s: float, seconds_per_entry: float) -> float:
+        return alone_s + self.sync_s + self.per_byte_s * record["bytes_sent"] + decompress_model_s(
+            record, seconds_per_entry)
+
+
+def calibrate(results: dict[tuple, dict], workers: int, rate: str, seconds_per_entry: float,
+              sparsepop_buckets: int) -> Calibration | None:
+    """sync from the row with the fewest bytes at (W, rate), then the per-byte cost from
+    sparsepop's dense row there (the model's step grows one for one with compute)."""
+    rows = [r for r in results.values() if r["workers"] == workers and r["rate"] == rate and not is_peer(r["method"])]
+    dense = results.get((workers, rate, "dense", None, None))
+    if not rows or dense is None:
+        return None
+
+    def model_s(record: dict, calibration: Calibration) -> float:
+        alone = results.get((1, "none", *key(record)[2:]))
+        if alone is None:
+            return float("nan")
+        compute = calibration.compute_s(record, alone["step_s"], seconds_per_entry)
+        return step_model_s(record, compute, *overlap_terms(record, results, sparsepop_buckets))
+
+    lightest = min(rows, key=lambda r: r["bytes_sent"])
+    sync = lightest["step_s"] - model_s(lightest, Calibration(0.0, 0.0))
+    per_byte = (dense["step_s"] - model_s(dense, Calibration(sync, 0.0))) / dense["bytes_sent"]
+    return Calibration(sync, per_byte)
 
 
 def setting(record: dict) -> str:
@@ -441,26 +472,21 @@ def link_mb_per_step(record: dict) -> float:
 
 def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, sparsepop_buckets: int,
                 calibration_rate: str = "10gbit") -> None:
-    """Four predictions per row, differing only in the compute term:
-    model(W=1): the same job with one worker (no network, but also no second worker on
-      the other core);
-    model(W=1+sync): that plus sync_s(W), one number per W (from the dense job);
-    model(+dec): that plus the other workers' payloads' decompression (all-gather methods;
-      netmodel.gathered_decompress_s with the measured seconds_per_entry);
-    model(cal): the same job, same W, on the calibration link (default 10gbit), minus the
-      model's communication there; its own row's error is 0 by construction.
-    Rows that overlap (DDP, sparsepop's overlapped exchange) are modelled with
-    netmodel.overlapped_step_s (step_model_s, overlap_terms)."""
+    """Two predictions per row (the module docstring): model(W=1), the same job's compute on
+    one worker plus the network model; model, that plus the W-worker costs calibrated at
+    `calibration_rate` (calibrate). Rows that overlap (DDP, sparsepop's overlapped exchange)
+    are modelled with netmodel.overlapped_step_s (step_model_s, overlap_terms)."""
     one_worker = {key(r)[2:]: r for r in results.values() if r["workers"] == 1}
-    sync = {w: sync_s(results, w, calibration_rate, sparsepop_buckets) for w in {r["workers"] for r in results.values()}}
     measured = sorted((r for r in results.values() if r["workers"] > 1), key=row_order)
     if not measured:
         print("no multi-worker measurements yet")
         return
+    calibrations = {w: calibrate(results, w, calibration_rate, seconds_per_entry, sparsepop_buckets)
+                    for w in {r["workers"] for r in measured}}
     nan = float("nan")
     print(f"{'W':>2} {'link':>11} {'method':<15} {'d / rank':>8} {'step s':>7} {'tok/s':>6} {'vs dense':>8} "
           f"{'vs DDP':>6} {'sent/dense':>10} {'link MB':>7} {'loss':>6} {'val':>6} {'comm model':>10} {'W=1 s':>6} "
-          f"{'err(W=1)':>8} {'+sync':>6} {'dec s':>6} {'+dec':>6} {'cal s':>6} {'err(cal)':>8} {'other':>5}")
+          f"{'err(W=1)':>8} {'model s':>7} {'err':>5} {'other':>5}")
     for r in measured:
         dense = results.get((r["workers"], r["rate"], "dense", None, None))
         ddp = results.get((r["workers"], r["rate"], "ddp", None, None))
@@ -469,37 +495,31 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, sparsep
         comm = comm_model_s(r, r["rate_bps"])
         w1 = one_worker.get(key(r)[2:])
         terms = overlap_terms(r, results, sparsepop_buckets)
-        cal = results.get((r["workers"], calibration_rate, *key(r)[2:]))
-        if overlaps(r):
-            cal = None  # its overlapped communication cannot be subtracted from its step
-        compute_cal = cal["step_s"] - comm_model_s(cal, cal["rate_bps"]) if cal else None
         err_w1 = r["step_s"] / step_model_s(r, w1["step_s"], *terms) - 1 if w1 else nan
-        err_sync = r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]], *terms) - 1 if w1 else nan
-        dec = decompress_model_s(r, seconds_per_entry)
-        err_dec = (r["step_s"] / step_model_s(r, w1["step_s"] + sync[r["workers"]] + dec, *terms) - 1
-                   if w1 else nan)
-        err_cal = r["step_s"] / step_model_s(r, compute_cal, *terms) - 1 if cal else nan
+        calibration = calibrations[r["workers"]]
+        model = (step_model_s(r, calibration.compute_s(r, w1["step_s"], seconds_per_entry), *terms)
+                 if w1 and calibration else nan)
         val = r.get("val_loss")
         print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} {setting(r):>8} "
               f"{r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} {speedup:>8} {vs_ddp:>6} "
               f"{r['bytes_sent'] / r['dense_bytes']:>10.2%} {link_mb_per_step(r):>7.1f} "
               f"{r.get('loss', nan):>6.3f} {nan if val is None else val:>6.3f} {comm:>10.3f} "
-              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {err_sync:>+6.0%} {dec:>6.3f} {err_dec:>+6.0%} "
-              f"{compute_cal if cal else nan:>6.3f} "
-              f"{err_cal:>+8.0%} {r.get('foreign_cores', nan):>5.2f}")
+              f"{w1['step_s'] if w1 else nan:>6.3f} {err_w1:>+8.0%} {model:>7.3f} {r['step_s'] / model - 1:>+5.0%} "
+              f"{r.get('foreign_cores', nan):>5.2f}")
     print("step s: median time_s increment per step (rank 0, after the first steps; peers: their step timed the "
           "same way); vs dense / vs DDP: throughput against sparsepop dense / DDP at the same W and link; "
           "sent/dense: bytes_sent per step (peers: their collectives' payload, benchmarks/peers.py); link MB: "
           "interface bytes sent per host during the whole job, per step; loss / val: training loss at the last "
           "step and validation loss after it, averaged over workers; comm model: launch/study/netmodel.py "
-          "at the link rate for the run's bytes_sent; W=1 s / cal s: compute from the 1-worker job / from the same "
-          f"W at {calibration_rate} minus its modelled comm (none for overlapping peers); err = step / (compute + "
-          "comm model) - 1, for rows that overlap (DDP, its PowerSGD hook, sparsepop unless compression.overlap "
-          "is false) netmodel.overlapped_step_s with the 1-worker backward pass (sparsepop: DDP's plus the "
-          f"method's compression cost) and the buckets (sparsepop: {sparsepop_buckets}); +sync: the error with W=1 compute plus sync_s(W) ("
-          + ", ".join(f"W={w}: {s:.3f} s" for w, s in sorted(sync.items()) if w > 1) + "); "
-          f"dec s: netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; +dec: the "
-          "error with that added too; other: CPU cores used outside the cluster during the job (nan: not recorded)")
+          "at the link rate for the run's bytes_sent; W=1 s: compute from the 1-worker job; err(W=1) = step / "
+          "(W=1 compute + comm model) - 1, for rows that overlap (DDP, its PowerSGD hook, sparsepop unless "
+          "compression.overlap is false) netmodel.overlapped_step_s with the 1-worker backward pass (sparsepop: "
+          f"DDP's plus the method's compression cost) and the buckets (sparsepop: {sparsepop_buckets}); model s / "
+          f"err: W=1 compute plus the W-worker costs calibrated at {calibration_rate} ("
+          + ", ".join(f"W={w}: sync {c.sync_s:.3f} s, {c.per_byte_s * 1e9:.2f} ns per byte sent"
+                      for w, c in sorted(calibrations.items()) if c) + "; the two calibration rows fit by construction) "
+          f"and netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; other: CPU "
+          "cores used outside the cluster during the job (nan: not recorded)")
 
 
 # ---------------------------------------------------------------- the collectives alone

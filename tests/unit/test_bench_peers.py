@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from launch.study import netmodel
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -120,7 +122,7 @@ def test_the_hook_compresses_population_weights_through_the_adapter():
 
 
 def record(method, *, workers=2, rate="1gbit", density=None, rank=None, step_s, bytes_sent=101_666_816, **extra):
-    rate_bps = {"1gbit": 1e9, "none": 0.0}[rate]
+    rate_bps = {"1gbit": 1e9, "10gbit": 1e10, "none": 0.0}[rate]
     return {"workers": workers, "rate": rate, "rate_bps": rate_bps, "method": method, "density": density,
             "rank": rank, "steps": 4, "step_s": step_s, "tokens_per_s": 256 / step_s, "bytes_sent": bytes_sent,
             "dense_bytes": 101_666_816, "link_bytes": {"10.213.0.1": 4e8, "10.213.0.2": 4e8}, "loss": 4.3,
@@ -158,3 +160,32 @@ def test_the_table_shows_peers_beside_sparsepop(capsys):
     old = {k: v for k, v in record("dense", step_s=1.5).items() if k not in ("rank", "loss", "val_loss")}
     bench_cluster.print_table({bench_cluster.key(old): old}, seconds_per_entry=0.0, sparsepop_buckets=4)
     assert " nan " in capsys.readouterr().out.splitlines()[1]
+
+
+def test_the_model_is_calibrated_at_10gbit_and_predicts_the_other_rates():
+    import bench_cluster
+
+    after = {"overrides": {"compression.overlap": "false"}}  # compute + comm, no overlap term
+    light = {"density": 0.001, "bytes_sent": 101_667}
+    rows = [record("dense", workers=1, rate="none", step_s=0.4), record("randomk-shared", workers=1, rate="none",
+                                                                          step_s=0.4, **light),
+            record("dense", rate="10gbit", step_s=0.7, **after),
+            record("randomk-shared", rate="10gbit", step_s=0.5, **light, **after),
+            record("dense", rate="1gbit", step_s=1.5, **after)]
+    results = {bench_cluster.key(r): r for r in rows}
+    calibration = bench_cluster.calibrate(results, 2, "10gbit", 0.0, 4)
+    link = netmodel.ring_all_reduce_s
+    # sync: the lightest row's step beyond W=1 and its (tiny) all-reduce; then per byte: dense's rest.
+    sync = 0.5 - 0.4 - link(101_667, workers=2, bandwidth_gbps=10)
+    assert calibration.sync_s == pytest.approx(sync)
+    dense_10 = 0.4 + sync + link(101_666_816, workers=2, bandwidth_gbps=10)
+    assert calibration.per_byte_s == pytest.approx((0.7 - dense_10) / 101_666_816)
+    # The calibration rows fit by construction; the 1 Gbit/s row is a prediction.
+    for rate, step in (("10gbit", 0.7), ("1gbit", None)):
+        dense = results[(2, rate, "dense", None, None)]
+        predicted = bench_cluster.step_model_s(dense, calibration.compute_s(dense, 0.4, 0.0), None, None)
+        if step is not None:
+            assert predicted == pytest.approx(step)
+        else:
+            assert predicted == pytest.approx(0.7 - link(101_666_816, workers=2, bandwidth_gbps=10)
+                                              + link(101_666_816, workers=2, bandwidth_gbps=1))
