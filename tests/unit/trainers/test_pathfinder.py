@@ -43,6 +43,17 @@ def test_markers_sit_on_the_ends_of_the_snakes_the_label_says(difficulty):
     assert (images[rows[:, None], y, x] == 255).all()  # a marker is drawn on each end
 
 
+def test_only_the_markers_are_fully_bright():
+    # A model can tell the markers from the curves by grey level alone: curves are 0.8 px
+    # wide and anti-aliased (never >= 250), the 3 px marker disks have full-white pixels.
+    images, _, record = pf.generate(200, seed=7, contour_length=6)
+    y, x = np.mgrid[:32, :32] + 0.5
+    near = ((y[None, None] - record.markers[:, :, 0, None, None]) ** 2
+            + (x[None, None] - record.markers[:, :, 1, None, None]) ** 2 < 2.5 ** 2).any(1)
+    assert (images[~near] < 250).all()
+    assert ((images >= 250) & near).sum((1, 2)).min() >= 2  # both markers, in every image
+
+
 def test_snakes_never_touch():
     # Different snakes keep their strokes apart (the generator's clearance), so a marker's
     # curve can only be followed to its own other end.
@@ -82,6 +93,22 @@ def test_pathfinder_spec_builds_grid_classification_data():
     shards = [np.concatenate([b[1].numpy() for b in data.val_batches(rank=r, world_size=2, batch_size=3)])
               for r in range(2)]
     assert sum(len(s) for s in shards) == 10
+
+
+def test_batches_keep_each_image_with_its_own_label():
+    # Sharding, sampling and the eval batching hand out (image, label) pairs of the split.
+    spec = validate_tree({"task": {"kind": "pathfinder", "size": 16, "difficulty": "easy", "num_train": 40,
+                                   "num_val": 10, "num_test": 10}})
+    data = build_task_data(spec.task, seed=0)
+    for split, batches in (("train", [data.train_batch(rank=r, world_size=2, member=m, step=s, batch_size=8)
+                                      for r in range(2) for m in range(2) for s in range(3)]),
+                           ("val", data.val_batches(rank=1, world_size=2, batch_size=3))):
+        images, labels = data.splits[split]
+        flat = images.reshape(len(images), -1)
+        for tokens, got in batches:
+            for row, label in zip(tokens.numpy(), got.numpy()):
+                (index,) = np.flatnonzero((flat == row).all(1))[:1]
+                assert labels[index] == label
 
 
 def test_one_dimensional_tasks_have_no_grid():
