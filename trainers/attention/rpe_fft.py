@@ -16,18 +16,21 @@ kind's feature map, so with f = 1 this kind IS linear attention.
 Choices the paper leaves open:
 - f = exp(table): a positive mask keeps the normaliser positive (a sum of positive terms).
   The table starts at zero (f = 1: plain linear attention at init).
-- The table is [P, 1, R]: one learned value per member and offset -max_offset ..
-  max_offset, shared by the heads (axis 1 broadcasts over H). Per-head tables ([P, H, R],
-  the paper's per-head masks) need the head count, which the kernel interface does not
-  pass; with it only the table's constructor changes. Offsets farther than max_offset are
-  clamped to the value at +-max_offset, so any T runs (a learned constant far field) and
-  the parameter count does not depend on the task's length.
+- The table is [P, H, R]: one learned value per member, head and offset -max_offset ..
+  max_offset (the paper's per-head masks; the head count comes with `heads=`,
+  trainers/attention/heads.py). Offsets farther than max_offset are clamped to the value at
+  +-max_offset, so any T runs (a learned constant far field) and the parameter count does
+  not depend on the task's length.
+- Tables saved before they were per head ([P, 1, R], [P, 1, 2R_y+1, 2R_x+1]: one table
+  shared by the heads) load into every head (`_load_from_state_dict`): the same function,
+  whose heads then train apart. Only the weights migrate: an optimizer's or error
+  feedback's state for the old shape does not, so a run with an old table is not resumed.
 - Causal: f(r) = 0 for r < 0, so the mask is lower triangular (the negative half of the
   table is then unused and gets zero gradient).
 - 2-D grids (the paper's block-Toeplitz case): on a task with a grid (Y, X) (tokens are an
   image read row by row, T = Y*X) the mask is f(dy, dx) of the offset on the grid, chosen
   automatically (`grid_mask: false` keeps f(i - j) along the row-major sequence). The table
-  is [P, 1, 2*R_y + 1, 2*R_x + 1] with R_y = min(max_offset, Y - 1) (likewise R_x): every
+  is [P, H, 2*R_y + 1, 2*R_x + 1] with R_y = min(max_offset, Y - 1) (likewise R_x): every
   offset of the grid its own value unless max_offset clamps, so its size follows the task's
   grid as the position embedding follows its length. S and z are then 2-D convolutions over
   the grid, by 2-D FFTs on the zero-padded (2Y, 2X) grid (toeplitz.py). Bidirectional only
@@ -59,8 +62,9 @@ from trainers.attention.toeplitz import toeplitz_apply
 class RpeFftAttention(nn.Module):
     supports_causal = True
     uses_grid = True  # 2-D mask on a task with a grid; 1-D tasks need none
+    uses_heads = True  # a table per head
 
-    def __init__(self, config: RpeFftAttentionConfig, *, members: int, head_dim: int, causal: bool,
+    def __init__(self, config: RpeFftAttentionConfig, *, members: int, heads: int, head_dim: int, causal: bool,
                  layer: int = 0, grid: tuple[int, int] | None = None):
         super().__init__()
         self.causal = causal
@@ -69,13 +73,20 @@ class RpeFftAttention(nn.Module):
         self.fft_dtype = getattr(torch, config.fft_dtype)
         self.grid = grid if config.grid_mask else None
         if self.grid is None:
-            # log f per member and offset, shared by the heads (see the module docstring).
-            self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
+            self.log_mask_PHR = nn.Parameter(torch.zeros(members, heads, 2 * config.max_offset + 1))
             return
         if causal:
             raise ValueError("rpe_fft's 2-D grid mask is bidirectional; set grid_mask: false for a causal model")
         self.offsets_yx = tuple(min(config.max_offset, side - 1) for side in self.grid)
-        self.log_mask_PHYX = nn.Parameter(torch.zeros(members, 1, *(2 * r + 1 for r in self.offsets_yx)))
+        self.log_mask_PHYX = nn.Parameter(torch.zeros(members, heads, *(2 * r + 1 for r in self.offsets_yx)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A table saved shared by the heads ([P, 1, ...]) becomes every head's (module docstring).
+        for name, param in self.named_parameters(recurse=False):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.dim() == param.dim() and saved.shape[1] == 1 != param.shape[1]:
+                state_dict[prefix + name] = saved.expand(-1, param.shape[1], *saved.shape[2:])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:

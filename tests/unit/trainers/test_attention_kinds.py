@@ -9,6 +9,7 @@ import torch
 from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 from trainers.attention.config import LaraAttentionConfig, LinearAttentionConfig
 from trainers.attention.grid import grid_kwargs, requires_grid
+from trainers.attention.heads import heads_kwargs
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -113,7 +114,8 @@ def test_model_gradients_flow_and_are_finite(case):
 
 def make_kernel(kind: str, causal: bool):
     config = ModelConfig(attention={"kind": kind, **OPTIONS[kind]}).attention
-    return KERNELS[kind](config, members=3, head_dim=8, causal=causal, **grid_for(KERNELS[kind]))
+    return KERNELS[kind](config, members=3, head_dim=8, causal=causal, **grid_for(KERNELS[kind]),
+                         **heads_kwargs(KERNELS[kind], 2))  # qkv()'s H
 
 
 def qkv(N: int = 3, H: int = 2, length: int = T, K: int = 8, requires_grad: bool = False):
