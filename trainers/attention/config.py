@@ -111,9 +111,12 @@ class RpeFftAttentionConfig(_KindConfig):
     max_offset: PositiveInt = Field(
         1024, description="largest |i - j| with its own learned value of f; farther pairs share the value at "
                           "+-max_offset (the table holds 2 * max_offset + 1 entries per member and head)")
-    feature_chunk: PositiveInt = Field(
-        8, description="feature dims of phi(k) transformed per FFT pass: bounds the [N, H, 2T, chunk, K+1] "
-                       "complex intermediate (memory) at the cost of more, smaller passes")
+    pass_buffer_mb: PositiveFloat = Field(
+        16.0, description="size of each buffer of one FFT pass (a pass convolves some (sequence, head) rows x "
+                          "features of phi at once; about five such buffers are live in backward): larger means "
+                          "fewer passes, smaller less memory; the default keeps them in cache and below glibc's "
+                          "32 MB mmap threshold (fresh pages cost a page fault each); at least one row x feature "
+                          "(~(K+1) x 2T x 8 bytes) per pass whatever it says")
     grid_mask: bool = Field(
         True, description="on a task with a grid (H, W): f is a function of the offset (d_row, d_col) on the grid "
                           "(2-D block-Toeplitz mask by 2-D FFT, a table of (2*min(max_offset, H-1)+1) x "

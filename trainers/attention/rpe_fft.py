@@ -56,7 +56,7 @@ from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
 from trainers.attention.grid import grid_shape
-from trainers.attention.toeplitz import toeplitz_apply
+from trainers.attention.toeplitz import fft_length, masked_readout
 
 
 class RpeFftAttention(nn.Module):
@@ -69,7 +69,7 @@ class RpeFftAttention(nn.Module):
         super().__init__()
         self.causal = causal
         self.max_offset = config.max_offset
-        self.feature_chunk = config.feature_chunk
+        self.pass_bytes = int(config.pass_buffer_mb * 2 ** 20)
         self.fft_dtype = getattr(torch, config.fft_dtype)
         self.grid = grid if config.grid_mask else None
         if self.grid is None:
@@ -90,47 +90,45 @@ class RpeFftAttention(nn.Module):
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = torch.promote_types(v_NHTK.dtype, torch.float32)  # fp32 math; fp64 stays fp64
-        phi_q_NHTM = F.elu(q_NHTK.to(dtype)) + 1.0
-        phi_k_NHTM = F.elu(k_NHTK.to(dtype)) + 1.0
-        if key_mask_NT is not None:
-            phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None].to(dtype)
-        # A ones column on v makes the normaliser z ride along as output column K.
-        v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
-        T = v_NHTK.shape[-2]
-        fft_dtype = torch.promote_types(dtype, self.fft_dtype)
+        # Everything from phi on runs in the FFT dtype (fp64 by default; fp64 inputs stay fp64).
+        dtype = torch.promote_types(torch.promote_types(v_NHTK.dtype, torch.float32), self.fft_dtype)
+        T, K = v_NHTK.shape[-2:]
         if self.grid is None:
             tokens = (T,)
-            mask_PHL = self.relative_mask(T).to(fft_dtype)
+            g_PHL = self.relative_mask(T).to(dtype)
         else:
             tokens = grid_shape(self.grid, T, "rpe_fft")  # the token axis as (Y, X) for the 2-D FFT
-            mask_PHL = self.relative_mask_2d().to(fft_dtype)
-        out_NHTJ = 0
-        for phi_q_NHTC, phi_k_NHTC in zip(phi_q_NHTM.split(self.feature_chunk, -1),
-                                          phi_k_NHTM.split(self.feature_chunk, -1)):
-            a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC.to(fft_dtype), v_NHTJ.to(fft_dtype))
-            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT.unflatten(-1, tokens)).flatten(-len(tokens)).to(dtype)
-            out_NHTJ = out_NHTJ + torch.einsum("nhtc,nhcjt->nhtj", phi_q_NHTC, state_NHCJT)
-        out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
-        return out_NHTK.to(v_NHTK.dtype)
+            g_PHL = self.relative_mask_2d().to(dtype)
+        # Rows R = N*H, token axes last ([R, M, x]): the FFTs run along contiguous memory.
+        phi_q_RMx = (F.elu(q_NHTK.to(dtype)) + 1.0).transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
+        phi_k_NHMT = (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1)
+        if key_mask_NT is not None:
+            phi_k_NHMT = phi_k_NHMT * key_mask_NT[:, None, None, :].to(dtype)
+        phi_k_RMx = phi_k_NHMT.flatten(0, 1).contiguous().unflatten(-1, tokens)
+        # A ones column on v makes the normaliser z ride along as output column K.
+        v_RJx = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
+        y_RJT = masked_readout(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx.unflatten(-1, tokens),
+                               pass_bytes=self.pass_bytes).flatten(2)
+        out_RKT = y_RJT[:, :K] / y_RJT[:, K:].clamp_min(1e-6)
+        return out_RKT.transpose(-2, -1).unflatten(0, v_NHTK.shape[:2]).to(v_NHTK.dtype)
 
     def relative_mask(self, length: int) -> torch.Tensor:
-        """f on the circle of 2T FFT points: entry n holds f(n) for n < T, f(n - 2T) for
-        n > T (the negative offsets), and 0 at n = T (offset -T never occurs). [P, H, 2T]."""
-        n = torch.arange(2 * length, device=self.log_mask_PHR.device)
-        offset = torch.where(n < length, n, n - 2 * length)
+        """f on the circle of L = fft_length(T) points: entry n holds f(n) for n < T and
+        f(n - L) for n > L - T (the negative offsets); 0 between (offsets <= -T never occur)
+        and, when causal, at every negative offset. [P, H, L]."""
+        n = torch.arange(fft_length(length), device=self.log_mask_PHR.device)
+        offset = torch.where(n < length, n, n - len(n))
         f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
-        unused = (offset < 0) if self.causal else (offset == -length)
+        unused = (offset < 0) if self.causal else (offset <= -length)
         return f_PHL.masked_fill(unused, 0.0)
 
     def relative_mask_2d(self) -> torch.Tensor:
-        """f on the (2Y, 2X) FFT grid, each axis laid out as in `relative_mask` (offsets
-        -Y and -X never occur: 0 there). [P, H, 2Y, 2X]."""
+        """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
         axes = []
         for side, max_offset in zip(self.grid, self.offsets_yx):
-            n = torch.arange(2 * side, device=self.log_mask_PHYX.device)
-            offset = torch.where(n < side, n, n - 2 * side)
-            axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset == -side))
+            n = torch.arange(fft_length(side), device=self.log_mask_PHYX.device)
+            offset = torch.where(n < side, n, n - len(n))
+            axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset <= -side))
         (rows, unused_rows), (cols, unused_cols) = axes
         f_PHYX = self.log_mask_PHYX[:, :, rows[:, None], cols[None, :]].exp()
         return f_PHYX.masked_fill(unused_rows[:, None] | unused_cols[None, :], 0.0)

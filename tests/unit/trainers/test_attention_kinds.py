@@ -22,7 +22,7 @@ OPTIONS = {
     "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
     "contextpool": {"max_support": 1.5},
     "flash": {"group_size": 8, "qk_dim": 16},
-    "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
+    "rpe_fft": {"max_offset": 8, "pass_buffer_mb": 0.01},  # T = 21: 15 (row, feature) pairs per pass
     "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
