@@ -1,25 +1,28 @@
 """Linear attention's readout through a Toeplitz (1-D) or block-Toeplitz (2-D grid) mask, by
 FFT, with a hand-written backward that recomputes the transforms instead of keeping them.
 
-Legend: P members, B sequences per member, N = P*B (member-major), H heads, M features of
-phi, C features per pass, J value columns, T tokens (1-D) or Y x X grid positions (2-D),
-x = the token axes ((T,) or (Y, X)), L FFT points per token axis, F = its rfft's length.
+Legend: P members, B sequences per member, N = P*B (member-major), H heads, R = N*H rows
+(sequence, head), M features of phi, C features per pass, J value columns, T tokens (1-D)
+or Y x X grid positions (2-D), x = the token axes ((T,) or (Y, X)), L FFT points per token
+axis, F = its rfft's length, G = P*H (member, head) pairs, each with its own g.
 
   y_j(i) = sum_m phi_q_m(i) s_mj(i),   s_mj(i) = sum_t g(i - t) a_mj(t),   a_mj(t) = phi_k_m(t) v_j(t)
 
 1-D: s = g * a is a Toeplitz matrix-vector product, which is a circular convolution on any
 L >= 2T - 1 points (offsets -(T-1) .. T-1 never wrap onto each other): s = irfft(G A),
 G = rfft(g), A = rfft(a zero-padded to L). L is the smallest 5-smooth length (2^a 3^b 5^c)
->= 2T - 1, where pocketfft is fastest, rather than 2T. 2-D: on a Y x X grid the matrix over
+>= 2T - 1 (FFTs are fastest on lengths with small factors), rather than 2T. 2-D: on a Y x X grid the matrix over
 the row-major tokens is block-Toeplitz, and the same argument per axis makes s a circular
 convolution on an (L_y, L_x) grid: rfft2 / irfft2.
 
-Memory: a and s hold M * J numbers per token (over 4 K per token per head at K = 64), so
-they exist only C features at a time, in buffers allocated once per call and reused by
-every pass (their padding is zeroed once: rfft never writes its input). Nothing of that
-size is kept for backward (the inputs are O(T (M + J))): backward recomputes A and s,
-which costs one rfft and one irfft per feature pair more than keeping them (6 transforms
-instead of 4) but keeps the peak at one pass's buffers instead of O(T M J) complex numbers.
+Memory: a and s hold M * J numbers per token and row (over 4 K at K = 64), so they exist
+only a pass at a time: R' rows x C features x J' columns whose buffers stay under
+`pass_bytes` (small passes stay in cache: rpe_fft.py has the measurements). The outer
+products are written into one zero-padded buffer per call, whose padding is zeroed once
+(rfft never writes its input). Nothing of that size is kept for backward (the inputs are
+O(T (M + J)) per row): backward recomputes A and s, one rfft and one irfft per sequence
+more than keeping them (6 transforms instead of 4), for a peak of one pass's buffers
+instead of O(T M J) complex numbers.
 The gradients, two more FFT products per pass:
   grad s_mj(i) = phi_q_m(i) grad y_j(i)       grad phi_q_m(i) = sum_j s_mj(i) grad y_j(i)
   grad a_mj(t) = sum_i g(i - t) grad s_mj(i)  (correlation with g: conj(G) * rfft(grad s))
@@ -55,40 +58,42 @@ class _MaskedReadout(torch.autograd.Function):
     def forward(ctx, g_PHL, phi_q_RMx, phi_k_RMx, v_RJx, pass_bytes: int):
         passes = _Passes(g_PHL, phi_k_RMx, v_RJx, pass_bytes)
         y_RJx = torch.zeros_like(v_RJx)
-        for rows, features, G_R11F in passes:
-            A_RCJF = passes.transform(phi_k_RMx[rows, features], v_RJx[rows])
+        for rows, features, cols, G_R11F in passes:
+            A_RCJF = passes.transform(phi_k_RMx[rows, features], v_RJx[rows, cols])
             s_RCJx = passes.inverse(A_RCJF.mul_(G_R11F))
-            y_RJx[rows] += (s_RCJx * phi_q_RMx[rows, features].unsqueeze(2)).sum(1)
+            y_RJx[rows, cols] += (s_RCJx * phi_q_RMx[rows, features].unsqueeze(2)).sum(1)
         ctx.save_for_backward(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx)
         ctx.pass_bytes = pass_bytes
         return y_RJx
 
     @staticmethod
     def backward(ctx, grad_y_RJx):
-        g_PHL, phi_q_RMx, phi_k_RMx, v_RJx = ctx.saved_tensors
-        passes = _Passes(g_PHL, phi_k_RMx, v_RJx, ctx.pass_bytes)
-        grad_y_RJx = grad_y_RJx.contiguous()
-        grad_q, grad_k, grad_v = torch.zeros_like(phi_q_RMx), torch.zeros_like(phi_k_RMx), torch.zeros_like(v_RJx)
+        g_PHL, phi_q_RMx, phi_k_RMx, v_all_RJx = ctx.saved_tensors
+        passes = _Passes(g_PHL, phi_k_RMx, v_all_RJx, ctx.pass_bytes)
+        grad_y_all_RJx = grad_y_RJx.contiguous()
+        grad_q, grad_k, grad_v = torch.zeros_like(phi_q_RMx), torch.zeros_like(phi_k_RMx), torch.zeros_like(v_all_RJx)
         grad_G_GF = torch.zeros_like(passes.G_GF)  # G = (member, head) pairs
-        for rows, features, G_R11F in passes:
+        for rows, features, cols, G_R11F in passes:
             phi_k_RCx, phi_q_RCx = phi_k_RMx[rows, features], phi_q_RMx[rows, features]
-            A_RCJF = passes.transform(phi_k_RCx, v_RJx[rows])
-            grad_S_RCJF = passes.transform(phi_q_RCx, grad_y_RJx[rows])
+            v_RJx, grad_y_RJx = v_all_RJx[rows, cols], grad_y_all_RJx[rows, cols]
+            A_RCJF = passes.transform(phi_k_RCx, v_RJx)
+            grad_S_RCJF = passes.transform(phi_q_RCx, grad_y_RJx)
             grad_G_GF.index_add_(0, passes.pair[rows], (A_RCJF.conj() * grad_S_RCJF).sum((1, 2)))
             s_RCJx = passes.inverse(A_RCJF.mul_(G_R11F))
-            grad_q[rows, features] = (s_RCJx * grad_y_RJx[rows].unsqueeze(1)).sum(2)
+            grad_q[rows, features] += (s_RCJx * grad_y_RJx.unsqueeze(1)).sum(2)
             grad_a_RCJx = passes.inverse(grad_S_RCJF.mul_(G_R11F.conj()))
-            grad_k[rows, features] = (grad_a_RCJx * v_RJx[rows].unsqueeze(1)).sum(2)
-            grad_v[rows] += (grad_a_RCJx * phi_k_RCx.unsqueeze(2)).sum(1)
+            grad_k[rows, features] += (grad_a_RCJx * v_RJx.unsqueeze(1)).sum(2)
+            grad_v[rows, cols] += (grad_a_RCJx * phi_k_RCx.unsqueeze(2)).sum(1)
         grad_g_PHL = torch.fft.irfftn(grad_G_GF, s=passes.sizes, dim=passes.dims).view_as(g_PHL)
         return grad_g_PHL, grad_q, grad_k, grad_v, None
 
 
 class _Passes:
-    """Cuts the R x M (row, feature) pairs into passes of at most `pass_bytes` per buffer
-    (R' rows x C features), and owns the real buffer [R', C, J, L...] the outer products
-    are written into: allocated once per call, its padding zeroed once (rfft never writes
-    its input). Iterating yields (rows, features, G of those rows [R', 1, 1, F...])."""
+    """Cuts the R x M x J (row, feature, value column) sequences into passes of at most
+    `pass_bytes` per buffer (R' rows x C features x J' columns, columns filled first), and
+    owns the real buffer [R', C, J', L...] the outer products are written into: allocated
+    once per call, its padding zeroed once (rfft never writes its input). Iterating yields
+    (rows, features, columns, G of those rows [R', 1, 1, F...])."""
 
     def __init__(self, g_PHL, phi_RMx, v_RJx, pass_bytes):
         R, M = phi_RMx.shape[:2]
@@ -100,23 +105,24 @@ class _Passes:
         # Row r = (n, h) of N = P*B member-major sequences: its (member, head) pair's G.
         row = torch.arange(R, device=v_RJx.device)
         self.pair = (row // (R // P)) * H + row % H
-        units = max(1, pass_bytes // (J * math.prod(self.sizes) * v_RJx.element_size()))
-        C = _even_split(M, min(M, units))
-        R_pass = _even_split(R, max(1, units // C))
-        self.blocks = [(slice(r, min(r + R_pass, R)), slice(c, min(c + C, M)))
-                       for r in range(0, R, R_pass) for c in range(0, M, C)]
-        self.padded = torch.zeros(R_pass, C, J, *self.sizes, dtype=v_RJx.dtype, device=v_RJx.device)
+        units = max(1, pass_bytes // (math.prod(self.sizes) * v_RJx.element_size()))
+        J_pass = _even_split(J, min(J, units))
+        C = _even_split(M, min(M, max(1, units // J_pass)))
+        R_pass = _even_split(R, min(R, max(1, units // (J_pass * C))))
+        self.blocks = [(slice(r, min(r + R_pass, R)), slice(c, min(c + C, M)), slice(j, min(j + J_pass, J)))
+                       for r in range(0, R, R_pass) for c in range(0, M, C) for j in range(0, J, J_pass)]
+        self.padded = torch.zeros(R_pass, C, J_pass, *self.sizes, dtype=v_RJx.dtype, device=v_RJx.device)
         self.crop = (..., *(slice(0, t) for t in self.tokens))
 
     def __iter__(self):
-        for rows, features in self.blocks:
+        for rows, features, cols in self.blocks:
             G_RF = self.G_GF[self.pair[rows]]
-            yield rows, features, G_RF.view(G_RF.shape[0], 1, 1, *G_RF.shape[1:])
+            yield rows, features, cols, G_RF.view(G_RF.shape[0], 1, 1, *G_RF.shape[1:])
 
     def transform(self, phi_RCx, w_RJx):
         """rfft of the zero-padded outer product phi_c(t) w_j(t): [R', C, J, F...]."""
-        R, C = phi_RCx.shape[:2]
-        padded = self.padded[:R, :C]
+        R, C, J = *phi_RCx.shape[:2], w_RJx.shape[1]
+        padded = self.padded[:R, :C, :J]
         torch.mul(phi_RCx.unsqueeze(2), w_RJx.unsqueeze(1), out=padded[self.crop])
         return torch.fft.rfftn(padded, dim=self.dims)
 

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from trainers.attention.config import LinearAttentionConfig, RpeFftAttentionConfig
 from trainers.attention.linear import LinearAttention
 from trainers.attention.rpe_fft import RpeFftAttention
+from trainers.attention.toeplitz import fft_length, masked_readout
 
 P, B, H, K = 2, 1, 3, 8
 PASS_MB = 0.05  # passes of a few (row, feature) pairs: T = 64 takes 5 per pass, T = 1000 one
@@ -96,6 +97,43 @@ def test_gradcheck_through_the_ffts(causal):
         return torch.func.functional_call(kernel, {"log_mask_PHR": table}, (q, k, v))
 
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
+
+
+def is_5_smooth(n: int) -> bool:
+    for prime in (2, 3, 5):
+        while n % prime == 0:
+            n //= prime
+    return n == 1
+
+
+def test_fft_length_is_the_smallest_5_smooth_length_holding_every_offset():
+    assert [fft_length(t) for t in (1, 2, 3, 4, 5, 7, 11, 1000, 1024)] == [1, 3, 5, 8, 9, 15, 24, 2000, 2048]
+    for t in range(1, 300):
+        length = fft_length(t)
+        assert is_5_smooth(length) and not any(is_5_smooth(n) for n in range(2 * t - 1, length))
+
+
+@pytest.mark.parametrize("units", [1, 8, 40, 10 ** 6], ids=["one-sequence", "uneven-features", "uneven-rows", "one-pass"])
+def test_masked_readout_equals_the_explicit_sum_however_it_is_cut_into_passes(units):
+    """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t), each (member, head) pair its
+    own g, with passes of `units` (row, feature, column) sequences: 1 each; 4 columns x 2 of 3
+    features; 3 of 8 rows x all; everything at once."""
+    members, B, H, M, J, T = 2, 2, 2, 3, 4, 5
+    R, L = members * B * H, fft_length(T)
+    generator = torch.Generator().manual_seed(5)
+    g_PHL = torch.randn(members, H, L, generator=generator, dtype=torch.float64)
+    phi_q_RMT, phi_k_RMT = (torch.rand(R, M, T, generator=generator, dtype=torch.float64) for _ in range(2))
+    v_RJT = torch.randn(R, J, T, generator=generator, dtype=torch.float64)
+    pair_R = torch.arange(R) // (B * H) * H + torch.arange(R) % H  # rows are (n, h), n = p * B + b
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    g_RTT = g_PHL.flatten(0, 1)[pair_R][:, offset_TT % L]
+    expected = torch.einsum("rmi,rit,rmt,rjt->rji", phi_q_RMT, g_RTT, phi_k_RMT, v_RJT)
+    pass_bytes = units * L * 8
+    torch.testing.assert_close(masked_readout(g_PHL, phi_q_RMT, phi_k_RMT, v_RJT, pass_bytes=pass_bytes), expected)
+    if units == 40:  # gradcheck once, smaller: T = 2 (L = 3), 2 rows, features cut 2 + 1, J = 3
+        args = (g_PHL[:1, :1, :3], phi_q_RMT[:2, :, :2], phi_k_RMT[:2, :, :2], v_RJT[:2, :3, :2])
+        assert torch.autograd.gradcheck(lambda *x: masked_readout(*x, pass_bytes=6 * 3 * 8),
+                                        tuple(x.clone().requires_grad_() for x in args))
 
 
 # --- on a 2-D grid: block-Toeplitz mask f(d_row, d_col) by 2-D FFT ------------------------
