@@ -45,8 +45,9 @@ Choices the paper leaves open:
   each pass out into the output at once. Nothing of that size is kept for backward, which
   recomputes the transforms (6 FFTs per sequence instead of 4): measured side by side with
   the version that kept them (2026-12-01, 1 thread, width 256, 4 heads, under load), this
-  was 1.8x faster at 512 tokens and 2.9x at 2K, and its peak memory is a pass's buffers plus
-  O(T K) per (sequence, head) instead of the kept transforms' O(T K^2) (8 GB at 16K tokens).
+  was 1.7-2.4x faster from 512 to 8K tokens (README), and its peak memory is a pass's
+  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2) (the
+  layer's peak at 16K tokens: 427 MB instead of 8 GB).
   Its backward is written by hand: autograd through rfft / irfft zero-fills and copies
   full-size buffers at every step and would keep the transforms.
 - Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.

@@ -67,10 +67,10 @@ class _MaskedReadout(torch.autograd.Function):
         return y_RJx
 
     @staticmethod
-    def backward(ctx, grad_y_RJx):
+    def backward(ctx, grad_y_all_RJx):
         g_PHL, phi_q_RMx, phi_k_RMx, v_all_RJx = ctx.saved_tensors
         passes = _Passes(g_PHL, phi_k_RMx, v_all_RJx, ctx.pass_bytes)
-        grad_y_all_RJx = grad_y_RJx.contiguous()
+        grad_y_all_RJx = grad_y_all_RJx.contiguous()
         grad_q, grad_k, grad_v = torch.zeros_like(phi_q_RMx), torch.zeros_like(phi_k_RMx), torch.zeros_like(v_all_RJx)
         grad_G_GF = torch.zeros_like(passes.G_GF)  # G = (member, head) pairs
         for rows, features, cols, G_R11F in passes:
