@@ -15,6 +15,7 @@ from torch import nn
 
 from trainers.attention import BLOCKS, KERNELS, SUBLAYERS
 from trainers.attention.grid import grid_kwargs
+from trainers.attention.heads import heads_kwargs
 from trainers.config import ModelConfig
 from trainers.layers import (
     BatchedEmbedding,
@@ -36,7 +37,7 @@ class SelfAttention(nn.Module):
         # `layer` keys the random features of performer / lara, so layers draw different ones.
         kernel = KERNELS[config.attention.kind]
         self.kernel = kernel(config.attention, members=members, head_dim=head_dim, causal=causal, layer=layer,
-                             **grid_kwargs(kernel, grid))
+                             **grid_kwargs(kernel, grid), **heads_kwargs(kernel, config.n_heads))
         self.proj = BatchedLinear(members, config.d_model, config.d_model,
                                   init_std=residual_init_std(config.n_layers))
 

@@ -9,7 +9,7 @@ from tests.integration.conftest import train_two_members_under_pbt
 KINDS = {
     "hypercube": ["model.attention.block_size=8"],
     "mra": ["model.attention.block_size=8", "model.attention.blocks_per_row=2"],
-    "rpe_fft": ["model.attention.max_offset=32"],  # a per-member table: the exploit copies it
+    "rpe_fft": ["model.attention.max_offset=32"],  # a table per member and head: the exploit copies it
     "collaborative": ["model.attention.key_dim=8"],  # per-member projections and mixing
 }
 

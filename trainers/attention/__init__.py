@@ -3,11 +3,13 @@
 Three registries:
   KERNELS: kinds that replace only the attention map inside a standard pre-norm block.
       A kernel is an nn.Module built as
-      `cls(config, members=P, head_dim=K, causal=bool, layer=i)`
+      `cls(config, members=P, head_dim=K, causal=bool, layer=i)` (plus `heads=H` for kernels
+      with per-head weights: trainers/attention/heads.py)
       and called as `forward(q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None) -> out_NHTK`:
       q, k, v of shape [N, H, T, K], N = members x batch folded together (member-major,
       so `q.view(P, B, H, T, K)` recovers the members and fused kernels run unchanged).
-      Learned kernel parameters (rpe_fft's relative-position table) have a leading member axis P.
+      Learned kernel parameters (rpe_fft's relative-position tables, [P, H, ...]) have a
+      leading member axis P.
   SUBLAYERS: kinds that replace the standard block's whole attention sublayer (q/k/v and
       output projections included) because they act on x, not on q, k, v, such as
       collaborative attention's shared projections, or contextpool's pooling of x before

@@ -111,9 +111,13 @@ class RpeFftAttentionConfig(_KindConfig):
     max_offset: PositiveInt = Field(
         1024, description="largest |i - j| with its own learned value of f; farther pairs share the value at "
                           "+-max_offset (the table holds 2 * max_offset + 1 entries per member and head)")
-    feature_chunk: PositiveInt = Field(
-        8, description="feature dims of phi(k) transformed per FFT pass: bounds the [N, H, 2T, chunk, K+1] "
-                       "complex intermediate (memory) at the cost of more, smaller passes")
+    pass_buffer_mb: PositiveFloat = Field(
+        2.0, description="most memory of each buffer of one FFT pass (a pass convolves phi(k)_m v_j for some "
+                         "(sequence, head) rows x features m x value columns j at once; about five such buffers "
+                         "are live in backward, nothing of their size is kept between passes): smaller means "
+                         "less memory and more passes; 2 MB was fastest on CPU (0.5-16 MB measured) and keeps "
+                         "them in cache (on a GPU, where each pass launches kernels, larger is likely faster: "
+                         "not measured); one ~2T-point sequence per pass at least, whatever it says")
     grid_mask: bool = Field(
         True, description="on a task with a grid (H, W): f is a function of the offset (d_row, d_col) on the grid "
                           "(2-D block-Toeplitz mask by 2-D FFT, a table of (2*min(max_offset, H-1)+1) x "

@@ -2,8 +2,10 @@
 ICML 2022, "From block-Toeplitz matrices to differential equations on graphs").
 
 Legend: P members, B sequences per member, N = P*B, H heads, T tokens, K head dim,
-M = feature dims of phi (M = K here), C = features per FFT pass, R = 2 * max_offset + 1
-table entries, L = FFT length (2T), F = L/2 + 1 frequencies.
+M = feature dims of phi (M = K here), J = K + 1 value columns (the normaliser's ones
+column), R = 2 * max_offset + 1 table entries (in the parameters' names; in forward's
+`_RMx` tensors R is N*H (sequence, head) rows, as in toeplitz.py), x = the token axes (T,)
+or (Y, X), L = FFT length (toeplitz.fft_length: the smallest 5-smooth length >= 2T - 1).
 
 The attention matrix of linear attention, phi(Q) phi(K)^T, is masked elementwise by a
 Toeplitz matrix f(i - j):
@@ -16,36 +18,47 @@ kind's feature map, so with f = 1 this kind IS linear attention.
 Choices the paper leaves open:
 - f = exp(table): a positive mask keeps the normaliser positive (a sum of positive terms).
   The table starts at zero (f = 1: plain linear attention at init).
-- The table is [P, 1, R]: one learned value per member and offset -max_offset ..
-  max_offset, shared by the heads (axis 1 broadcasts over H). Per-head tables ([P, H, R],
-  the paper's per-head masks) need the head count, which the kernel interface does not
-  pass; with it only the table's constructor changes. Offsets farther than max_offset are
-  clamped to the value at +-max_offset, so any T runs (a learned constant far field) and
-  the parameter count does not depend on the task's length.
+- The table is [P, H, R]: one learned value per member, head and offset -max_offset ..
+  max_offset (the paper's per-head masks; the head count comes with `heads=`,
+  trainers/attention/heads.py). Offsets farther than max_offset are clamped to the value at
+  +-max_offset, so any T runs (a learned constant far field) and the parameter count does
+  not depend on the task's length.
+- Tables saved before they were per head ([P, 1, R], [P, 1, 2R_y+1, 2R_x+1]: one table
+  shared by the heads) load into every head (`_load_from_state_dict`): the same function,
+  whose heads then train apart. Only the weights migrate: an optimizer's or error
+  feedback's state for the old shape does not, so a run with an old table is not resumed.
 - Causal: f(r) = 0 for r < 0, so the mask is lower triangular (the negative half of the
   table is then unused and gets zero gradient).
 - 2-D grids (the paper's block-Toeplitz case): on a task with a grid (Y, X) (tokens are an
   image read row by row, T = Y*X) the mask is f(dy, dx) of the offset on the grid, chosen
   automatically (`grid_mask: false` keeps f(i - j) along the row-major sequence). The table
-  is [P, 1, 2*R_y + 1, 2*R_x + 1] with R_y = min(max_offset, Y - 1) (likewise R_x): every
+  is [P, H, 2*R_y + 1, 2*R_x + 1] with R_y = min(max_offset, Y - 1) (likewise R_x): every
   offset of the grid its own value unless max_offset clamps, so its size follows the task's
   grid as the position embedding follows its length. S and z are then 2-D convolutions over
-  the grid, by 2-D FFTs on the zero-padded (2Y, 2X) grid (toeplitz.py). Bidirectional only
+  the grid, by 2-D FFTs on the zero-padded (L_y, L_x) grid (toeplitz.py). Bidirectional only
   (an image has no order to be causal in).
-- Memory: the FFT needs phi(k)_m v_k for every feature pair (m, k): a [N, H, M, K+1, L]
-  tensor, 2*M*(K+1) numbers per token (over 8 K per token at K = 64). It is built and
-  transformed C = feature_chunk features of phi(k) at a time, so the temporaries of one
-  pass are [N, H, C, K+1, L]-sized. For backward each pass keeps its transform
-  [N, H, C, K+1, F] (complex), O(T M K) numbers in all, as any per-token linear-attention
-  state would; the convolution's backward is written by hand (toeplitz.py) because
-  autograd through rfft / irfft spent more time zero-filling and copying than transforming.
+- Memory and time: the FFTs need phi(k)_m v_j for every pair (m, j): M*J sequences per
+  (sequence, head), over 4 K numbers per token at K = 64. toeplitz.masked_readout convolves
+  them a few at a time, in passes whose buffers hold at most `pass_buffer_mb` (2 MB: a
+  pass's buffers then stay in cache and below glibc's 32 MB mmap threshold, so they are
+  neither page-faulted in afresh nor evicted between the transform and its use), and reads
+  each pass out into the output at once. Nothing of that size is kept for backward, which
+  recomputes the transforms (6 FFTs per sequence instead of 4): measured side by side with
+  the version that kept them (2026-12-01, 1 thread, width 256, 4 heads, under load), this
+  was 1.7-2.4x faster from 512 to 8K tokens (README), and its peak memory is a pass's
+  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2) (the
+  layer's peak at 16K tokens: 427 MB instead of 8 GB).
+  Its backward is written by hand: autograd through rfft / irfft zero-fills and copies
+  full-size buffers at every step and would keep the transforms.
 - Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.
-- FFT numerics: everything but the convolutions runs in fp32 (fp64 inputs stay fp64). An
-  FFT convolution's rounding is relative to the whole sequence, not to each output: row
-  i's normaliser z_i gets an absolute error near eps * sum_j f(i-j)|a_j| taken over ALL j,
-  so a row with a small z_i (causal row 0 holds one term against T) loses log10(T) digits.
-  In fp32 that is 1.5e-4 at causal row 0 for T = 1000 (measured), so the convolutions run
-  in float64 by default (`fft_dtype`), at about twice their time and memory.
+- FFT numerics: from phi on everything runs in `fft_dtype` (fp64 inputs stay fp64), the
+  readout phi(q)^T S included: it costs a multiply per (m, j) pair either way, and a cast
+  of S to fp32 first would be one more pass over it. An FFT convolution's rounding is
+  relative to the whole sequence, not to each output: row i's normaliser z_i gets an
+  absolute error near eps * sum_j f(i-j)|a_j| taken over ALL j, so a row with a small z_i
+  (causal row 0 holds one term against T) loses log10(T) digits. In fp32 that is 1.5e-4 at
+  causal row 0 for T = 1000 (measured), so the convolutions run in float64 by default
+  (`fft_dtype`), at about twice their time and memory.
 """
 import torch
 import torch.nn.functional as F
@@ -53,73 +66,79 @@ from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
 from trainers.attention.grid import grid_shape
-from trainers.attention.toeplitz import toeplitz_apply
+from trainers.attention.toeplitz import fft_length, masked_readout
 
 
 class RpeFftAttention(nn.Module):
     supports_causal = True
     uses_grid = True  # 2-D mask on a task with a grid; 1-D tasks need none
+    uses_heads = True  # a table per head
 
-    def __init__(self, config: RpeFftAttentionConfig, *, members: int, head_dim: int, causal: bool,
+    def __init__(self, config: RpeFftAttentionConfig, *, members: int, heads: int, head_dim: int, causal: bool,
                  layer: int = 0, grid: tuple[int, int] | None = None):
         super().__init__()
         self.causal = causal
         self.max_offset = config.max_offset
-        self.feature_chunk = config.feature_chunk
+        self.pass_bytes = int(config.pass_buffer_mb * 2 ** 20)
         self.fft_dtype = getattr(torch, config.fft_dtype)
         self.grid = grid if config.grid_mask else None
         if self.grid is None:
-            # log f per member and offset, shared by the heads (see the module docstring).
-            self.log_mask_PHR = nn.Parameter(torch.zeros(members, 1, 2 * config.max_offset + 1))
+            self.log_mask_PHR = nn.Parameter(torch.zeros(members, heads, 2 * config.max_offset + 1))
             return
         if causal:
             raise ValueError("rpe_fft's 2-D grid mask is bidirectional; set grid_mask: false for a causal model")
         self.offsets_yx = tuple(min(config.max_offset, side - 1) for side in self.grid)
-        self.log_mask_PHYX = nn.Parameter(torch.zeros(members, 1, *(2 * r + 1 for r in self.offsets_yx)))
+        self.log_mask_PHYX = nn.Parameter(torch.zeros(members, heads, *(2 * r + 1 for r in self.offsets_yx)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A table saved shared by the heads ([P, 1, ...]) becomes every head's (module docstring).
+        for name, param in self.named_parameters(recurse=False):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.dim() == param.dim() and saved.shape[1] == 1 != param.shape[1]:
+                state_dict[prefix + name] = saved.expand(-1, param.shape[1], *saved.shape[2:])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
-        dtype = torch.promote_types(v_NHTK.dtype, torch.float32)  # fp32 math; fp64 stays fp64
-        phi_q_NHTM = F.elu(q_NHTK.to(dtype)) + 1.0
-        phi_k_NHTM = F.elu(k_NHTK.to(dtype)) + 1.0
-        if key_mask_NT is not None:
-            phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None].to(dtype)
-        # A ones column on v makes the normaliser z ride along as output column K.
-        v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
-        T = v_NHTK.shape[-2]
-        fft_dtype = torch.promote_types(dtype, self.fft_dtype)
+        # Everything from phi on runs in the FFT dtype (fp64 by default; fp64 inputs stay fp64).
+        dtype = torch.promote_types(torch.promote_types(v_NHTK.dtype, torch.float32), self.fft_dtype)
+        T, K = v_NHTK.shape[-2:]
         if self.grid is None:
             tokens = (T,)
-            mask_PHL = self.relative_mask(T).to(fft_dtype)
+            g_PHL = self.relative_mask(T).to(dtype)
         else:
             tokens = grid_shape(self.grid, T, "rpe_fft")  # the token axis as (Y, X) for the 2-D FFT
-            mask_PHL = self.relative_mask_2d().to(fft_dtype)
-        out_NHTJ = 0
-        for phi_q_NHTC, phi_k_NHTC in zip(phi_q_NHTM.split(self.feature_chunk, -1),
-                                          phi_k_NHTM.split(self.feature_chunk, -1)):
-            a_NHCJT = torch.einsum("nhtc,nhtj->nhcjt", phi_k_NHTC.to(fft_dtype), v_NHTJ.to(fft_dtype))
-            state_NHCJT = toeplitz_apply(mask_PHL, a_NHCJT.unflatten(-1, tokens)).flatten(-len(tokens)).to(dtype)
-            out_NHTJ = out_NHTJ + torch.einsum("nhtc,nhcjt->nhtj", phi_q_NHTC, state_NHCJT)
-        out_NHTK = out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(1e-6)
-        return out_NHTK.to(v_NHTK.dtype)
+            g_PHL = self.relative_mask_2d().to(dtype)
+        # Rows R = N*H, token axes last ([R, M, x]): the FFTs run along contiguous memory.
+        phi_q_RMx = (F.elu(q_NHTK.to(dtype)) + 1.0).transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
+        phi_k_NHMT = (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1)
+        if key_mask_NT is not None:
+            phi_k_NHMT = phi_k_NHMT * key_mask_NT[:, None, None, :].to(dtype)
+        phi_k_RMx = phi_k_NHMT.flatten(0, 1).contiguous().unflatten(-1, tokens)
+        # A ones column on v makes the normaliser z ride along as output column K.
+        v_RJx = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
+        y_RJT = masked_readout(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx.unflatten(-1, tokens),
+                               pass_bytes=self.pass_bytes).flatten(2)
+        out_RKT = y_RJT[:, :K] / y_RJT[:, K:].clamp_min(1e-6)
+        return out_RKT.transpose(-2, -1).unflatten(0, v_NHTK.shape[:2]).to(v_NHTK.dtype)
 
     def relative_mask(self, length: int) -> torch.Tensor:
-        """f on the circle of 2T FFT points: entry n holds f(n) for n < T, f(n - 2T) for
-        n > T (the negative offsets), and 0 at n = T (offset -T never occurs). [P, H, 2T]."""
-        n = torch.arange(2 * length, device=self.log_mask_PHR.device)
-        offset = torch.where(n < length, n, n - 2 * length)
+        """f on the circle of L = fft_length(T) points: entry n holds f(n) for n < T and
+        f(n - L) for n > L - T (the negative offsets); 0 between (offsets <= -T never occur)
+        and, when causal, at every negative offset. [P, H, L]."""
+        n = torch.arange(fft_length(length), device=self.log_mask_PHR.device)
+        offset = torch.where(n < length, n, n - len(n))
         f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
-        unused = (offset < 0) if self.causal else (offset == -length)
+        unused = (offset < 0) if self.causal else (offset <= -length)
         return f_PHL.masked_fill(unused, 0.0)
 
     def relative_mask_2d(self) -> torch.Tensor:
-        """f on the (2Y, 2X) FFT grid, each axis laid out as in `relative_mask` (offsets
-        -Y and -X never occur: 0 there). [P, H, 2Y, 2X]."""
+        """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
         axes = []
         for side, max_offset in zip(self.grid, self.offsets_yx):
-            n = torch.arange(2 * side, device=self.log_mask_PHYX.device)
-            offset = torch.where(n < side, n, n - 2 * side)
-            axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset == -side))
+            n = torch.arange(fft_length(side), device=self.log_mask_PHYX.device)
+            offset = torch.where(n < side, n, n - len(n))
+            axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset <= -side))
         (rows, unused_rows), (cols, unused_cols) = axes
         f_PHYX = self.log_mask_PHYX[:, :, rows[:, None], cols[None, :]].exp()
         return f_PHYX.masked_fill(unused_rows[:, None] | unused_cols[None, :], 0.0)

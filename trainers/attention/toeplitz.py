@@ -1,60 +1,147 @@
-"""Toeplitz (1-D) and block-Toeplitz (2-D grid) matrix-vector products by FFT, with a
-hand-written backward.
+"""Linear attention's readout through a Toeplitz (1-D) or block-Toeplitz (2-D grid) mask, by
+FFT, with a hand-written backward that recomputes the transforms instead of keeping them.
 
-Legend: P members, B sequences per member, N = P*B (member-major), H heads (or 1, shared
-by the heads), x = any axes between H and the token axes, T tokens (1-D) or Y x X grid
-positions (2-D), L = 2T (or 2Y, 2X) FFT points per token axis.
+Legend: P members, B sequences per member, N = P*B (member-major), H heads, R = N*H rows
+(sequence, head), M features of phi, C features per pass, J value columns, T tokens (1-D)
+or Y x X grid positions (2-D), x = the token axes ((T,) or (Y, X)), L FFT points per token
+axis, F = its rfft's length, G = P*H (member, head) pairs, each with its own g.
 
-1-D: s_i = sum_j g(i - j) a_j for i, j < T is a circular convolution on L = 2T >= 2T - 1
-points (offsets -(T-1) .. T-1 never wrap onto each other), so s = irfft(rfft(g) * rfft(a)).
-2-D: s_(y,x) = sum_(m,n) g(y - m, x - n) a_(m,n) on a Y x X grid, whose matrix over the
-row-major tokens is block-Toeplitz (Toeplitz blocks in a Toeplitz pattern); the same
-argument per axis makes it a circular convolution on the (2Y, 2X) grid: rfft2 / irfft2.
-Autograd through rfft / irfft works but pays for zero-filled and copied full-size buffers
-at every step (most of the time on CPU); the backward here is two more FFT products:
-  grad a_j = sum_i g(i - j) grad s_i     (correlation with g:  conj(G) * rfft(grad s))
-  grad g(r) = sum_j a_j grad s_(j + r)   (correlation with a:  conj(A) * rfft(grad s)),
-the latter summed over every axis g is broadcast along in the frequency domain, so only
-one small inverse FFT per member and head remains.
+  y_j(i) = sum_m phi_q_m(i) s_mj(i),   s_mj(i) = sum_t g(i - t) a_mj(t),   a_mj(t) = phi_k_m(t) v_j(t)
+
+1-D: s = g * a is a Toeplitz matrix-vector product, which is a circular convolution on any
+L >= 2T - 1 points (offsets -(T-1) .. T-1 never wrap onto each other): s = irfft(G A),
+G = rfft(g), A = rfft(a zero-padded to L). L is the smallest 5-smooth length (2^a 3^b 5^c)
+>= 2T - 1 (FFTs are fastest on lengths with small factors), rather than 2T. 2-D: on a Y x X grid the matrix over
+the row-major tokens is block-Toeplitz, and the same argument per axis makes s a circular
+convolution on an (L_y, L_x) grid: rfft2 / irfft2.
+
+Memory: a and s hold M * J numbers per token and row (over 4 K at K = 64), so they exist
+only a pass at a time: R' rows x C features x J' columns whose buffers stay under
+`pass_bytes` (small passes stay in cache: rpe_fft.py has the measurements). The outer
+products are written into one zero-padded buffer per call, whose padding is zeroed once
+(rfft never writes its input). Nothing of that size is kept for backward (the inputs are
+O(T (M + J)) per row): backward recomputes A and s, one rfft and one irfft per sequence
+more than keeping them (6 transforms instead of 4), for a peak of one pass's buffers
+instead of O(T M J) complex numbers.
+The gradients, two more FFT products per pass:
+  grad s_mj(i) = phi_q_m(i) grad y_j(i)       grad phi_q_m(i) = sum_j s_mj(i) grad y_j(i)
+  grad a_mj(t) = sum_i g(i - t) grad s_mj(i)  (correlation with g: conj(G) * rfft(grad s))
+  grad phi_k_m(t) = sum_j grad a_mj(t) v_j(t),  grad v_j(t) = sum_m grad a_mj(t) phi_k_m(t)
+  grad g(r) = sum_t a(t) grad s(t + r)        (correlation with a: conj(A) * rfft(grad s)),
+the last summed over B, the features and J in the frequency domain, so one small inverse
+FFT per member and head remains. Autograd through rfft / irfft works but zero-fills and
+copies full-size buffers at every step, and would keep A for backward.
 """
+import math
+
 import torch
 
+_SMOOTH_PRIMES = (2, 3, 5)
 
-class _ToeplitzConvolution(torch.autograd.Function):
+
+def fft_length(tokens: int) -> int:
+    """The smallest 5-smooth length >= 2 * tokens - 1: a circular convolution that long holds
+    every offset -(tokens-1) .. tokens-1 without wrapping."""
+    length = max(2 * tokens - 1, 1)
+    while True:
+        rest = length
+        for prime in _SMOOTH_PRIMES:
+            while rest % prime == 0:
+                rest //= prime
+        if rest == 1:
+            return length
+        length += 1
+
+
+class _MaskedReadout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, g_PHL: torch.Tensor, a_NHxT: torch.Tensor) -> torch.Tensor:
-        P, H, *sizes = g_PHL.shape  # sizes: (L,) or (L_rows, L_cols)
-        dims = tuple(range(-len(sizes), 0))
-        g_fft_PBHxF = torch.fft.rfftn(g_PHL, dim=dims)
-        g_fft_PBHxF = g_fft_PBHxF.view(P, 1, H, *(1,) * (a_NHxT.dim() - 2 - len(sizes)), *g_fft_PBHxF.shape[2:])
-        a_fft_PBHxF = torch.fft.rfftn(a_NHxT, s=sizes, dim=dims).unflatten(0, (P, -1))
-        ctx.save_for_backward(g_fft_PBHxF, a_fft_PBHxF)
-        ctx.sizes = sizes
-        return _crop(torch.fft.irfftn(a_fft_PBHxF * g_fft_PBHxF, s=sizes, dim=dims), sizes).flatten(0, 1)
+    def forward(ctx, g_PHL, phi_q_RMx, phi_k_RMx, v_RJx, pass_bytes: int):
+        passes = _Passes(g_PHL, phi_k_RMx, v_RJx, pass_bytes)
+        y_RJx = torch.zeros_like(v_RJx)
+        for rows, features, cols, G_R11F in passes:
+            A_RCJF = passes.transform(phi_k_RMx[rows, features], v_RJx[rows, cols])
+            s_RCJx = passes.inverse(A_RCJF.mul_(G_R11F))
+            y_RJx[rows, cols] += (s_RCJx * phi_q_RMx[rows, features].unsqueeze(2)).sum(1)
+        ctx.save_for_backward(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx)
+        ctx.pass_bytes = pass_bytes
+        return y_RJx
 
     @staticmethod
-    def backward(ctx, grad_s_NHxT: torch.Tensor):
-        g_fft_PBHxF, a_fft_PBHxF = ctx.saved_tensors
-        sizes = ctx.sizes
-        dims = tuple(range(-len(sizes), 0))
-        P = g_fft_PBHxF.shape[0]
-        grad_fft_PBHxF = torch.fft.rfftn(grad_s_NHxT, s=sizes, dim=dims).unflatten(0, (P, -1))
-        grad_a = _crop(torch.fft.irfftn(grad_fft_PBHxF * g_fft_PBHxF.conj(), s=sizes, dim=dims), sizes).flatten(0, 1)
-        # Sum over the axes g broadcasts along (B, the extra axes, H when g is shared).
-        broadcast = [axis for axis in range(a_fft_PBHxF.dim() - len(sizes)) if g_fft_PBHxF.shape[axis] == 1]
-        grad_g_fft = (grad_fft_PBHxF * a_fft_PBHxF.conj()).sum(broadcast, keepdim=True)
-        grad_g = torch.fft.irfftn(grad_g_fft, s=sizes, dim=dims).flatten(0, 1).reshape(P, -1, *sizes)
-        return grad_g, grad_a
+    def backward(ctx, grad_y_all_RJx):
+        g_PHL, phi_q_RMx, phi_k_RMx, v_all_RJx = ctx.saved_tensors
+        passes = _Passes(g_PHL, phi_k_RMx, v_all_RJx, ctx.pass_bytes)
+        grad_y_all_RJx = grad_y_all_RJx.contiguous()
+        grad_q, grad_k, grad_v = torch.zeros_like(phi_q_RMx), torch.zeros_like(phi_k_RMx), torch.zeros_like(v_all_RJx)
+        grad_G_GF = torch.zeros_like(passes.G_GF)  # G = (member, head) pairs
+        for rows, features, cols, G_R11F in passes:
+            phi_k_RCx, phi_q_RCx = phi_k_RMx[rows, features], phi_q_RMx[rows, features]
+            v_RJx, grad_y_RJx = v_all_RJx[rows, cols], grad_y_all_RJx[rows, cols]
+            A_RCJF = passes.transform(phi_k_RCx, v_RJx)
+            grad_S_RCJF = passes.transform(phi_q_RCx, grad_y_RJx)
+            grad_G_GF.index_add_(0, passes.pair[rows], (A_RCJF.conj() * grad_S_RCJF).sum((1, 2)))
+            s_RCJx = passes.inverse(A_RCJF.mul_(G_R11F))
+            grad_q[rows, features] += (s_RCJx * grad_y_RJx.unsqueeze(1)).sum(2)
+            grad_a_RCJx = passes.inverse(grad_S_RCJF.mul_(G_R11F.conj()))
+            grad_k[rows, features] += (grad_a_RCJx * v_RJx.unsqueeze(1)).sum(2)
+            grad_v[rows, cols] += (grad_a_RCJx * phi_k_RCx.unsqueeze(2)).sum(1)
+        grad_g_PHL = torch.fft.irfftn(grad_G_GF, s=passes.sizes, dim=passes.dims).view_as(g_PHL)
+        return grad_g_PHL, grad_q, grad_k, grad_v, None
 
 
-def _crop(s_full: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-    """The first half of each token axis: the real outputs of the zero-padded convolution."""
-    return s_full[(..., *(slice(0, size // 2) for size in sizes))]
+class _Passes:
+    """Cuts the R x M x J (row, feature, value column) sequences into passes of at most
+    `pass_bytes` per buffer (R' rows x C features x J' columns, columns filled first), and
+    owns the real buffer [R', C, J', L...] the outer products are written into: allocated
+    once per call, its padding zeroed once (rfft never writes its input). Iterating yields
+    (rows, features, columns, G of those rows [R', 1, 1, F...])."""
+
+    def __init__(self, g_PHL, phi_RMx, v_RJx, pass_bytes):
+        R, M = phi_RMx.shape[:2]
+        J, self.tokens = v_RJx.shape[1], tuple(v_RJx.shape[2:])
+        self.sizes = tuple(g_PHL.shape[2:])  # L per token axis
+        self.dims = tuple(range(-len(self.sizes), 0))
+        P, H = g_PHL.shape[:2]
+        self.G_GF = torch.fft.rfftn(g_PHL, dim=self.dims).flatten(0, 1)
+        # Row r = (n, h) of N = P*B member-major sequences: its (member, head) pair's G.
+        row = torch.arange(R, device=v_RJx.device)
+        self.pair = (row // (R // P)) * H + row % H
+        units = max(1, pass_bytes // (math.prod(self.sizes) * v_RJx.element_size()))
+        J_pass = _even_split(J, min(J, units))
+        C = _even_split(M, min(M, max(1, units // J_pass)))
+        R_pass = _even_split(R, min(R, max(1, units // (J_pass * C))))
+        self.blocks = [(slice(r, min(r + R_pass, R)), slice(c, min(c + C, M)), slice(j, min(j + J_pass, J)))
+                       for r in range(0, R, R_pass) for c in range(0, M, C) for j in range(0, J, J_pass)]
+        self.padded = torch.zeros(R_pass, C, J_pass, *self.sizes, dtype=v_RJx.dtype, device=v_RJx.device)
+        self.crop = (..., *(slice(0, t) for t in self.tokens))
+
+    def __iter__(self):
+        for rows, features, cols in self.blocks:
+            G_RF = self.G_GF[self.pair[rows]]
+            yield rows, features, cols, G_RF.view(G_RF.shape[0], 1, 1, *G_RF.shape[1:])
+
+    def transform(self, phi_RCx, w_RJx):
+        """rfft of the zero-padded outer product phi_c(t) w_j(t): [R', C, J, F...]."""
+        R, C, J = *phi_RCx.shape[:2], w_RJx.shape[1]
+        padded = self.padded[:R, :C, :J]
+        torch.mul(phi_RCx.unsqueeze(2), w_RJx.unsqueeze(1), out=padded[self.crop])
+        return torch.fft.rfftn(padded, dim=self.dims)
+
+    def inverse(self, S_RCJF):
+        """irfft, cropped to the tokens: [R', C, J, x]."""
+        return torch.fft.irfftn(S_RCJF, s=self.sizes, dim=self.dims)[self.crop]
 
 
-def toeplitz_apply(g_PHL: torch.Tensor, a_NHxT: torch.Tensor) -> torch.Tensor:
-    """s_i = sum_j g(i - j) a_j along the last axis of a ([N, H, ..., T]), each member with
-    its own g. g_PHL holds g on the circle of L = 2T points: g[n] = g(n) for n < T and
-    g(n - 2T) for n > T (g[T] is never read). On a grid, a is [N, H, ..., Y, X] and g is
-    [P, H, 2Y, 2X], laid out that way along each axis: s_(y,x) = sum g(y-m, x-n) a_(m,n)."""
-    return _ToeplitzConvolution.apply(g_PHL, a_NHxT)
+def _even_split(total: int, most: int) -> int:
+    """The size of ceil(total / most) near-equal parts (so the last pass is not a sliver)."""
+    return -(-total // -(-total // most))
+
+
+def masked_readout(g_PHL: torch.Tensor, phi_q_RMx: torch.Tensor, phi_k_RMx: torch.Tensor, v_RJx: torch.Tensor,
+                   *, pass_bytes: int) -> torch.Tensor:
+    """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t), [R, J, x], for R = N*H
+    rows (sequence n, head h; n member-major), each (member, head) with its own g. The
+    token axes x are (T,) or (Y, X); g_PHL holds g on the circle (or torus) of
+    `fft_length(T)` points per axis, g[n] = g(n) for n < T and g(n - L) for n > L - T
+    (entries between are never read). Every tensor has the FFT dtype; q, k, v are
+    [R, M or J, x] (token axes last). `pass_bytes` bounds each buffer of a pass."""
+    return _MaskedReadout.apply(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx, pass_bytes)

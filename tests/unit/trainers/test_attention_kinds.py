@@ -9,6 +9,7 @@ import torch
 from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 from trainers.attention.config import LaraAttentionConfig, LinearAttentionConfig
 from trainers.attention.grid import grid_kwargs, requires_grid
+from trainers.attention.heads import heads_kwargs
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -21,7 +22,7 @@ OPTIONS = {
     "vars": {"dictionary": "keys"},  # the default ties keys to queries: k would get no gradient
     "contextpool": {"max_support": 1.5},
     "flash": {"group_size": 8, "qk_dim": 16},
-    "rpe_fft": {"max_offset": 8, "feature_chunk": 3},
+    "rpe_fft": {"max_offset": 8, "pass_buffer_mb": 0.01},  # T = 21: 15 (row, feature) pairs per pass
     "collaborative": {"key_dim": 8},
     "hypercube": {"block_size": 4},
     "mra": {"block_size": 4, "blocks_per_row": 2},
@@ -113,7 +114,8 @@ def test_model_gradients_flow_and_are_finite(case):
 
 def make_kernel(kind: str, causal: bool):
     config = ModelConfig(attention={"kind": kind, **OPTIONS[kind]}).attention
-    return KERNELS[kind](config, members=3, head_dim=8, causal=causal, **grid_for(KERNELS[kind]))
+    return KERNELS[kind](config, members=3, head_dim=8, causal=causal, **grid_for(KERNELS[kind]),
+                         **heads_kwargs(KERNELS[kind], 2))  # qkv()'s H
 
 
 def qkv(N: int = 3, H: int = 2, length: int = T, K: int = 8, requires_grad: bool = False):

@@ -12,6 +12,7 @@ import torch
 
 from trainers.attention import ALL_KINDS, BLOCKS, KERNELS
 from trainers.attention.grid import requires_grid
+from trainers.attention.heads import heads_kwargs
 from trainers.config import ModelConfig
 from trainers.model import PopulationTransformer
 
@@ -65,7 +66,7 @@ def test_kernel_ignores_padding(case, extra):
     def kernel(length: int):
         torch.manual_seed(0)
         return KERNELS[kind](attention_config(kind), members=1, head_dim=8, causal=causal,
-                             **row_grid(KERNELS[kind], length)).eval()
+                             **row_grid(KERNELS[kind], length), **heads_kwargs(KERNELS[kind], 2)).eval()
 
     T = max(LENGTHS) + extra
     generator = torch.Generator().manual_seed(2)

@@ -74,7 +74,7 @@ def test_query_independent_ripple_is_rpe_fft_with_a_ring_mask():
     ripple = random_kernel(grid, rings=rings, query_dependent=False)
     q, k, v = random_inputs(30)
     alpha_PW = ripple.ring_weights(q)[::B, 0, 0]  # member p's weights: row p*B
-    rpe = RpeFftAttention(RpeFftAttentionConfig(), members=P, head_dim=K, causal=False, grid=grid)
+    rpe = RpeFftAttention(RpeFftAttentionConfig(), members=P, heads=H, head_dim=K, causal=False, grid=grid)
     Ry, Rx = rpe.offsets_yx
     ring_YX = torch.maximum(torch.arange(-Ry, Ry + 1)[:, None].abs(), torch.arange(-Rx, Rx + 1)[None, :].abs())
     with torch.no_grad():

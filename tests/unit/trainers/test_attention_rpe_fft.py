@@ -1,5 +1,7 @@
 """rpe_fft: the FFT form equals the explicit T x T masked linear attention, reduces to the
-`linear` kind when f = 1, ignores padded keys, and has exact gradients (gradcheck)."""
+`linear` kind when f = 1, ignores padded keys, and has exact gradients (gradcheck). Every
+head has its own table (drawn apart: `random_kernel`), so the oracles check that head h
+reads table h."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,9 +9,10 @@ import torch.nn.functional as F
 from trainers.attention.config import LinearAttentionConfig, RpeFftAttentionConfig
 from trainers.attention.linear import LinearAttention
 from trainers.attention.rpe_fft import RpeFftAttention
-from trainers.attention.toeplitz import toeplitz_apply
+from trainers.attention.toeplitz import fft_length, masked_readout
 
 P, B, H, K = 2, 1, 3, 8
+PASS_MB = 0.05  # passes of a few (row, feature) pairs: T = 64 takes 5 per pass, T = 1000 one
 
 
 def explicit_masked_attention(kernel: RpeFftAttention, q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None):
@@ -33,10 +36,12 @@ def random_inputs(length: int, *, N: int = P * B, heads: int = H, seed: int = 0)
     return [torch.randn(N, heads, length, K, generator=generator) for _ in range(3)]
 
 
-def random_kernel(causal: bool, *, max_offset: int = 40, members: int = P, **options) -> RpeFftAttention:
+def random_kernel(causal: bool, *, max_offset: int = 40, members: int = P, heads: int = H,
+                  **options) -> RpeFftAttention:
+    options = {"pass_buffer_mb": PASS_MB, **options}
     kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=max_offset, **options), members=members,
-                             head_dim=K, causal=causal)
-    with torch.no_grad():  # a mask that varies by member and offset, clamped past +-40
+                             heads=heads, head_dim=K, causal=causal)
+    with torch.no_grad():  # a mask that varies by member, head and offset, clamped past +-40
         kernel.log_mask_PHR.normal_(generator=torch.Generator().manual_seed(7))
     return kernel
 
@@ -60,7 +65,7 @@ def test_float32_fft_is_close_at_short_length(causal):
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_unit_mask_is_linear_attention(causal):
-    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=16), members=P, head_dim=K, causal=causal)
+    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=16), members=P, heads=H, head_dim=K, causal=causal)
     linear = LinearAttention(LinearAttentionConfig(chunk_size=8), members=P, head_dim=K, causal=causal)
     q, k, v = random_inputs(37)
     torch.testing.assert_close(kernel(q, k, v), linear(q, k, v), rtol=1e-5, atol=1e-5)
@@ -83,9 +88,9 @@ def test_padded_keys_contribute_nothing(causal):
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
 def test_gradcheck_through_the_ffts(causal):
-    kernel = random_kernel(causal, max_offset=3, feature_chunk=2).double()
-    # K = 3 with feature_chunk 2: two FFT passes of unequal width.
-    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(5, N=P, heads=1))
+    kernel = random_kernel(causal, max_offset=3, heads=2, pass_buffer_mb=1e-9).double()
+    # K = 3, one (row, feature) pair per pass; two heads, two tables.
+    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(5, N=P, heads=2))
     table = kernel.log_mask_PHR.detach().clone().requires_grad_()
 
     def attention(q, k, v, table):
@@ -94,26 +99,48 @@ def test_gradcheck_through_the_ffts(causal):
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
 
 
-@pytest.mark.parametrize("mask_heads", [1, 2], ids=["shared-by-heads", "per-head"])
-def test_toeplitz_convolution_gradcheck_and_value(mask_heads):
-    """The hand-written backward, with B = 2 sequences per member and an extra axis that g
-    broadcasts along; and the value against the explicit Toeplitz matrix."""
-    generator = torch.Generator().manual_seed(3)
-    members, T = 2, 5
-    g_PHL = torch.randn(members, mask_heads, 2 * T, generator=generator, dtype=torch.float64)
-    a_NHxT = torch.randn(members * 2, 2, 3, T, generator=generator, dtype=torch.float64)
+def is_5_smooth(n: int) -> bool:
+    for prime in (2, 3, 5):
+        while n % prime == 0:
+            n //= prime
+    return n == 1
+
+
+def test_fft_length_is_the_smallest_5_smooth_length_holding_every_offset():
+    assert [fft_length(t) for t in (1, 2, 3, 4, 5, 7, 11, 1000, 1024)] == [1, 3, 5, 8, 9, 15, 24, 2000, 2048]
+    for t in range(1, 300):
+        length = fft_length(t)
+        assert is_5_smooth(length) and not any(is_5_smooth(n) for n in range(2 * t - 1, length))
+
+
+@pytest.mark.parametrize("units", [1, 8, 40, 10 ** 6], ids=["one-sequence", "uneven-features", "uneven-rows", "one-pass"])
+def test_masked_readout_equals_the_explicit_sum_however_it_is_cut_into_passes(units):
+    """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t), each (member, head) pair its
+    own g, with passes of `units` (row, feature, column) sequences: 1 each; 4 columns x 2 of 3
+    features; 3 of 8 rows x all; everything at once."""
+    members, B, H, M, J, T = 2, 2, 2, 3, 4, 5
+    R, L = members * B * H, fft_length(T)
+    generator = torch.Generator().manual_seed(5)
+    g_PHL = torch.randn(members, H, L, generator=generator, dtype=torch.float64)
+    phi_q_RMT, phi_k_RMT = (torch.rand(R, M, T, generator=generator, dtype=torch.float64) for _ in range(2))
+    v_RJT = torch.randn(R, J, T, generator=generator, dtype=torch.float64)
+    pair_R = torch.arange(R) // (B * H) * H + torch.arange(R) % H  # rows are (n, h), n = p * B + b
     offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
-    toeplitz_PHTT = g_PHL[..., offset_TT % (2 * T)].repeat_interleave(2, dim=0)  # N = P*B, member-major
-    expected = torch.einsum("nhij,nhxj->nhxi", toeplitz_PHTT, a_NHxT)
-    torch.testing.assert_close(toeplitz_apply(g_PHL, a_NHxT), expected)
-    assert torch.autograd.gradcheck(toeplitz_apply, (g_PHL.requires_grad_(), a_NHxT.requires_grad_()))
+    g_RTT = g_PHL.flatten(0, 1)[pair_R][:, offset_TT % L]
+    expected = torch.einsum("rmi,rit,rmt,rjt->rji", phi_q_RMT, g_RTT, phi_k_RMT, v_RJT)
+    pass_bytes = units * L * 8
+    torch.testing.assert_close(masked_readout(g_PHL, phi_q_RMT, phi_k_RMT, v_RJT, pass_bytes=pass_bytes), expected)
+    if units == 40:  # gradcheck once, smaller: T = 2 (L = 3), 2 rows, features cut 2 + 1, J = 3
+        args = (g_PHL[:1, :1, :3], phi_q_RMT[:2, :, :2], phi_k_RMT[:2, :, :2], v_RJT[:2, :3, :2])
+        assert torch.autograd.gradcheck(lambda *x: masked_readout(*x, pass_bytes=6 * 3 * 8),
+                                        tuple(x.clone().requires_grad_() for x in args))
 
 
 # --- on a 2-D grid: block-Toeplitz mask f(d_row, d_col) by 2-D FFT ------------------------
 
-def grid_kernel(grid, *, max_offset: int = 40, **options) -> RpeFftAttention:
-    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=max_offset, feature_chunk=3, **options), members=P,
-                             head_dim=K, causal=False, grid=grid)
+def grid_kernel(grid, *, max_offset: int = 40, heads: int = H, **options) -> RpeFftAttention:
+    kernel = RpeFftAttention(RpeFftAttentionConfig(max_offset=max_offset, pass_buffer_mb=PASS_MB, **options), members=P,
+                             heads=heads, head_dim=K, causal=False, grid=grid)
     with torch.no_grad():
         kernel.log_mask_PHYX.normal_(generator=torch.Generator().manual_seed(7))
     return kernel
@@ -137,7 +164,7 @@ def explicit_grid_attention(kernel: RpeFftAttention, q_NHTK, k_NHTK, v_NHTK, key
 @pytest.mark.parametrize("grid,max_offset", [((5, 7), 40), ((6, 6), 2), ((1, 9), 40), ((16, 16), 5)])
 def test_grid_mask_equals_explicit_masked_attention(grid, max_offset):
     kernel = grid_kernel(grid, max_offset=max_offset)
-    assert kernel.log_mask_PHYX.shape == (P, 1, 2 * min(max_offset, grid[0] - 1) + 1,
+    assert kernel.log_mask_PHYX.shape == (P, H, 2 * min(max_offset, grid[0] - 1) + 1,
                                           2 * min(max_offset, grid[1] - 1) + 1)
     q, k, v = random_inputs(grid[0] * grid[1], seed=grid[1])
     torch.testing.assert_close(kernel(q, k, v), explicit_grid_attention(kernel, q, k, v).float(),
@@ -154,8 +181,8 @@ def test_grid_mask_ignores_padded_keys():
 
 
 def test_grid_mask_gradcheck_and_options():
-    kernel = grid_kernel((2, 3), max_offset=1).double()  # a clamped offset (dx = +-2) and a small gradcheck
-    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(6, N=P, heads=1))
+    kernel = grid_kernel((2, 3), max_offset=1, heads=2).double()  # a clamped offset (dx = +-2), a small gradcheck
+    q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(6, N=P, heads=2))
     table = kernel.log_mask_PHYX.detach().clone().requires_grad_()
 
     def attention(q, k, v, table):
@@ -164,7 +191,27 @@ def test_grid_mask_gradcheck_and_options():
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
     with pytest.raises(ValueError, match="7 tokens are not the grid's 2x3 = 6"):
         kernel(*(x.detach()[:, :, :1].expand(-1, -1, 7, -1) for x in (q, k, v)))
-    one_d = RpeFftAttention(RpeFftAttentionConfig(grid_mask=False), members=P, head_dim=K, causal=True, grid=(3, 4))
-    assert one_d.grid is None and one_d.log_mask_PHR.shape == (P, 1, 2049)  # f(i - j) along the sequence
+    one_d = RpeFftAttention(RpeFftAttentionConfig(grid_mask=False), members=P, heads=H, head_dim=K, causal=True,
+                            grid=(3, 4))
+    assert one_d.grid is None and one_d.log_mask_PHR.shape == (P, H, 2049)  # f(i - j) along the sequence
     with pytest.raises(ValueError, match="bidirectional"):
-        RpeFftAttention(RpeFftAttentionConfig(), members=P, head_dim=K, causal=True, grid=(3, 4))
+        RpeFftAttention(RpeFftAttentionConfig(), members=P, heads=H, head_dim=K, causal=True, grid=(3, 4))
+
+
+# --- tables saved before they were per head ---------------------------------------------
+
+@pytest.mark.parametrize("grid", [None, (4, 5)], ids=["1-D", "grid"])
+def test_a_table_shared_by_the_heads_loads_into_every_head(grid):
+    """A state dict from before per-head tables ([P, 1, ...]) loads: each head gets the shared
+    table, so the loaded kernel computes what the shared table did (each head's oracle)."""
+    kernel = grid_kernel(grid) if grid else random_kernel(causal=True)
+    name = "log_mask_PHYX" if grid else "log_mask_PHR"
+    shared = getattr(kernel, name).detach()[:, :1].clone()
+    kernel.load_state_dict({name: shared})
+    loaded = getattr(kernel, name)
+    assert loaded.shape[1] == H and torch.equal(loaded, shared.expand_as(loaded))
+    q, k, v = random_inputs(20)
+    oracle = explicit_grid_attention if grid else explicit_masked_attention
+    torch.testing.assert_close(kernel(q, k, v), oracle(kernel, q, k, v).float(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(RuntimeError, match="size mismatch"):  # any other shape is still refused
+        kernel.load_state_dict({name: torch.cat([shared, shared], 1)})
