@@ -10,6 +10,8 @@ by (seed, rank, member, step), so a restarted or exploited member recomputes any
 import numpy as np
 import torch
 
+from trainers.tasks.classification import ClassificationData
+
 GREY_LEVELS = 256
 
 
@@ -22,7 +24,7 @@ def pixels_to_tokens(images: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(images.reshape(len(images), -1).astype(np.int64))
 
 
-class ImageData:
+class ImageData(ClassificationData):
     """Train/validation(/test) splits of uint8 images (arrays or memory maps) and int labels."""
 
     vocab_size = GREY_LEVELS
@@ -39,23 +41,12 @@ class ImageData:
         self.grid = (height // patch_size, width // patch_size)  # of tokens
         self.seq_len = self.grid[0] * self.grid[1]
 
-    @staticmethod
-    def _shard(n: int, rank: int, world_size: int) -> np.ndarray:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        return np.arange(rank, n, world_size)
-
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``pixels [B, H·W]``, ``labels [B]`` (int64) of one member at one step."""
-        images, labels = self.splits["train"]
-        shard = self._shard(len(labels), rank, world_size)
-        if len(shard) == 0:
-            raise ValueError(f"rank {rank} has no training images; have more than {world_size}")
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, rank, member, step])))
         # Sorted: memory-mapped files read forward; the order inside a batch does not matter.
-        idx = np.sort(shard[rng.choice(len(shard), size=batch_size, replace=batch_size > len(shard))])
-        return pixels_to_tokens(images[idx]), torch.from_numpy(np.asarray(labels[idx], dtype=np.int64))
+        rows = np.sort(self._train_rows(rank, world_size, member, step, batch_size))
+        return self._batch(*self.splits["train"], rows)
 
     def train_batches(self, *, rank: int, world_size: int, members: int, step: int,
                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,17 +56,9 @@ class ImageData:
                    for member in range(members)]
         return torch.stack([tokens for tokens, _ in batches]), torch.stack([labels for _, labels in batches])
 
-    def _eval_batches(self, split: str, rank: int, world_size: int, batch_size: int, max_batches: int | None):
-        images, labels = self.splits[split]
-        shard = self._shard(len(labels), rank, world_size)
-        # Fixed order; the last batch may be short and ranks may differ by one batch.
-        batches = [shard[i:i + batch_size] for i in range(0, len(shard), batch_size)][:max_batches]
-        return [(pixels_to_tokens(images[b]), torch.from_numpy(np.asarray(labels[b], dtype=np.int64)))
-                for b in batches]
+    def _split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.splits[name]
 
-    def val_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int | None = None):
-        """This rank's validation shard in fixed order: ``[(tokens [B, H·W], labels [B]), ...]``."""
-        return self._eval_batches("val", rank, world_size, batch_size, max_batches)
-
-    def test_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int | None = None):
-        return self._eval_batches("test", rank, world_size, batch_size, max_batches)
+    @staticmethod
+    def _batch(images: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return pixels_to_tokens(images[rows]), torch.from_numpy(np.asarray(labels[rows], dtype=np.int64))

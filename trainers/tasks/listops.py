@@ -35,6 +35,8 @@ import random
 import numpy as np
 import torch
 
+from trainers.tasks.classification import ClassificationData
+
 MIN, MAX, MED, SM, END = "[MIN", "[MAX", "[MED", "[SM", "]"
 OPERATORS = (MIN, MAX, MED, SM)
 VALUE_P = 0.25  # LRA's name: probability that a node above max_depth is an operator
@@ -225,7 +227,7 @@ def decode(ids) -> list[str]:  # inverse of encode; padding is dropped
     return [VOCAB[int(i)] for i in ids if int(i) != PAD_ID]
 
 
-class ListOpsData:
+class ListOpsData(ClassificationData):
     """Train/validation/test ListOps splits held in memory as int64 arrays.
 
     ``tokens_{split}`` is ``[N, seq_len]`` right-padded with ``PAD_ID``; ``labels_{split}``
@@ -262,51 +264,23 @@ class ListOpsData:
             setattr(self, f"tokens_{name}", tokens)
             setattr(self, f"labels_{name}", np.array([lab for _, lab in examples], dtype=np.int64))
 
-    @staticmethod
-    def _shard(n: int, rank: int, world_size: int) -> np.ndarray:
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        return np.arange(rank, n, world_size)  # worker `rank` owns examples i % W == rank
-
     def train_batch(self, *, rank: int, world_size: int, member: int, step: int,
                     batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``tokens [B, T]``, ``labels [B]`` (int64) for one member at one step.
-
-        Stateless: the indices depend only on (seed, rank, member, step), so a restored
-        or exploited member recomputes any step's batch without saved sampler state.
-        Within a batch examples are distinct; across steps draws are independent.
-        """
-        idx = self._train_indices(rank, world_size, member, step, batch_size)
-        return torch.from_numpy(self.tokens_train[idx]), torch.from_numpy(self.labels_train[idx])
+        """``tokens [B, T]``, ``labels [B]`` (int64) for one member at one step."""
+        return self._batch(self.tokens_train, self.labels_train,
+                           self._train_rows(rank, world_size, member, step, batch_size))
 
     def train_batches(self, *, rank: int, world_size: int, members: int, step: int,
                       batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Every member's `train_batch` at once: ``tokens [P, B, T]``, ``labels [P, B]``,
         one gather (only the seeded draws go member by member)."""
-        idx_PB = np.stack([self._train_indices(rank, world_size, member, step, batch_size)
+        idx_PB = np.stack([self._train_rows(rank, world_size, member, step, batch_size)
                            for member in range(members)])
         return torch.from_numpy(self.tokens_train[idx_PB]), torch.from_numpy(self.labels_train[idx_PB])
 
-    def _train_indices(self, rank: int, world_size: int, member: int, step: int, batch_size: int) -> np.ndarray:
-        shard = self._shard(len(self.labels_train), rank, world_size)
-        if len(shard) == 0:
-            raise ValueError(f"rank {rank} has no training examples; raise num_train above {world_size}")
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, rank, member, step])))
-        return shard[rng.choice(len(shard), size=batch_size, replace=batch_size > len(shard))]
+    def _split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"tokens_{name}"), getattr(self, f"labels_{name}")
 
-    def _eval_batches(self, split: str, rank: int, world_size: int, batch_size: int, max_batches: int | None):
-        tokens, labels = getattr(self, f"tokens_{split}"), getattr(self, f"labels_{split}")
-        shard = self._shard(len(labels), rank, world_size)
-        # Fixed order; the last batch may be short and ranks may differ by one batch, so
-        # run no per-batch collectives over these.
-        batches = [shard[i : i + batch_size] for i in range(0, len(shard), batch_size)]
-        if max_batches is not None:
-            batches = batches[:max_batches]
-        return [(torch.from_numpy(tokens[b]), torch.from_numpy(labels[b])) for b in batches]
-
-    def val_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int | None = None):
-        """This rank's validation shard in fixed order: ``[(tokens [B, T], labels [B]), ...]``."""
-        return self._eval_batches("val", rank, world_size, batch_size, max_batches)
-
-    def test_batches(self, *, rank: int, world_size: int, batch_size: int, max_batches: int | None = None):
-        return self._eval_batches("test", rank, world_size, batch_size, max_batches)
+    @staticmethod
+    def _batch(tokens: np.ndarray, labels: np.ndarray, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(tokens[rows]), torch.from_numpy(labels[rows])
