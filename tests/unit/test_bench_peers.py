@@ -3,6 +3,8 @@ and DDP's bucket count (checked against numbers torch's DDP and powerSGD_hook pr
 table's order; and the peer worker's hook, which makes torch's powerSGD_hook compress the
 population model's [1, n, m] weights. (Its process group per bucket matters only with two
 ranks or more, too slow for a unit test; checked by hand at W = 2, docs/cluster.md.)"""
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -83,42 +85,54 @@ def test_peers_overlap_as_they_run():
     assert [name for name, peer in PEERS.items() if peer.takes_rank] == ["ddp-powersgd"]
 
 
-def compressed_share(make_hook) -> float:
+# Run in a child process that leaves with os._exit once it has printed the share: tearing
+# down a gloo process group that DDP's reducer still holds joins gloo's worker threads,
+# which deadlocked once inside the full suite (~ProcessGroupGloo in Reducer's destructor,
+# after other tests had run in the same process); the child has nothing to tear down.
+_COMPRESSED_SHARE = r"""
+import os, sys
+import torch
+import torch.distributed as dist
+from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
+from torch.nn.parallel import DistributedDataParallel
+from peer_worker import powersgd_over_gloo
+
+
+class Member(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.randn(1, 64, 32))
+
+    def forward(self, x):
+        return x @ self.weight[0]
+
+
+dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # in memory, no sockets
+ddp = DistributedDataParallel(Member())
+state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1, start_powerSGD_iter=2)
+ddp.register_comm_hook(state, powersgd_over_gloo(buckets=2) if sys.argv[1] == "adapter" else powerSGD_hook.powerSGD_hook)
+for _ in range(3):
+    ddp(torch.randn(4, 64)).sum().backward()
+print(state.total_numel_after_compression / state.total_numel_before_compression, flush=True)
+os._exit(0)
+"""
+
+
+def compressed_share(hook: str) -> float:
     """Elements torch's PowerSGD state counted after compression / before, over three DDP
     steps (the first two all-reduce only) of a weight with a member axis, [1, 64, 32], with
-    the hook make_hook() gives once the process group is up."""
-    import torch
-    import torch.distributed as dist
-    from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook
-    from torch.nn.parallel import DistributedDataParallel
-
-    class Member(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.randn(1, 64, 32))
-
-        def forward(self, x):
-            return x @ self.weight[0]
-
-    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)  # in memory, no sockets
-    try:
-        ddp = DistributedDataParallel(Member())
-        state = powerSGD_hook.PowerSGDState(process_group=None, matrix_approximation_rank=1, start_powerSGD_iter=2)
-        ddp.register_comm_hook(state, make_hook())
-        for _ in range(3):
-            ddp(torch.randn(4, 64)).sum().backward()
-        return state.total_numel_after_compression / state.total_numel_before_compression
-    finally:
-        dist.destroy_process_group()
+    torch's hook ("plain") or it through peer_worker's adapter ("adapter")."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "benchmarks")])}
+    done = subprocess.run([sys.executable, "-c", _COMPRESSED_SHARE, hook], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return float(done.stdout.split()[-1])
 
 
 def test_the_hook_compresses_population_weights_through_the_adapter():
-    from peer_worker import powersgd_over_gloo
-    from torch.distributed.algorithms.ddp_comm_hooks.powerSGD_hook import powerSGD_hook
-
     # Seen as [1, 2048], the weight is sent whole; through the adapter as [64, 32] at r=1.
-    assert compressed_share(lambda: powerSGD_hook) == 1.0
-    assert compressed_share(lambda: powersgd_over_gloo(buckets=2)) == pytest.approx((64 + 32) / (64 * 32))
+    assert compressed_share("plain") == 1.0
+    assert compressed_share("adapter") == pytest.approx((64 + 32) / (64 * 32))
 
 
 def record(method, *, workers=2, rate="1gbit", density=None, rank=None, step_s, bytes_sent=101_666_816, **extra):
