@@ -9,10 +9,7 @@ Prints per population size both wall times (process start to exit: Ray start, wo
 DeepSpeed, data, training, evaluation, checkpoints, the report), their ratio, the
 vectorized job's time in training steps, and each backend's best final validation loss
 (the schedules match; the trajectories differ because the data order per member does).
-Each backend gets the whole machine: Tune trials half a CPU each, so that four run at once on
-a 2-core machine, and the vectorized job's one worker `--vectorized-cpus` (default 2: Ray
-sets its OMP_NUM_THREADS, so torch uses both cores; 1 gives the rows measured before
-2026-12-01, when that worker had one core and the other sat idle).
+Tune trials get half a CPU each so that more than two run at once on a 2-core machine.
 """
 import argparse
 import json
@@ -34,8 +31,8 @@ BACKEND_OVERRIDES = {
 }
 
 
-def run_job(spec: str, members: int, backend: str, storage: Path, extra: list[str]) -> dict:
-    overrides = [f"population.size={members}", f"run.storage={storage}", *BACKEND_OVERRIDES[backend], *extra]
+def run_job(spec: str, members: int, backend: str, storage: Path) -> dict:
+    overrides = [f"population.size={members}", f"run.storage={storage}", *BACKEND_OVERRIDES[backend]]
     command = [sys.executable, "-m", "launch", "run", spec, *(arg for o in overrides for arg in ("--set", o))]
     # A fresh local Ray per job, never a cluster left running on this machine.
     env = {**os.environ, "RAY_ADDRESS": "local", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -53,19 +50,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--members", type=int, nargs="+", default=[4, 8])
     parser.add_argument("--spec", default="configs/pbt_backends.yaml")
-    parser.add_argument("--vectorized-cpus", type=float, default=2.0,
-                        help="CPUs of the vectorized job's one worker (default 2: the whole machine, as Tune's trials)")
     args = parser.parse_args()
-    print(f"{args.spec}, one fresh local Ray per job; wall = `launch run` start to exit; the vectorized "
-          f"worker has {args.vectorized_cpus:g} CPUs\n")
+    print(f"{args.spec}, one fresh local Ray per job; wall = `launch run` start to exit\n")
     print("| members | vectorized wall s | of which training steps s | tune wall s | tune / vectorized "
           "| best final val loss (vectorized / tune) |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="bench-pbt-") as storage:
         for members in args.members:
-            vec = run_job(args.spec, members, "vectorized", Path(storage),
-                          [f"distributed.resources_per_worker.CPU={args.vectorized_cpus:g}"])
-            tune = run_job(args.spec, members, "tune", Path(storage), [])
+            vec = run_job(args.spec, members, "vectorized", Path(storage))
+            tune = run_job(args.spec, members, "tune", Path(storage))
             print(f"| {members} | {vec['wall_s']:.1f} | {vec['train_s']:.1f} | {tune['wall_s']:.1f} "
                   f"| {tune['wall_s'] / vec['wall_s']:.1f}x | {vec['best_val']:.3f} / {tune['best_val']:.3f} |",
                   flush=True)
