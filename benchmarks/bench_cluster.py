@@ -302,7 +302,7 @@ def step_model_s(record: dict, compute_s: float, backward_s: float | None, bucke
     """compute + the exchange's modelled time at the record's link, or for a row that sends
     its buckets during the backward pass netmodel.overlapped_step_s over its buckets."""
     comm = comm_model_s(record, record["rate_bps"])
-    if math.isnan(compute_s):  # e.g. sync_s(W) without its calibration jobs
+    if math.isnan(compute_s):  # e.g. a missing one-worker job
         return compute_s
     if overlaps(record) and backward_s is not None and buckets:
         return netmodel.overlapped_step_s(compute_s, comm, backward_s=min(backward_s, compute_s), buckets=buckets)
@@ -371,7 +371,7 @@ def overlap_bucket_count(spec_path: str) -> int:
     from distrib.overlap import bucket_names
 
     _, model = bench_model(spec_path, [])
-    return len(bucket_names([(n, p[0].numel(), p.numel() * p.element_size()) for n, p in model.named_parameters()]))
+    return len(bucket_names(list(model.named_parameters())))
 
 
 def measure_decompress_cost(spec_path: str, *, density: float = 0.1, reps: int = 9) -> dict:
@@ -434,6 +434,17 @@ class Calibration:
             record, seconds_per_entry)
 
 
+def calibrated_step_s(record: dict, results: dict[tuple, dict], calibration: Calibration, seconds_per_entry: float,
+                      sparsepop_buckets: int) -> float:
+    """The model's step for `record`: its one-worker compute plus `calibration`'s costs,
+    then the network model (overlapped where the row overlaps); nan without that job."""
+    alone = results.get((1, "none", *key(record)[2:]))
+    if alone is None:
+        return float("nan")
+    compute = calibration.compute_s(record, alone["step_s"], seconds_per_entry)
+    return step_model_s(record, compute, *overlap_terms(record, results, sparsepop_buckets))
+
+
 def calibrate(results: dict[tuple, dict], workers: int, rate: str, seconds_per_entry: float,
               sparsepop_buckets: int) -> Calibration | None:
     """sync from the row with the fewest bytes at (W, rate), then the per-byte cost from
@@ -443,16 +454,11 @@ def calibrate(results: dict[tuple, dict], workers: int, rate: str, seconds_per_e
     if not rows or dense is None:
         return None
 
-    def model_s(record: dict, calibration: Calibration) -> float:
-        alone = results.get((1, "none", *key(record)[2:]))
-        if alone is None:
-            return float("nan")
-        compute = calibration.compute_s(record, alone["step_s"], seconds_per_entry)
-        return step_model_s(record, compute, *overlap_terms(record, results, sparsepop_buckets))
-
     lightest = min(rows, key=lambda r: r["bytes_sent"])
-    sync = lightest["step_s"] - model_s(lightest, Calibration(0.0, 0.0))
-    per_byte = (dense["step_s"] - model_s(dense, Calibration(sync, 0.0))) / dense["bytes_sent"]
+    sync = lightest["step_s"] - calibrated_step_s(lightest, results, Calibration(0.0, 0.0), seconds_per_entry,
+                                                  sparsepop_buckets)
+    per_byte = (dense["step_s"] - calibrated_step_s(dense, results, Calibration(sync, 0.0), seconds_per_entry,
+                                                    sparsepop_buckets)) / dense["bytes_sent"]
     return Calibration(sync, per_byte)
 
 
@@ -497,8 +503,7 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, sparsep
         terms = overlap_terms(r, results, sparsepop_buckets)
         err_w1 = r["step_s"] / step_model_s(r, w1["step_s"], *terms) - 1 if w1 else nan
         calibration = calibrations[r["workers"]]
-        model = (step_model_s(r, calibration.compute_s(r, w1["step_s"], seconds_per_entry), *terms)
-                 if w1 and calibration else nan)
+        model = calibrated_step_s(r, results, calibration, seconds_per_entry, sparsepop_buckets) if calibration else nan
         val = r.get("val_loss")
         print(f"{r['workers']:>2} {rate_name(r['rate_bps']):>11} {r['method']:<15} {setting(r):>8} "
               f"{r['step_s']:>7.3f} {r['tokens_per_s']:>6.0f} {speedup:>8} {vs_ddp:>6} "
@@ -517,7 +522,8 @@ def print_table(results: dict[tuple, dict], *, seconds_per_entry: float, sparsep
           f"DDP's plus the method's compression cost) and the buckets (sparsepop: {sparsepop_buckets}); model s / "
           f"err: W=1 compute plus the W-worker costs calibrated at {calibration_rate} ("
           + ", ".join(f"W={w}: sync {c.sync_s:.3f} s, {c.per_byte_s * 1e9:.2f} ns per byte sent"
-                      for w, c in sorted(calibrations.items()) if c) + "; the two calibration rows fit by construction) "
+                      for w, c in sorted(calibrations.items()) if c)
+          + "; the two calibration rows fit by construction) "
           f"and netmodel.gathered_decompress_s at {seconds_per_entry * 1e9:.1f} ns per received entry; other: CPU "
           "cores used outside the cluster during the job (nan: not recorded)")
 

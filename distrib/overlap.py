@@ -59,16 +59,17 @@ def unsupported_reason(config: CompressionConfig) -> str | None:
     return None
 
 
-def bucket_names(params: Sequence[tuple[str, int, int]], bucket_bytes: int = BUCKET_BYTES) -> list[list[str]]:
-    """The buckets of (name, coordinates per member, bytes) parameters given in registration
-    order: reverse registration order, as DDP (roughly the order backward finishes them), a
-    new bucket once the next parameter would overflow `bucket_bytes`. Parameters with no
-    coordinates send nothing (as in GradLayout) and join no bucket."""
+def bucket_names(named_params: Sequence[tuple[str, torch.Tensor]], bucket_bytes: int = BUCKET_BYTES) -> list[list[str]]:
+    """The buckets of `named_params` (in registration order, member axis first): reverse
+    registration order, as DDP (roughly the order backward finishes them), a new bucket once
+    the next parameter would overflow `bucket_bytes`. Parameters with no coordinates per
+    member send nothing (as in GradLayout) and join no bucket."""
     buckets: list[list[str]] = []
     size = bucket_bytes
-    for name, per_member, nbytes in reversed(params):
-        if per_member == 0:
+    for name, param in reversed(named_params):
+        if param[0].numel() == 0:
             continue
+        nbytes = param.numel() * param.element_size()
         if size + nbytes > bucket_bytes and size > 0:
             buckets.append([])
             size = 0
@@ -97,8 +98,7 @@ class OverlappedExchange:
         self.exchange = exchange
         params = [(n, p) for n, p in named_params if p.requires_grad]
         self.params = dict(params)
-        self.buckets = bucket_names([(n, p[0].numel(), p.numel() * p.element_size()) for n, p in params],
-                                    bucket_bytes)
+        self.buckets = bucket_names(params, bucket_bytes)
         self._bucket_of = {name: i for i, names in enumerate(self.buckets) for name in names}
         self._hooks = [param.register_post_accumulate_grad_hook(self._on_ready(name)) for name, param in params]
         self._plan: StepPlan | None = None  # set by arm(), cleared by finish()

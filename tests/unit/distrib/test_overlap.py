@@ -63,9 +63,10 @@ def test_global_scope_keeps_the_exchange_after_backward():
 
 
 def test_buckets_fill_in_reverse_registration_order_up_to_the_cap():
-    # (name, coordinates per member, bytes): the last registered opens the first bucket; a
-    # parameter that would overflow the cap opens the next; an empty one joins none.
-    params = [("a", 4, 16), ("empty", 0, 0), ("b", 8, 32), ("c", 2, 8), ("d", 4, 16)]
+    # fp32 parameters with a member axis of 1 (bytes: 4 per coordinate): the last registered
+    # opens the first bucket; one that would overflow the cap opens the next; an empty one
+    # joins none.
+    params = [(name, torch.zeros(1, n)) for name, n in (("a", 4), ("empty", 0), ("b", 8), ("c", 2), ("d", 4))]
     assert bucket_names(params, bucket_bytes=32) == [["d", "c"], ["b"], ["a"]]
     assert bucket_names(params, bucket_bytes=1000) == [["d", "c", "b", "a"]]
     assert bucket_names(params, bucket_bytes=1) == [["d"], ["c"], ["b"], ["a"]]
