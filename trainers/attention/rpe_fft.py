@@ -126,8 +126,7 @@ class RpeFftAttention(nn.Module):
         """f on the circle of L = fft_length(T) points: entry n holds f(n) for n < T and
         f(n - L) for n > L - T (the negative offsets); 0 between (offsets <= -T never occur)
         and, when causal, at every negative offset. [P, H, L]."""
-        n = torch.arange(fft_length(length), device=self.log_mask_PHR.device)
-        offset = torch.where(n < length, n, n - len(n))
+        offset = circle_offsets(length, self.log_mask_PHR.device)
         f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
         unused = (offset < 0) if self.causal else (offset <= -length)
         return f_PHL.masked_fill(unused, 0.0)
@@ -136,9 +135,15 @@ class RpeFftAttention(nn.Module):
         """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
         axes = []
         for side, max_offset in zip(self.grid, self.offsets_yx):
-            n = torch.arange(fft_length(side), device=self.log_mask_PHYX.device)
-            offset = torch.where(n < side, n, n - len(n))
+            offset = circle_offsets(side, self.log_mask_PHYX.device)
             axes.append((offset.clamp(-max_offset, max_offset) + max_offset, offset <= -side))
         (rows, unused_rows), (cols, unused_cols) = axes
         f_PHYX = self.log_mask_PHYX[:, :, rows[:, None], cols[None, :]].exp()
         return f_PHYX.masked_fill(unused_rows[:, None] | unused_cols[None, :], 0.0)
+
+
+def circle_offsets(length: int, device: torch.device) -> torch.Tensor:
+    """The offset each of the fft_length(length) FFT points stands for: n for n < length,
+    n - L beyond (the negative offsets, wrapped around the circle)."""
+    n = torch.arange(fft_length(length), device=device)
+    return torch.where(n < length, n, n - len(n))
