@@ -25,8 +25,10 @@ sys.path.insert(0, str(REPO))
 
 from launch.runs.files import METRICS, SUMMARY, read_json, read_metrics, run_dir_in  # noqa: E402
 
-LISTOPS_KINDS = ["softmax", "linear", "performer", "lara", "flash"]
-LM_KINDS = ["softmax", "linear", "performer", "flash"]
+# Every kind that runs on a sequence without a grid (ripple needs one); the LM list keeps the causal ones.
+LISTOPS_KINDS = ["softmax", "linear", "performer", "lara", "flash", "hypercube", "mra", "rpe_fft", "collaborative",
+                 "vars", "contextpool"]
+LM_KINDS = ["softmax", "linear", "performer", "flash", "hypercube", "rpe_fft", "collaborative"]
 PATHFINDER_KINDS = ["softmax", "linear", "performer", "rpe_fft", "ripple", "vars", "contextpool"]
 # Test accuracy (%) on Pathfinder-32 (hard) in LRA's Table 1 (Tay et al., 2021), by our kind's name.
 LRA_PATHFINDER32 = {"softmax": 71.40, "performer": 77.05, "linear": 75.30}
