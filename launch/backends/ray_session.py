@@ -3,6 +3,7 @@ cluster can hold the job, the run's recorder actor, a TorchTrainer for one worke
 the worker's reporter and checkpoint store, and `run_on_ray`, one start-up and one
 wind-down around a flavour's own fit."""
 import contextlib
+import importlib
 import os
 import socket
 import sys
@@ -24,7 +25,7 @@ from launch.runs.recorder import MetricsLog
 from launch.spec.problems import Problem, SpecError
 from launch.spec.schema import JobSpec
 from pbt.ray.private_api import (HEALTH_CHECK_INTERVAL_ENV, PREEMPTION_WATCHER_ENV, last_recorded_cluster,
-                                 quiet_ray_train_worker_logs, ray_on_loopback_only)
+                                 leave_ray, quiet_ray_train_worker_logs, ray_on_loopback_only)
 from trainers.loop import Worker
 
 # The Ray launchers run the metric log as an actor on the driver's node, so that rank 0 can
@@ -59,6 +60,10 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
     run_dir, ds_config = prepare_run_dir(spec, resume)
     run = RayRun(spec, run_dir, ds_config, start_recorder(run_dir, resume=resume is not None), resume is not None)
     started = time.perf_counter()
+    # The driver only waits while the workers train: import the report's matplotlib now
+    # rather than after training (half a second before the summary is printed).
+    threading.Thread(target=importlib.import_module, args=("launch.runs.report",), name="import-report",
+                     daemon=True).start()
     with signals_raise_interrupted():
         try:
             try:
@@ -69,9 +74,9 @@ def run_on_ray(spec: JobSpec, fit: Callable[[RayRun], str | None], *,
         except Interrupted as interrupted:
             wind_down_interrupted(run, interrupted, wall_time_s=time.perf_counter() - started)
     rows = sorted(rows, key=lambda row: (row["step"], row["member"]))  # groups' and trials' rows interleave
-    # Nothing below needs Ray, and leaving it waits 1-2 s for its processes to end (a local
-    # instance's): let them end while the summary and the report are written.
-    leaving = threading.Thread(target=ray.shutdown, name="leave-ray")
+    # Nothing below needs Ray, and leaving it waits for its processes to end (a local
+    # instance's, about half a second): let them end while the summary and the report are written.
+    leaving = threading.Thread(target=leave_ray, name="leave-ray")
     leaving.start()
     try:
         finish_run(run_dir, rows, info, wall_time_s=time.perf_counter() - started, error=error)
@@ -86,7 +91,7 @@ def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s:
     then read back from metrics.jsonl (the recorder is gone); they may reach past the last
     checkpoint, which `launch resume` rewinds to. Exits with the signal's status."""
     _, info = ray.get(run.recorder.snapshot.remote())
-    ray.shutdown()
+    leave_ray()
     rows = sorted(read_metrics(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
     finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
     say_how_to_resume(run.run_dir, interrupted)

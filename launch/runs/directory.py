@@ -54,7 +54,7 @@ def finish_run(run_dir: Path, rows: list[dict], info: dict, *, wall_time_s: floa
     launcher says how to resume and exits with the signal's status. A write that fails (a full
     disk) fails the run: the summary is printed all the same, the error says which file could
     not be written, and nothing is left half written."""
-    from launch.runs.report import write_report  # matplotlib: only once training is over
+    from launch.runs.report import write_report  # matplotlib: not before training (a Ray driver imports it meanwhile)
 
     status = "interrupted" if interrupted else "failed" if error else "completed"
     summary = summarize(rows, info, wall_time_s=wall_time_s, status=status)

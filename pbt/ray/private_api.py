@@ -3,7 +3,8 @@ one. A Ray upgrade that moves or changes any of it fails tests/unit/pbt/test_ray
 loudly, instead of hanging a job at start-up or in the middle of a run.
 
 Ray core and Ray Train (used by launch/backends): the address `ray.init("auto")` would join,
-single-machine mode, Ray Train's logger names, its preemption watcher and its torch backend.
+single-machine mode, leaving a local instance without its monitor's wait, Ray Train's logger
+names, its preemption watcher and its torch backend.
 Ray Tune's PBT (used by pbt/ray/tune_scheduler.py): the hooks of an exploit."""
 import os
 from collections.abc import Callable
@@ -23,6 +24,22 @@ def last_recorded_cluster() -> str | None:
         return get_ray_address_from_environment("auto", None)
     except ConnectionError:  # no cluster recorded and none running
         return None
+
+
+def leave_ray() -> None:
+    """`ray.shutdown()`, a second sooner for a local instance this process started. Ray
+    stops the GCS before the autoscaler monitor, whose SIGTERM handler then reports to the
+    stopped GCS until Ray gives up on it a second later and kills it. A local instance has
+    nothing to autoscale and the monitor holds no state, so it is killed first. A driver
+    that joined a cluster started none of its processes (`all_processes` is empty)."""
+    import ray
+    from ray._private import ray_constants, worker
+
+    node = worker._global_node
+    for monitor in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []:
+        monitor.process.kill()
+        monitor.process.wait()
+    ray.shutdown()
 
 
 def quiet_ray_train_worker_logs() -> None:

@@ -93,3 +93,18 @@ def test_the_torch_backend_our_rendezvous_builds_on():
     assert issubclass(BoundRendezvousBackend, backend_cls)
     for method in ("execute", "execute_single", "execute_single_async", "__len__"):  # what on_start calls
         assert callable(getattr(WorkerGroup, method)), method
+
+
+def test_leave_ray_kills_a_local_instances_monitor_and_shuts_down():
+    import ray
+    from ray._private import ray_constants, worker
+
+    ray.init(address="local", num_cpus=1, include_dashboard=False, logging_level="ERROR")
+    try:
+        monitors = worker._global_node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, [])
+        assert len(monitors) == 1 and monitors[0].process.poll() is None, "a local instance no longer starts a monitor"
+        private_api.leave_ray()
+        assert monitors[0].process.poll() is not None
+        assert not ray.is_initialized()
+    finally:
+        ray.shutdown()
