@@ -30,6 +30,13 @@ class Event:
     # at the round and of the target right after its copy; equal when the copy was exact.
     digests: dict[str, float] | None = None
 
+    def explored(self) -> str:
+        """The hyperparameters the exploit explored, for a log line: "lr 0.00762 (* 1.2),
+        weight_decay 0.0435 (resample)". The others are not mutated, so every member holds
+        the same value (a dense run's density among them, which nothing reads)."""
+        return ", ".join(f"{name} {self.new[name]:.3g} ({operation})"
+                         for name, operation in self.operations.items()) or "no hyperparameter explored"
+
     def to_json(self) -> str:
         fields = asdict(self)
         if self.digests is None:

@@ -63,7 +63,7 @@ class LocalRounds(NoRounds):
             worker.reporter.log_events([event.to_json() for event in events])
             for event in events:
                 say(f"[pbt] step {worker.step}: member {event.target} <- member {event.source} ({event.reason}); "
-                    + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+                    + event.explored())
 
 
 NO_ROUNDS = NoRounds()

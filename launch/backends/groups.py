@@ -180,7 +180,7 @@ class GroupRounds:
                                                   "target": digest_after_P[target]}))
             say(f"[pbt] step {worker.step}: member {event.target} <- member {event.source} "
                 f"(group {layout.locate(event.source)[0]} -> {self.link.group}, {event.reason}); "
-                + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+                + event.explored())
         worker.reporter.log_events([event.to_json() for event in logged])
 
 

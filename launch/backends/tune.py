@@ -222,7 +222,7 @@ class EventLogger:
     def __call__(self, event) -> None:
         ray.get_actor(RECORDER_NAME).log_events.remote([event.to_json()])
         say(f"[pbt] step {event.step}: member {event.target} <- member {event.source}; "
-            + ", ".join(f"{k} {v:.3g}" for k, v in event.new.items()))
+            + event.explored())
 
 
 def run_tune_job(spec: JobSpec, *, resume: Path | None = None) -> Path:

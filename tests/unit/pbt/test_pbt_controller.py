@@ -61,6 +61,9 @@ def test_a_round_copies_top_quartile_onto_bottom_quartile_and_explores():
         assert set(e.operations) == {"lr", "dropout"}
         assert e.new["weight_decay"] == before[e.source]["weight_decay"]
         assert c.last_exploit_step[e.target] == 10
+        # The log line names what was explored, not the values every member shares.
+        assert f"lr {e.new['lr']:.3g} ({e.operations['lr']})" in e.explored() and "dropout" in e.explored()
+        assert "weight_decay" not in e.explored() and "warmup" not in e.explored()
 
 
 def test_same_seed_and_step_give_the_same_decision_on_every_worker():
