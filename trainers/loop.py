@@ -275,23 +275,28 @@ class Worker:
 
     @torch.no_grad()
     def _evaluate(self):
-        """Validation loss per member, averaged over every worker's validation shard, and
-        the accuracy per member for classification tasks (None for language modelling)."""
+        """Validation loss per member, and the accuracy per member for classification tasks
+        (None for language modelling): means over every example of every worker's validation
+        shard, so a short last batch (or a shorter shard) counts by its examples."""
         self.engine.eval()
         members, device = self.plan.members, self.engine.device
         # Summed on the device: one copy to the host at the end, not two per batch.
         loss_P, correct_P = torch.zeros(members, device=device), torch.zeros(members, device=device)
+        examples = 0
         for inputs_BT, targets_B in self.val_batches:
             inputs_PBT = inputs_BT.expand(members, *inputs_BT.shape).to(device)
             targets = targets_B.expand(members, *targets_B.shape).to(device)
             with autocast(self.plan.train.precision, device):
                 logits = self.engine(inputs_PBT)
-            loss_P += member_losses(logits, targets).float()
-            correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1)
-        loss_P, correct_P = loss_P.cpu(), correct_P.cpu()
+            batch = len(targets_B)
+            loss_P += member_losses(logits, targets).float() * batch
+            correct_P += (logits.argmax(-1) == targets).float().reshape(members, -1).mean(1) * batch
+            examples += batch
         self.engine.train()
-        val_loss_P = self._mean_across_workers(loss_P / len(self.val_batches))
-        accuracy_P = self._mean_across_workers(correct_P / len(self.val_batches))
+        # One all-reduce of [loss sums, correct sums, examples].
+        sums = torch.cat([loss_P.cpu(), correct_P.cpu(), torch.tensor([float(examples)])])
+        self.comm.all_reduce_sum_(sums)
+        val_loss_P, accuracy_P = sums[:members] / sums[-1], sums[members:-1] / sums[-1]
         return val_loss_P, accuracy_P if self.data.num_classes else None
 
     def _hyperparams(self, name: str) -> torch.Tensor:
