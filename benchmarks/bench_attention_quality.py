@@ -81,21 +81,21 @@ def main():
             columns = columns + [("train s", "train_time_s", ".1f"), ("wall s", "wall_s", ".1f")]
             lra = {"pathfinder": LRA_PATHFINDER32, "listops": LRA_LISTOPS}.get(task)
             print(f"\n{title} ({spec}, {args.steps or 'its own'} steps)")
-            print(f"{'kind':<12}" + "".join(f"{name:>10}" for name, _, _ in columns) + ("       LRA" if lra else ""))
+            print(f"{'kind':<14}" + "".join(f"{name:>10}" for name, _, _ in columns) + ("       LRA" if lra else ""))
             curves = {}
             for kind in kinds:
                 overrides = KIND_OVERRIDES.get(task, {}).get(kind, [])
                 summary, curves[kind] = run(spec, kind, overrides, args, Path(tmp))
                 if summary["status"] != "completed":
-                    print(f"{kind:<12}{summary['status']}")
+                    print(f"{kind:<14}{summary['status']}")
                     continue
                 published = f"{lra[kind]:>10.2f}" if lra and kind in lra else f"{'-':>10}"
-                print(f"{kind:<12}" + "".join(f"{summary[key]:>10{fmt}}" for _, key, fmt in columns)
+                print(f"{kind:<14}" + "".join(f"{summary[key]:>10{fmt}}" for _, key, fmt in columns)
                       + (published if lra else "") + (f"  ({', '.join(overrides)})" if overrides else ""), flush=True)
             metric = columns[0][1].removeprefix("final_")  # val_accuracy or val_loss
             print(f"learning curve ({metric} at step):")
             for kind, curve in curves.items():
-                print(f"  {kind:<10}" + " ".join(f"{row['step']}:{row[metric]:.3f}" for row in curve))
+                print(f"  {kind:<14}" + " ".join(f"{row['step']}:{row[metric]:.3f}" for row in curve))
 
 
 if __name__ == "__main__":
