@@ -36,8 +36,9 @@ Choices the paper leaves open (or that the kernel interface decides):
   at init (no ring preferred; per key, a near ring's share is split among fewer keys, so
   the init is already local).
 - The weights are per member ([P, 1, R] bias, [P, K, R] query weights) and shared by the
-  heads: the kernel interface does not pass the head count. With query dependence each head
-  still gets its own weights, from its own queries.
+  heads (the paper does not say; rpe_fft's tables are per head, through heads.py, and these
+  could be too). With query dependence each head still gets its own weights, from its own
+  queries.
 - Normalisation: the ring weights multiply the kernel scores before the row is normalised
   (the paper's ratio of weighted sums), so only the weights' ratios matter; all weights equal
   (e.g. all one) is exactly linear attention.
