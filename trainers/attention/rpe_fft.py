@@ -66,7 +66,7 @@ from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
 from trainers.attention.grid import grid_shape
-from trainers.attention.toeplitz import fft_length, masked_readout
+from trainers.attention.toeplitz import clamped_readout, fft_length, masked_readout, near_frames
 
 
 class RpeFftAttention(nn.Module):
@@ -103,12 +103,7 @@ class RpeFftAttention(nn.Module):
         # Everything from phi on runs in the FFT dtype (fp64 by default; fp64 inputs stay fp64).
         dtype = torch.promote_types(torch.promote_types(v_NHTK.dtype, torch.float32), self.fft_dtype)
         T, K = v_NHTK.shape[-2:]
-        if self.grid is None:
-            tokens = (T,)
-            g_PHL = self.relative_mask(T).to(dtype)
-        else:
-            tokens = grid_shape(self.grid, T, "rpe_fft")  # the token axis as (Y, X) for the 2-D FFT
-            g_PHL = self.relative_mask_2d().to(dtype)
+        tokens = (T,) if self.grid is None else grid_shape(self.grid, T, "rpe_fft")  # (Y, X) for the 2-D FFT
         # Rows R = N*H, token axes last ([R, M, x]): the FFTs run along contiguous memory.
         phi_q_RMx = (F.elu(q_NHTK.to(dtype)) + 1.0).transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
         phi_k_NHMT = (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1)
@@ -117,19 +112,27 @@ class RpeFftAttention(nn.Module):
         phi_k_RMx = phi_k_NHMT.flatten(0, 1).contiguous().unflatten(-1, tokens)
         # A ones column on v makes the normaliser z ride along as output column K.
         v_RJx = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
-        y_RJT = masked_readout(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx.unflatten(-1, tokens),
-                               pass_bytes=self.pass_bytes).flatten(2)
+        if self.grid is None:
+            frames = near_frames(T, self.max_offset, self.causal)
+            y_RJT = clamped_readout(self.near_mask(frames).to(dtype), self.far_constants().to(dtype), phi_q_RMx,
+                                    phi_k_RMx, v_RJx, frames=frames, max_offset=self.max_offset, causal=self.causal,
+                                    pass_bytes=self.pass_bytes)
+        else:
+            y_RJT = masked_readout(self.relative_mask_2d().to(dtype), phi_q_RMx, phi_k_RMx, v_RJx.unflatten(-1, tokens),
+                                   pass_bytes=self.pass_bytes).flatten(2)
         out_RKT = y_RJT[:, :K] / y_RJT[:, K:].clamp_min(1e-6)
         return out_RKT.transpose(-2, -1).unflatten(0, v_NHTK.shape[:2]).to(v_NHTK.dtype)
 
-    def relative_mask(self, length: int) -> torch.Tensor:
-        """f on the circle of L = fft_length(T) points: entry n holds f(n) for n < T and
-        f(n - L) for n > L - T (the negative offsets); 0 between (offsets <= -T never occur)
-        and, when causal, at every negative offset. [P, H, L]."""
-        offset = circle_offsets(length, self.log_mask_PHR.device)
+    def near_mask(self, frames) -> torch.Tensor:
+        """f at the near offsets |r| < max_offset (r >= 0 when causal) on the circle of the near
+        field's FFTs (toeplitz.near_frames), 0 at the circle's other points. [P, H, L]."""
+        offset, used = frames.circle_offsets(self.log_mask_PHR.device)
         f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
-        unused = (offset < 0) if self.causal else (offset <= -length)
-        return f_PHL.masked_fill(unused, 0.0)
+        return f_PHL.masked_fill(~used, 0.0)
+
+    def far_constants(self) -> torch.Tensor:
+        """(c+, c-) = (f(max_offset), f(-max_offset)): f at every farther offset. [P, H, 2]."""
+        return self.log_mask_PHR[..., [-1, 0]].exp()
 
     def relative_mask_2d(self) -> torch.Tensor:
         """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
