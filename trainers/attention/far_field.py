@@ -1,55 +1,39 @@
-"""The far field of a clamped relative-position mask, by prefix sums along T.
+"""The far field of a clamped relative-position mask: every offset |i - t| >= D = max_offset
+has the same mask value, c+ = f(D) after the query (i - t >= D) and c- = f(-D) before it
+(t - i >= D; unused when causal), so that part of the masked readout is a delayed prefix sum:
 
-Legend as in toeplitz.py (R' rows, C features, J value columns of one pass, T tokens);
-D = max_offset, the split: f(r) = c+ = f(D) for r >= D and c- = f(-D) for r <= -D.
+  s_far(i) = c+ sum_{t <= i - D} a(t) + c- sum_{t >= i + D} a(t),   a(t) = phi_k(t) v(t)^T
+  y_far(i) = phi_q(i)^T s_far(i)
+           = c+ [causal readout of (phi_q[D:], phi_k[:T-D], v[:T-D])] at i - D
+           + c- [the same on the reversed sequences (phi_q[:T-D], phi_k[D:], v[D:])] at i
 
-  s_far(i) = c+ sum_{t <= i - D} a(t) + c- sum_{t >= i + D} a(t)
-           = c+ pre(i - D) + c- (pre(T - 1) - pre(i + D - 1)),   pre(n) = sum_{t <= n} a(t)
-  grad a(t) = c+ sum_{i >= t + D} grad_s(i) + c- sum_{i <= t - D} grad_s(i)   (the same sums of grad s)
-  grad c+ = sum_i grad_s(i) pre(i - D),  grad c- = sum_i grad_s(i) (pre(T - 1) - pre(i + D - 1))
-(c- is not used when causal). The near field, offsets |r| < D, is the FFT convolution's
-(frames.py). Exact arithmetic; in floating point a prefix sum's rounding is relative to the
-sum so far, and a suffix, taken as a difference of two prefix sums, to the sequence's total:
-the same order as one FFT over the sequence (toeplitz.py), in fp64 by default.
+Each term is un-normalized causal linear attention on sequences shifted by D, computed by
+the `linear` kind's chunked prefix sums (chunked.py: quadratic inside chunks of
+`chunk_size`, one running [M, J] state across them), O(T (chunk + M) J) and linear in T;
+autograd differentiates it (chunked.py's scan has its own backward), c+ and c- included.
+Its rounding is that of prefix sums (relative to the sum so far); the near field's
+(|i - t| < D, toeplitz.py) is relative to a frame.
+
+Legend: x = leading axes (N, H), T tokens, M features of phi, J value columns, D = max_offset.
 """
 import torch
+import torch.nn.functional as F
+
+from trainers.attention.chunked import causal_readout
 
 
-class FarField:
-    def __init__(self, c_PH2: torch.Tensor, *, max_offset: int, causal: bool, tokens: int):
-        self.c_G2 = c_PH2.flatten(0, 1)  # [G, 2]: (c+, c-) per (member, head) pair
-        self.D, self.causal, self.tokens = max_offset, causal, tokens
-
-    def buffers(self, rows: int, features: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
-        """Two per pass: a's prefix sums (kept from forward's add_ for the backward's gradients) and grad s's."""
-        return [like.new_empty(rows, features, cols, self.tokens) for _ in range(2)]
-
-    def add_(self, s_RCJT, phi_RCT, w_RJT, c_R2, pre_RCJT) -> None:
-        """s += s_far of a = phi_c w_j; pre_RCJT (a buffer) is left holding a's prefix sums."""
-        D, T = self.D, self.tokens
-        torch.mul(phi_RCT.unsqueeze(2), w_RJT.unsqueeze(1), out=pre_RCJT)
-        pre_RCJT.cumsum_(-1)
-        s_RCJT[..., D:].addcmul_(pre_RCJT[..., :T - D], _each(c_R2[:, 0]))
-        if not self.causal:
-            s_RCJT[..., :T - D].addcmul_(pre_RCJT[..., -1:] - pre_RCJT[..., D - 1:T - 1], _each(c_R2[:, 1]))
-
-    def backward_(self, grad_a_RCJT, phi_q_RCT, grad_y_RJT, c_R2, pre_RCJT, grad_pre_RCJT) -> torch.Tensor:
-        """grad a += the far field's part (from grad s = phi_q_c grad_y_j); returns grad (c+, c-) [R', 2].
-        pre_RCJT: a's prefix sums from add_ in this pass."""
-        D, T = self.D, self.tokens
-        grad_s_RCJT = torch.mul(phi_q_RCT.unsqueeze(2), grad_y_RJT.unsqueeze(1), out=grad_pre_RCJT)
-        grad_c_R2 = torch.zeros(len(c_R2), 2, dtype=c_R2.dtype, device=c_R2.device)
-        grad_c_R2[:, 0] = (grad_s_RCJT[..., D:] * pre_RCJT[..., :T - D]).sum((1, 2, 3))
-        if not self.causal:
-            suffix_RCJT = pre_RCJT[..., -1:] - pre_RCJT[..., D - 1:T - 1]
-            grad_c_R2[:, 1] = (grad_s_RCJT[..., :T - D] * suffix_RCJT).sum((1, 2, 3))
-        grad_pre_RCJT.cumsum_(-1)  # grad s's prefix sums from here on
-        grad_a_RCJT[..., :T - D].addcmul_(grad_pre_RCJT[..., -1:] - grad_pre_RCJT[..., D - 1:T - 1], _each(c_R2[:, 0]))
-        if not self.causal:
-            grad_a_RCJT[..., D:].addcmul_(grad_pre_RCJT[..., :T - D], _each(c_R2[:, 1]))
-        return grad_c_R2
-
-
-def _each(c_R: torch.Tensor) -> torch.Tensor:
-    """A per-row constant, shaped to scale [R', C, J, T]."""
-    return c_R.view(-1, 1, 1, 1)
+def far_field(phi_q_xTM: torch.Tensor, phi_k_xTM: torch.Tensor, v_xTJ: torch.Tensor, c_x2: torch.Tensor, *,
+              max_offset: int, causal: bool, chunk_size: int) -> torch.Tensor:
+    """y_far, [..., T, J]: zero when T <= D (no offset reaches the far field). c_x2 holds
+    (c+, c-) per leading index, broadcast over T and J."""
+    D, T = max_offset, v_xTJ.shape[-2]
+    if T <= D:
+        return torch.zeros_like(v_xTJ)
+    after = causal_readout(phi_q_xTM[..., D:, :], phi_k_xTM[..., :T - D, :], v_xTJ[..., :T - D, :],
+                           chunk_size=chunk_size)
+    y_xTJ = F.pad(after * c_x2[..., :1, None], (0, 0, D, 0))
+    if not causal:
+        flip = [x.flip(-2) for x in (phi_q_xTM[..., :T - D, :], phi_k_xTM[..., D:, :], v_xTJ[..., D:, :])]
+        before = causal_readout(*flip, chunk_size=chunk_size).flip(-2)
+        y_xTJ = y_xTJ + F.pad(before * c_x2[..., 1:, None], (0, 0, 0, D))
+    return y_xTJ

@@ -81,22 +81,29 @@ class Frames:
         return offset, offset >= self.lo
 
     def buffers(self, rows: int, features: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
-        """A pass's context frames (written whole every pass) and block frames (zeros outside
-        the blocks, written once): [R', C, J', count, L] each."""
-        shape = (rows, features, cols, self.count, self.length)
-        return [like.new_empty(shape), like.new_zeros(shape)]
+        """A pass's context frames and block frames, [R', C, J', count, L] each, zeroed once:
+        what a pass does not write (padding) stays zero."""
+        return [like.new_zeros(rows, features, cols, self.count, self.length) for _ in range(2)]
 
-    def context(self, phi_RCT: torch.Tensor, w_RJT: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """rfft of the context frames of phi_c(t) w_j(t): [R', C, J, count, L/2 + 1]."""
-        pad = (self.lead, self.extent - self.lead - self.tokens)
-        phi_RCnL, w_RJnL = (F.pad(x, pad).unfold(-1, self.length, self.step) for x in (phi_RCT, w_RJT))
+    def pad_context(self, x_RMT: torch.Tensor) -> torch.Tensor:
+        """The token axis as the context frames read it (once per call, not per pass): [R, M, extent]."""
+        return x_RMT if self.count == 1 else F.pad(x_RMT, (self.lead, self.extent - self.lead - self.tokens))
+
+    def pad_blocks(self, x_RMT: torch.Tensor) -> torch.Tensor:
+        """The token axis cut into the frames' blocks: [R, M, count, step]."""
+        return F.pad(x_RMT, (0, self.count * self.step - self.tokens)).unflatten(-1, (self.count, self.step))
+
+    def context(self, phi_RCe: torch.Tensor, w_RJe: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """rfft of the context frames of phi_c(t) w_j(t) (inputs from pad_context): [R', C, J, count, L/2 + 1]."""
+        if self.count == 1:  # one frame: the tokens, then zeros
+            torch.mul(phi_RCe.unsqueeze(2), w_RJe.unsqueeze(1), out=out[..., 0, :self.tokens])
+            return torch.fft.rfft(out)
+        phi_RCnL, w_RJnL = (x.unfold(-1, self.length, self.step) for x in (phi_RCe, w_RJe))
         torch.mul(phi_RCnL.unsqueeze(2), w_RJnL.unsqueeze(1), out=out)
         return torch.fft.rfft(out)
 
-    def blocks(self, phi_RCT: torch.Tensor, w_RJT: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-        """rfft of the block frames of phi_c(t) w_j(t): [R', C, J, count, L/2 + 1]."""
-        pad = (0, self.count * self.step - self.tokens)
-        phi_RCnS, w_RJnS = (F.pad(x, pad).unflatten(-1, (self.count, self.step)) for x in (phi_RCT, w_RJT))
+    def blocks(self, phi_RCnS: torch.Tensor, w_RJnS: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """rfft of the block frames of phi_c(t) w_j(t) (inputs from pad_blocks): [R', C, J, count, L/2 + 1]."""
         torch.mul(phi_RCnS.unsqueeze(2), w_RJnS.unsqueeze(1), out=out[..., self.lead:self.lead + self.step])
         return torch.fft.rfft(out)
 

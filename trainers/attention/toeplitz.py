@@ -36,7 +36,6 @@ import math
 
 import torch
 
-from trainers.attention.far_field import FarField
 from trainers.attention.frames import Frames, smooth_length
 
 
@@ -48,60 +47,53 @@ def fft_length(tokens: int) -> int:
 
 class _MaskedReadout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, g_PHL, far_PH2, phi_q_RMx, phi_k_RMx, v_RJx, layout, far, pass_bytes: int):
-        passes = _Passes(g_PHL, phi_k_RMx, v_RJx, pass_bytes, layout, far)
+    def forward(ctx, g_PHL, phi_q_RMx, phi_k_RMx, v_RJx, layout, pass_bytes: int):
+        passes = _Passes(g_PHL, phi_k_RMx, v_RJx, pass_bytes, layout)
         y_RJx = torch.zeros_like(v_RJx)
-        for rows, features, cols, G_R11F, c_R2 in passes:
-            phi_k_RCx, v_RJx_pass = phi_k_RMx[rows, features], v_RJx[rows, cols]
-            s_RCJx = layout.inverse(passes.context(phi_k_RCx, v_RJx_pass).mul_(G_R11F))
-            if far is not None:
-                far.add_(s_RCJx, phi_k_RCx, v_RJx_pass, c_R2, passes.far[0])
+        phi_k_RMe, v_RJe = layout.pad_context(phi_k_RMx), layout.pad_context(v_RJx)
+        for rows, features, cols, G_R11F in passes:
+            s_RCJx = layout.inverse(passes.context(phi_k_RMe[rows, features], v_RJe[rows, cols]).mul_(G_R11F))
             y_RJx[rows, cols] += (s_RCJx * phi_q_RMx[rows, features].unsqueeze(2)).sum(1)
-        ctx.save_for_backward(g_PHL, far_PH2, phi_q_RMx, phi_k_RMx, v_RJx)
-        ctx.layout, ctx.far, ctx.pass_bytes = layout, far, pass_bytes
+        ctx.save_for_backward(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx)
+        ctx.layout, ctx.pass_bytes = layout, pass_bytes
         return y_RJx
 
     @staticmethod
     def backward(ctx, grad_y_all_RJx):
-        g_PHL, far_PH2, phi_q_RMx, phi_k_RMx, v_all_RJx = ctx.saved_tensors
-        layout, far = ctx.layout, ctx.far
-        passes = _Passes(g_PHL, phi_k_RMx, v_all_RJx, ctx.pass_bytes, layout, far)
+        g_PHL, phi_q_RMx, phi_k_RMx, v_all_RJx = ctx.saved_tensors
+        layout = ctx.layout
+        passes = _Passes(g_PHL, phi_k_RMx, v_all_RJx, ctx.pass_bytes, layout)
         grad_y_all_RJx = grad_y_all_RJx.contiguous()
         grad_q, grad_k, grad_v = torch.zeros_like(phi_q_RMx), torch.zeros_like(phi_k_RMx), torch.zeros_like(v_all_RJx)
         grad_G_GF = torch.zeros_like(passes.G_GF)  # G = (member, head) pairs
-        grad_c_G2 = None if far is None else torch.zeros_like(far.c_G2)
-        for rows, features, cols, G_R11F, c_R2 in passes:
-            phi_k_RCx, phi_q_RCx = phi_k_RMx[rows, features], phi_q_RMx[rows, features]
-            v_RJx, grad_y_RJx = v_all_RJx[rows, cols], grad_y_all_RJx[rows, cols]
-            A_RCJF = passes.context(phi_k_RCx, v_RJx)
-            grad_S_RCJF = passes.blocks(phi_q_RCx, grad_y_RJx)
-            summed = tuple(range(1, 3 + layout.frame_axes))  # features, columns (and frames)
+        phi_k_RMe, v_RJe = layout.pad_context(phi_k_RMx), layout.pad_context(v_all_RJx)
+        phi_q_RMb, grad_y_RJb = layout.pad_blocks(phi_q_RMx), layout.pad_blocks(grad_y_all_RJx)
+        summed = tuple(range(1, 3 + layout.frame_axes))  # features, columns (and frames)
+        for rows, features, cols, G_R11F in passes:
+            phi_k_RCx, v_RJx, grad_y_RJx = phi_k_RMx[rows, features], v_all_RJx[rows, cols], grad_y_all_RJx[rows, cols]
+            A_RCJF = passes.context(phi_k_RMe[rows, features], v_RJe[rows, cols])
+            grad_S_RCJF = passes.blocks(phi_q_RMb[rows, features], grad_y_RJb[rows, cols])
             grad_G_GF.index_add_(0, passes.pair[rows], (A_RCJF.conj() * grad_S_RCJF).sum(summed))
             s_RCJx = layout.inverse(A_RCJF.mul_(G_R11F))
-            grad_a_RCJx = layout.adjoint(grad_S_RCJF.mul_(G_R11F.conj()))
-            if far is not None:
-                far.add_(s_RCJx, phi_k_RCx, v_RJx, c_R2, passes.far[0])
-                grad_c_G2.index_add_(0, passes.pair[rows],
-                                     far.backward_(grad_a_RCJx, phi_q_RCx, grad_y_RJx, c_R2, *passes.far))
             grad_q[rows, features] += (s_RCJx * grad_y_RJx.unsqueeze(1)).sum(2)
+            grad_a_RCJx = layout.adjoint(grad_S_RCJF.mul_(G_R11F.conj()))
             grad_k[rows, features] += (grad_a_RCJx * v_RJx.unsqueeze(1)).sum(2)
             grad_v[rows, cols] += (grad_a_RCJx * phi_k_RCx.unsqueeze(2)).sum(1)
         grad_g_PHL = torch.fft.irfftn(grad_G_GF, s=layout.sizes, dim=layout.dims).view_as(g_PHL)
-        grad_far_PH2 = None if far is None else grad_c_G2.view_as(far_PH2)
-        return grad_g_PHL, grad_far_PH2, grad_q, grad_k, grad_v, None, None, None
+        return grad_g_PHL, grad_q, grad_k, grad_v, None, None
 
 
 class _Passes:
     """Cuts the R x M x J (row, feature, value column) sequences into passes of at most
     `pass_bytes` per buffer (R' rows x C features x J' columns, columns filled first), and
-    owns the pass's buffers the outer products are written into (the layout's, and the far
-    field's): allocated once per call. Iterating yields (rows, features, columns, G of those
-    rows [R', 1, 1, F...], their far constants [R', 2] or None)."""
+    owns the pass's buffers the outer products are written into (the layout's): allocated
+    once per call. Iterating yields (rows, features, columns, G of those rows [R', 1, 1, F...],
+    with one more axis of 1 for frames)."""
 
-    def __init__(self, g_PHL, phi_RMx, v_RJx, pass_bytes, layout, far):
+    def __init__(self, g_PHL, phi_RMx, v_RJx, pass_bytes, layout):
         R, M = phi_RMx.shape[:2]
         J = v_RJx.shape[1]
-        self.layout, self.far_field = layout, far
+        self.layout = layout
         P, H = g_PHL.shape[:2]
         self.G_GF = torch.fft.rfftn(g_PHL, dim=layout.dims).flatten(0, 1)
         # Row r = (n, h) of N = P*B member-major sequences: its (member, head) pair's G.
@@ -112,27 +104,23 @@ class _Passes:
         C = _even_split(M, min(M, max(1, units // J_pass)))
         R_pass = _even_split(R, min(R, max(1, units // (J_pass * C))))
         self.cuts = [(slice(r, min(r + R_pass, R)), slice(c, min(c + C, M)), slice(j, min(j + J_pass, J)))
-                        for r in range(0, R, R_pass) for c in range(0, M, C) for j in range(0, J, J_pass)]
+                     for r in range(0, R, R_pass) for c in range(0, M, C) for j in range(0, J, J_pass)]
         self.buffers = layout.buffers(R_pass, C, J_pass, v_RJx)
-        self.far_buffers = [] if far is None else far.buffers(R_pass, C, J_pass, v_RJx)
 
     def __iter__(self):
+        ones = (1,) * (2 + self.layout.frame_axes)  # features, columns (and frames)
         for rows, features, cols in self.cuts:
+            self.shape = (rows.stop - rows.start, features.stop - features.start, cols.stop - cols.start)
             G_RF = self.G_GF[self.pair[rows]]
-            c_R2 = None if self.far_field is None else self.far_field.c_G2[self.pair[rows]]
-            R, C, J = rows.stop - rows.start, features.stop - features.start, cols.stop - cols.start
-            self.far = [buffer[:R, :C, :J] for buffer in self.far_buffers]
-            self.shape = (R, C, J)
-            ones = (1,) * (2 + self.layout.frame_axes)  # features, columns (and frames)
-            yield rows, features, cols, G_RF.view(G_RF.shape[0], *ones, *G_RF.shape[1:]), c_R2
+            yield rows, features, cols, G_RF.view(G_RF.shape[0], *ones, *G_RF.shape[1:])
 
-    def context(self, phi_RCx, w_RJx):
+    def context(self, phi_RCe, w_RJe):
         """The layout's rfft of the sequence to convolve, phi_c(t) w_j(t): [R', C, J, ..., F...]."""
-        return self.layout.context(phi_RCx, w_RJx, self._buffer(0))
+        return self.layout.context(phi_RCe, w_RJe, self._buffer(0))
 
-    def blocks(self, phi_RCx, w_RJx):
+    def blocks(self, phi_RCb, w_RJb):
         """The layout's rfft of the sequence to correlate (the adjoint's): [R', C, J, ..., F...]."""
-        return self.layout.blocks(phi_RCx, w_RJx, self._buffer(-1))
+        return self.layout.blocks(phi_RCb, w_RJb, self._buffer(-1))
 
     def _buffer(self, which):
         R, C, J = self.shape
@@ -143,17 +131,22 @@ class Torus:
     """The layout of one zero-padded circular (1-D) or toroidal (2-D) FFT per sequence, on
     `fft_length` points per token axis: every offset fits without wrapping (the 2-D mask's)."""
 
+    frame_axes = 0
+
     def __init__(self, tokens: tuple[int, ...]):
-        self.tokens = tokens
         self.sizes = tuple(fft_length(t) for t in tokens)
         self.dims = tuple(range(-len(tokens), 0))
         self.points = math.prod(self.sizes)
-        self.frame_axes = 0
         self.crop = (..., *(slice(0, t) for t in tokens))
 
     def buffers(self, rows: int, features: int, cols: int, like: torch.Tensor) -> list[torch.Tensor]:
         """One buffer for both transforms: its padding is zeroed once (rfft never writes its input)."""
         return [like.new_zeros(rows, features, cols, *self.sizes)]
+
+    def pad_context(self, x_RMx):
+        return x_RMx  # the buffer's padding is zeroed once: the tokens go in as they are
+
+    pad_blocks = pad_context
 
     def context(self, phi_RCx, w_RJx, padded):
         """rfft of the zero-padded outer product phi_c(t) w_j(t): [R', C, J, F...]."""
@@ -175,32 +168,21 @@ def _even_split(total: int, most: int) -> int:
 
 
 def masked_readout(g_PHL: torch.Tensor, phi_q_RMx: torch.Tensor, phi_k_RMx: torch.Tensor, v_RJx: torch.Tensor,
-                   *, pass_bytes: int) -> torch.Tensor:
+                   *, pass_bytes: int, frames: Frames | None = None) -> torch.Tensor:
     """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t), [R, J, x], for R = N*H
-    rows (sequence n, head h; n member-major), each (member, head) with its own g, by one FFT
-    per sequence. The token axes x are (T,) or (Y, X); g_PHL holds g on the circle (or torus)
-    of `fft_length(T)` points per axis, g[n] = g(n) for n < T and g(n - L) for n > L - T
-    (entries between are never read). Every tensor has the FFT dtype; q, k, v are
-    [R, M or J, x] (token axes last). `pass_bytes` bounds each buffer of a pass."""
-    layout = Torus(tuple(v_RJx.shape[2:]))
-    return _MaskedReadout.apply(g_PHL, None, phi_q_RMx, phi_k_RMx, v_RJx, layout, None, pass_bytes)
-
-
-def clamped_readout(near_PHL: torch.Tensor, far_PH2: torch.Tensor, phi_q_RMT: torch.Tensor, phi_k_RMT: torch.Tensor,
-                    v_RJT: torch.Tensor, *, frames: Frames, max_offset: int, causal: bool,
-                    pass_bytes: int) -> torch.Tensor:
-    """The 1-D readout of masked_readout for a mask clamped past `max_offset` = D: g(r) = the
-    near field near_PHL for |r| < D, laid out on `frames`' circle (Frames.circle_offsets;
-    frames = near_frames(T, D, causal)), and far_PH2 = (c+, c-), the value for every r >= D
-    and every r <= -D (c- unused when causal), by prefix sums (far_field.py)."""
-    tokens = v_RJT.shape[-1]
-    far = FarField(far_PH2, max_offset=max_offset, causal=causal, tokens=tokens) if tokens > max_offset else None
-    return _MaskedReadout.apply(near_PHL, far_PH2 if far else None, phi_q_RMT, phi_k_RMT, v_RJT, frames, far,
-                                pass_bytes)
+    rows (sequence n, head h; n member-major), each (member, head) with its own g. The
+    token axes x are (T,) or (Y, X). Without `frames`, one FFT per sequence: g_PHL holds g on
+    the circle (or torus) of `fft_length(T)` points per axis, g[n] = g(n) for n < T and
+    g(n - L) for n > L - T (entries between are never read). With `frames` (1-D, g zero
+    outside frames.lo .. frames.hi), g_PHL is on the frames' circle (Frames.circle_offsets).
+    Every tensor has the FFT dtype; q, k, v are [R, M or J, x] (token axes last).
+    `pass_bytes` bounds each buffer of a pass."""
+    layout = Torus(tuple(v_RJx.shape[2:])) if frames is None else frames
+    return _MaskedReadout.apply(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx, layout, pass_bytes)
 
 
 def near_frames(tokens: int, max_offset: int, causal: bool) -> Frames:
-    """The frames of the near field, offsets |r| < max_offset that occur in `tokens` tokens
-    (r >= 0 only when causal)."""
+    """The frames of the near field: the offsets |r| < max_offset that occur among `tokens`
+    tokens (r >= 0 only when causal); the far field is far_field.py's."""
     hi = min(max_offset, tokens) - 1
     return Frames(tokens, 0 if causal else -hi, hi)
