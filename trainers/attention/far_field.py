@@ -29,6 +29,7 @@ def far_field(phi_q_xTM: torch.Tensor, phi_k_xTM: torch.Tensor, v_xTJ: torch.Ten
     D, T = max_offset, v_xTJ.shape[-2]
     if T <= D:
         return torch.zeros_like(v_xTJ)
+    chunk_size = min(chunk_size, T - D)  # a chunk longer than the sequences would only pad them
     after = causal_readout(phi_q_xTM[..., D:, :], phi_k_xTM[..., :T - D, :], v_xTJ[..., :T - D, :],
                            chunk_size=chunk_size)
     y_xTJ = F.pad(after * c_x2[..., :1, None], (0, 0, D, 0))

@@ -1,7 +1,6 @@
-"""Where a 1-D near-field convolution's FFTs run: one circular FFT over the whole sequence when
-that is short, else overlap-save frames of a fixed length set by the kernel's width, so the
-time grows linearly in T past a few kernel widths instead of as T log T with FFTs that leave
-the cache (toeplitz.py has the arithmetic; rpe_fft.py the measurements).
+"""Where a 1-D near-field convolution's FFTs run: one circular FFT over the sequence and the
+kernel's reach, or overlap-save frames of a length set by the kernel's width, whichever is
+less FFT work (toeplitz.py has the arithmetic; rpe_fft.py the measurements).
 
 Legend as in toeplitz.py: R' rows, C features, J value columns of one pass, T tokens, L FFT
 points of a frame (its circle), n = count frames, S = step (new tokens per frame).
@@ -19,54 +18,70 @@ w = hi - lo + 1. On a circle of L points, frame f holds the tokens f*S - lead + 
     with the context frame, wrap-free for lo <= r <= hi.
 One frame (count 1, lead 0, S = T) is the plain zero-padded circular FFT: a is zero beyond T,
 so L >= T + max(hi, -lo) points hold every offset that reaches an output (wrapped outputs
-land at positions >= T, which are cropped).
+land at positions >= T, which are cropped). With the far field split off (far_field.py) that
+is T + max_offset - 1 points, where a circle for every offset of T tokens needs 2T - 1.
 
 Choices left open (the paper convolves with one FFT):
-- Frame length: the smallest 5-smooth length >= 4w (step S = L - w + 1 >= 3w + 1, so at most
-  4/3 of the FFT points are overlap), but no longer than 4096 points while a length >= 2w - 1
-  (S >= w: a block's overlap-add tail reaches only the next frame) fits under it: here an
-  fp64 rfft + irfft pair took 3.5 ns per point at 4096 and 5.8 at 8192 (1 thread, 2026-12-01,
-  under load: per point it leaves the core's cache). Default rpe_fft tables (max_offset 1024):
-  4096 points, S = 3073 causal (w = 1024) and 2050 bidirectional (w = 2047).
-- One frame or several: one circular FFT when its length is at most the frame length (short
-  sequences, or T <= max_offset), else frames.
+- Frame length: over the 5-smooth lengths L from 2w - 1 (a frame's overlap-add tail, w - 1
+  points, then reaches the next block only) to the one circle, the one with the least FFT
+  work as modelled by count * L * log2(L). Measured (rpe_fft default table, causal, 1 thread,
+  2026-12-01, under load; forward + backward of the kernel, ms, the best of 2):
+      T = 4K:  one circle of 5120: 2670;  2 x 3072: 3098;  2 x 4096: 3832
+      T = 8K:  one circle of 9216: 5270;  2 x 5120: 5840;  3 x 3840: 6208;  3 x 4096: 6534
+      T = 16K: one circle of 17496: 11706;  2 x 9216: 12026;  4 x 5120: 12493;  6 x 4096: 13132
+  Time follows the total of FFT points more than their cache footprint here, and the model
+  ranks these as measured but for 16K's first two (its pick, 2 x 9216, is 2.7% slower). So up
+  to 16K the default table runs one circle of T + 1023 points (frames pay w - 1 points of
+  overlap each); frames take over where log2(T) outgrows that overlap (about 64K tokens for
+  the default table), and for small tables (the tests: max_offset 3 .. 8).
+- Ties in the model go to the shorter length.
 """
+import math
+
 import torch
 import torch.nn.functional as F
-
-_CACHE_POINTS = 4096  # the longest frame that stayed fast per point (module docstring)
 
 
 def smooth_length(least: int) -> int:
     """The smallest 5-smooth length (2^a 3^b 5^c) >= least: FFTs are fastest on small factors."""
-    length = max(least, 1)
-    while True:
-        rest = length
-        for prime in (2, 3, 5):
-            while rest % prime == 0:
-                rest //= prime
-        if rest == 1:
-            return length
-        length += 1
+    return min(_smooth_lengths(max(least, 1), 2 * max(least, 1)))
 
 
-def frame_length(width: int) -> int:
-    """The frame length for a kernel of `width` offsets (module docstring: choices)."""
-    return max(smooth_length(2 * width - 1), min(smooth_length(4 * width), _CACHE_POINTS))
+def _smooth_lengths(least: int, most: int) -> list[int]:
+    """Every 5-smooth length in least .. most (there are few: about 500 below a million)."""
+    lengths, p2 = [], 1
+    while p2 <= most:
+        p3 = p2
+        while p3 <= most:
+            p5 = p3
+            while p5 <= most:
+                lengths += [p5] if p5 >= least else []
+                p5 *= 5
+            p3 *= 3
+        p2 *= 2
+    return lengths
+
+
+def plan_frames(tokens: int, lo: int, hi: int) -> "Frames":
+    """The layout with the least modelled FFT work, count * L * log2(L) (module docstring)."""
+    width, single = hi - lo + 1, smooth_length(tokens + max(hi, -lo))
+    candidates = [Frames(tokens, lo, hi, n) for n in _smooth_lengths(min(2 * width - 1, single), single)]
+    return min(candidates, key=lambda frames: (frames.points * math.log2(max(frames.length, 2)), frames.length))
 
 
 class Frames:
     """The layout of one call: where a sequence of `tokens` and a kernel on offsets lo .. hi
-    go on circles of `length` points, and the buffers of a pass ([R', C, J', count, L])."""
+    go on circles of `length` points (one circle if the tokens and the kernel's reach fit,
+    else overlap-save frames, length >= 2w - 1), and the buffers of a pass ([R', C, J', count, L])."""
 
-    def __init__(self, tokens: int, lo: int, hi: int):
-        self.tokens, self.lo, self.hi = tokens, lo, hi
+    def __init__(self, tokens: int, lo: int, hi: int, length: int):
+        self.tokens, self.lo, self.hi, self.length = tokens, lo, hi, length
         width = hi - lo + 1
-        single, frame = smooth_length(tokens + max(hi, -lo)), frame_length(width)
-        if single <= frame:
-            self.length, self.lead, self.step, self.count = single, 0, tokens, 1
+        if length >= tokens + max(hi, -lo):
+            self.lead, self.step, self.count = 0, tokens, 1
         else:
-            self.length, self.lead, self.step = frame, hi, frame - width + 1
+            assert length >= 2 * width - 1, "a frame's overlap-add tail must stay within the next block"
+            self.lead, self.step = hi, length - width + 1
             self.count = -(-tokens // self.step)
         self.sizes, self.dims = (self.length,), (-1,)
         self.frame_axes = 1  # buffers are [R', C, J', count, L]: one axis more than a torus's

@@ -36,7 +36,7 @@ import math
 
 import torch
 
-from trainers.attention.frames import Frames, smooth_length
+from trainers.attention.frames import Frames, plan_frames, smooth_length
 
 
 def fft_length(tokens: int) -> int:
@@ -185,4 +185,4 @@ def near_frames(tokens: int, max_offset: int, causal: bool) -> Frames:
     """The frames of the near field: the offsets |r| < max_offset that occur among `tokens`
     tokens (r >= 0 only when causal); the far field is far_field.py's."""
     hi = min(max_offset, tokens) - 1
-    return Frames(tokens, 0 if causal else -hi, hi)
+    return plan_frames(tokens, 0 if causal else -hi, hi)
