@@ -91,14 +91,6 @@ def cross_chunk_attention(q_xGLM: torch.Tensor, k_xGLM: torch.Tensor, v_xGLJ: to
     return _CrossChunkScan.apply(q_xGLM, k_xGLM, v_xGLJ)
 
 
-def causal_readout(q_xTM: torch.Tensor, k_xTM: torch.Tensor, v_xTJ: torch.Tensor, *, chunk_size: int) -> torch.Tensor:
-    """out_t = q_t . sum_{s<=t} k_s v_s^T, [..., T, J] (un-normalized causal linear attention)."""
-    q_xGLM, k_xGLM, v_xGLJ = (split_chunks(x, chunk_size) for x in (q_xTM, k_xTM, v_xTJ))
-    # Zero-padded keys are 0, so the padding adds nothing to any state.
-    within_xGLL = (q_xGLM @ k_xGLM.transpose(-2, -1)).tril()  # s <= t inside the chunk
-    return merge_chunks(within_xGLL @ v_xGLJ + cross_chunk_attention(q_xGLM, k_xGLM, v_xGLJ), v_xTJ.shape[-2])
-
-
 def feature_map_attention(phi_q_NHTM: torch.Tensor, phi_k_NHTM: torch.Tensor, v_NHTK: torch.Tensor, *,
                           causal: bool, chunk_size: int, eps: float,
                           key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
@@ -107,12 +99,17 @@ def feature_map_attention(phi_q_NHTM: torch.Tensor, phi_k_NHTM: torch.Tensor, v_
     `key_mask_NT` (True = real token) zeroes phi(k) at padding, which then adds nothing to
     numerator or normalizer.
     """
+    T = v_NHTK.shape[-2]
     if key_mask_NT is not None:
         phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None]
     # A ones column on v makes the normalizer sum_s phi(k_s) ride along as output column K.
     v_NHTJ = F.pad(v_NHTK, (0, 1), value=1.0)
     if causal:
-        out_NHTJ = causal_readout(phi_q_NHTM, phi_k_NHTM, v_NHTJ, chunk_size=chunk_size)
+        q_NHGLM, k_NHGLM, v_NHGLJ = (split_chunks(x, chunk_size) for x in (phi_q_NHTM, phi_k_NHTM, v_NHTJ))
+        # Zero-padded keys have phi = 0, so the padding adds nothing to any state.
+        within_NHGLL = (q_NHGLM @ k_NHGLM.transpose(-2, -1)).tril()  # s <= t inside the chunk
+        out_NHGLJ = within_NHGLL @ v_NHGLJ + cross_chunk_attention(q_NHGLM, k_NHGLM, v_NHGLJ)
+        out_NHTJ = merge_chunks(out_NHGLJ, T)
     else:
         out_NHTJ = phi_q_NHTM @ (phi_k_NHTM.transpose(-2, -1) @ v_NHTJ)
     return out_NHTJ[..., :-1] / out_NHTJ[..., -1:].clamp_min(eps)

@@ -30,10 +30,11 @@ Choices left open (the paper convolves with one FFT):
       T = 8K:  one circle of 9216: 5270;  2 x 5120: 5840;  3 x 3840: 6208;  3 x 4096: 6534
       T = 16K: one circle of 17496: 11706;  2 x 9216: 12026;  4 x 5120: 12493;  6 x 4096: 13132
   Time follows the total of FFT points more than their cache footprint here, and the model
-  ranks these as measured but for 16K's first two (its pick, 2 x 9216, is 2.7% slower). So up
-  to 16K the default table runs one circle of T + 1023 points (frames pay w - 1 points of
-  overlap each); frames take over where log2(T) outgrows that overlap (about 64K tokens for
-  the default table), and for small tables (the tests: max_offset 3 .. 8).
+  ranks these as measured but for 16K's first two (its pick, 2 x 9216, was 2.7% slower). So
+  the default table runs one circle of T + 1023 points up to 8K tokens (frames pay w - 1
+  points of overlap each), 2 frames at 16K causal; frames take over as log2(T) outgrows that
+  overlap (8 frames of 9216 points at 64K tokens), and for small tables at any length (the
+  tests: max_offset 3 .. 8).
 - Ties in the model go to the shorter length.
 """
 import math
@@ -101,12 +102,13 @@ class Frames:
         return [like.new_zeros(rows, features, cols, self.count, self.length) for _ in range(2)]
 
     def pad_context(self, x_RMT: torch.Tensor) -> torch.Tensor:
-        """The token axis as the context frames read it (once per call, not per pass): [R, M, extent]."""
+        """The token axis as the context frames read it: [R, M, extent]."""
         return x_RMT if self.count == 1 else F.pad(x_RMT, (self.lead, self.extent - self.lead - self.tokens))
 
     def pad_blocks(self, x_RMT: torch.Tensor) -> torch.Tensor:
         """The token axis cut into the frames' blocks: [R, M, count, step]."""
-        return F.pad(x_RMT, (0, self.count * self.step - self.tokens)).unflatten(-1, (self.count, self.step))
+        pad = self.count * self.step - self.tokens
+        return (F.pad(x_RMT, (0, pad)) if pad else x_RMT).unflatten(-1, (self.count, self.step))  # F.pad copies
 
     def context(self, phi_RCe: torch.Tensor, w_RJe: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """rfft of the context frames of phi_c(t) w_j(t) (inputs from pad_context): [R', C, J, count, L/2 + 1]."""

@@ -66,10 +66,10 @@ from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
 from trainers.attention.grid import grid_shape
-from trainers.attention.far_field import far_field
+from trainers.attention.frames import Frames
 from trainers.attention.toeplitz import fft_length, masked_readout, near_frames
 
-FAR_CHUNK = 64  # the far field's chunk of tokens (far_field.py), the `linear` kind's default
+FAR_CHUNK = 64  # the far field's chunk of tokens (far_field.py), as the `linear` kind's default
 
 
 class RpeFftAttention(nn.Module):
@@ -107,30 +107,27 @@ class RpeFftAttention(nn.Module):
         dtype = torch.promote_types(torch.promote_types(v_NHTK.dtype, torch.float32), self.fft_dtype)
         T, K = v_NHTK.shape[-2:]
         tokens = (T,) if self.grid is None else grid_shape(self.grid, T, "rpe_fft")  # (Y, X) for the 2-D FFT
-        phi_q_NHTK = F.elu(q_NHTK.to(dtype)) + 1.0
-        phi_k_NHTK = F.elu(k_NHTK.to(dtype)) + 1.0
-        if key_mask_NT is not None:
-            phi_k_NHTK = phi_k_NHTK * key_mask_NT[:, None, :, None].to(dtype)
-        # A ones column on v makes the normaliser z ride along as output column K.
-        v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)
         # Rows R = N*H, token axes last ([R, M, x]): the FFTs run along contiguous memory.
-        phi_q_RMx, phi_k_RMx, v_RJx = (x.transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
-                                       for x in (phi_q_NHTK, phi_k_NHTK, v_NHTJ))
+        phi_q_RMx = (F.elu(q_NHTK.to(dtype)) + 1.0).transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
+        phi_k_NHMT = (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1)
+        if key_mask_NT is not None:
+            phi_k_NHMT = phi_k_NHMT * key_mask_NT[:, None, None, :].to(dtype)
+        phi_k_RMx = phi_k_NHMT.flatten(0, 1).contiguous().unflatten(-1, tokens)
+        # A ones column on v makes the normaliser z ride along as output column K.
+        v_RJT = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
         if self.grid is None:
             frames = near_frames(T, self.max_offset, self.causal)
-            y_RJT = masked_readout(self.near_mask(frames).to(dtype), phi_q_RMx, phi_k_RMx, v_RJx,
-                                   pass_bytes=self.pass_bytes, frames=frames)
             c_NH2 = self.far_constants().to(dtype).repeat_interleave(v_NHTK.shape[0] // self.log_mask_PHR.shape[0], 0)
-            far_NHTJ = far_field(phi_q_NHTK, phi_k_NHTK, v_NHTJ, c_NH2, max_offset=self.max_offset,
-                                 causal=self.causal, chunk_size=FAR_CHUNK)
-            y_RJT = y_RJT + far_NHTJ.transpose(-2, -1).flatten(0, 1)
+            y_RJT = masked_readout(self.near_mask(frames).to(dtype), phi_q_RMx, phi_k_RMx, v_RJT,
+                                   pass_bytes=self.pass_bytes, frames=frames, far_R2=c_NH2.flatten(0, 1),
+                                   max_offset=self.max_offset, causal=self.causal, chunk_size=FAR_CHUNK)
         else:
-            y_RJT = masked_readout(self.relative_mask_2d().to(dtype), phi_q_RMx, phi_k_RMx, v_RJx,
+            y_RJT = masked_readout(self.relative_mask_2d().to(dtype), phi_q_RMx, phi_k_RMx, v_RJT.unflatten(-1, tokens),
                                    pass_bytes=self.pass_bytes).flatten(2)
         out_RKT = y_RJT[:, :K] / y_RJT[:, K:].clamp_min(1e-6)
         return out_RKT.transpose(-2, -1).unflatten(0, v_NHTK.shape[:2]).to(v_NHTK.dtype)
 
-    def near_mask(self, frames) -> torch.Tensor:
+    def near_mask(self, frames: Frames) -> torch.Tensor:
         """f at the near offsets |r| < max_offset (r >= 0 when causal) on the circle of the near
         field's FFTs (toeplitz.near_frames), 0 at the circle's other points. [P, H, L]."""
         offset, used = frames.circle_offsets(self.log_mask_PHR.device)
@@ -142,7 +139,7 @@ class RpeFftAttention(nn.Module):
         return self.log_mask_PHR[..., [-1, 0]].exp()
 
     def relative_mask_2d(self) -> torch.Tensor:
-        """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
+        """f on the (L_y, L_x) FFT grid, each axis on fft_length's circle (circle_offsets). [P, H, L_y, L_x]."""
         axes = []
         for side, max_offset in zip(self.grid, self.offsets_yx):
             offset = circle_offsets(side, self.log_mask_PHYX.device)

@@ -141,6 +141,28 @@ def test_gradcheck_through_frames_and_far_field(causal, one_thread):
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
 
 
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_far_field_equals_the_explicit_sum_over_chunks(causal, one_thread):
+    """y_far_j(i) = sum_m phi_q_m(i) sum_t c(i - t) phi_k_m(t) v_j(t), c = c+ for i - t >= D,
+    c- for t - i >= D (0 when causal), 0 between, in chunks of 4 (the last one short)."""
+    R, M, J, T, D = 3, 2, 3, 23, 5
+    generator = torch.Generator().manual_seed(2)
+    q_RTM, k_RTM = (torch.rand(R, T, M, generator=generator, dtype=torch.float64) for _ in range(2))
+    v_RTJ = torch.randn(R, T, J, generator=generator, dtype=torch.float64)
+    c_R2 = torch.rand(R, 2, generator=generator, dtype=torch.float64) + 0.5
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    c_RTT = c_R2[:, :1, None] * (offset_TT >= D) + (0 if causal else c_R2[:, 1:, None] * (offset_TT <= -D))
+    expected = torch.einsum("rim,rit,rtm,rtj->rji", q_RTM, c_RTT, k_RTM, v_RTJ)
+
+    def far(q_RTM, k_RTM, v_RTJ, c_R2):  # the readout with a zero near field (g = 0 on one circle of 2T - 1)
+        g_PHL = torch.zeros(q_RTM.shape[0], 1, fft_length(q_RTM.shape[1]), dtype=torch.float64)
+        return masked_readout(g_PHL, q_RTM.mT, k_RTM.mT, v_RTJ.mT, pass_bytes=1, far_R2=c_R2, max_offset=D,
+                              causal=causal, chunk_size=4)
+
+    torch.testing.assert_close(far(q_RTM, k_RTM, v_RTJ, c_R2), expected)
+    args = (q_RTM[:2, :13], k_RTM[:2, :13], v_RTJ[:2, :13], c_R2[:2])  # 8 shifted tokens: chunks of 4
+    assert torch.autograd.gradcheck(far, tuple(x.clone().requires_grad_() for x in args))
+
 def test_the_frames_plan():
     """A sequence no longer than the table keeps the one FFT of fft_length(T) points (no far
     field); with a small table the frame length stays bounded as T grows (time linear in T); the
