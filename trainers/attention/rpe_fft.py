@@ -5,7 +5,8 @@ Legend: P members, B sequences per member, N = P*B, H heads, T tokens, K head di
 M = feature dims of phi (M = K here), J = K + 1 value columns (the normaliser's ones
 column), R = 2 * max_offset + 1 table entries (in the parameters' names; in forward's
 `_RMx` tensors R is N*H (sequence, head) rows, as in toeplitz.py), x = the token axes (T,)
-or (Y, X), L = FFT length (toeplitz.fft_length: the smallest 5-smooth length >= 2T - 1).
+or (Y, X), L = FFT points of a circle (1-D: toeplitz.near_frames; 2-D: toeplitz.fft_length,
+the smallest 5-smooth length >= 2 * side - 1, per axis).
 
 The attention matrix of linear attention, phi(Q) phi(K)^T, is masked elementwise by a
 Toeplitz matrix f(i - j):
@@ -22,7 +23,11 @@ Choices the paper leaves open:
   max_offset (the paper's per-head masks; the head count comes with `heads=`,
   trainers/attention/heads.py). Offsets farther than max_offset are clamped to the value at
   +-max_offset, so any T runs (a learned constant far field) and the parameter count does
-  not depend on the task's length.
+  not depend on the task's length. On 1-D masks the two parts are computed apart: the near
+  field (|i - j| < max_offset) by FFT on one circle of T + max_offset - 1 points or in
+  overlap-save frames (toeplitz.near_frames, frames.py), the far field, c+ = f(max_offset)
+  at every i - j >= max_offset and c- = f(-max_offset) at every j - i >= max_offset, by
+  chunked prefix sums (far_field.py), both in one hand-written forward and backward.
 - Tables saved before they were per head ([P, 1, R], [P, 1, 2R_y+1, 2R_x+1]: one table
   shared by the heads) load into every head (`_load_from_state_dict`): the same function,
   whose heads then train apart. Only the weights migrate: an optimizer's or error
@@ -46,17 +51,27 @@ Choices the paper leaves open:
   recomputes the transforms (6 FFTs per sequence instead of 4): measured side by side with
   the version that kept them (2026-12-01, 1 thread, width 256, 4 heads, under load), this
   was 1.7-2.4x faster from 512 to 8K tokens (README), and its peak memory is a pass's
-  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2) (the
-  layer's peak at 16K tokens: 427 MB instead of 8 GB).
+  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2).
   Its backward is written by hand: autograd through rfft / irfft zero-fills and copies
   full-size buffers at every step and would keep the transforms.
+  Splitting off the far field (2026-12-01) shortened the circle from 2T - 1 points (every
+  offset of T tokens) to T + max_offset - 1, or to frames whose length is set by the kernel
+  width, so the time per doubling of T tends to 2: `bench_attention.py --kinds rpe_fft
+  --modes causal --threads 1 --repeats 3 --max-seconds 20` (the layer, width 256, 4 heads,
+  under load): 333 / 695 / 1265 / 2600 / 5130 / 12619 ms at 512 .. 16K tokens, 2.06, 1.97,
+  2.46 per doubling from 2K (before: 2.66, 2.44, 2.43 idle), peak 430 MB at 16K (before:
+  431). The far field's prefix sums are a chunk scan that keeps nothing for backward (through
+  autograd they kept 300 MB more at 16K); the FFT inputs are padded for frames a pass at a
+  time (padded whole, 140 MB more at 16K).
 - Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.
 - FFT numerics: from phi on everything runs in `fft_dtype` (fp64 inputs stay fp64), the
   readout phi(q)^T S included: it costs a multiply per (m, j) pair either way, and a cast
   of S to fp32 first would be one more pass over it. An FFT convolution's rounding is
-  relative to the whole sequence, not to each output: row i's normaliser z_i gets an
-  absolute error near eps * sum_j f(i-j)|a_j| taken over ALL j, so a row with a small z_i
-  (causal row 0 holds one term against T) loses log10(T) digits. In fp32 that is 1.5e-4 at
+  relative to its whole circle, not to each output: row i's normaliser z_i gets an absolute
+  error near eps * sum_j f(i-j)|a_j| taken over every j of the circle (T tokens, or one
+  frame's for the near field in frames), so a row with a small z_i (causal row 0 holds one
+  term against T) loses log10(T) digits. The far field's prefix sums round relative to the
+  sum so far (a chunk's products, then the running state). In fp32 that is 1.5e-4 at
   causal row 0 for T = 1000 (measured), so the convolutions run in float64 by default
   (`fft_dtype`), at about twice their time and memory.
 """

