@@ -25,7 +25,9 @@ Choices left open (the paper convolves with one FFT):
 - Frame length: over the 5-smooth lengths L from 2w - 1 (a frame's overlap-add tail, w - 1
   points, then reaches the next block only) to the one circle, the one with the least FFT
   work as modelled by count * L * log2(L). Measured (rpe_fft default table, causal, 1 thread,
-  2026-12-01, under load; forward + backward of the kernel, ms, the best of 2):
+  2026-12-01, under load; forward + backward of the kernel, CPU ms, the best of 2; before
+  frames' value columns were padded once per cut, which took a further 10% off 2 x 9216 at
+  16K):
       T = 4K:  one circle of 5120: 2670;  2 x 3072: 3098;  2 x 4096: 3832
       T = 8K:  one circle of 9216: 5270;  2 x 5120: 5840;  3 x 3840: 6208;  3 x 4096: 6534
       T = 16K: one circle of 17496: 11706;  2 x 9216: 12026;  4 x 5120: 12493;  6 x 4096: 13132
@@ -114,9 +116,9 @@ class Frames:
         """rfft of the context frames of phi_c(t) w_j(t) (inputs from pad_context): [R', C, J, count, L/2 + 1]."""
         if self.count == 1:  # one frame: the tokens, then zeros
             torch.mul(phi_RCe.unsqueeze(2), w_RJe.unsqueeze(1), out=out[..., 0, :self.tokens])
-            return torch.fft.rfft(out)
-        phi_RCnL, w_RJnL = (x.unfold(-1, self.length, self.step) for x in (phi_RCe, w_RJe))
-        torch.mul(phi_RCnL.unsqueeze(2), w_RJnL.unsqueeze(1), out=out)
+        else:  # overlapping windows of the padded tokens
+            phi_RCnL, w_RJnL = (x.unfold(-1, self.length, self.step) for x in (phi_RCe, w_RJe))
+            torch.mul(phi_RCnL.unsqueeze(2), w_RJnL.unsqueeze(1), out=out)
         return torch.fft.rfft(out)
 
     def blocks(self, phi_RCnS: torch.Tensor, w_RJnS: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
