@@ -117,7 +117,8 @@ class RpeFftAttentionConfig(_KindConfig):
                          "are live in backward, nothing of their size is kept between passes): smaller means "
                          "less memory and more passes; 2 MB was fastest on CPU (0.5-16 MB measured) and keeps "
                          "them in cache (on a GPU, where each pass launches kernels, larger is likely faster: "
-                         "not measured); one ~2T-point sequence per pass at least, whatever it says")
+                         "not measured); one sequence's FFT points (about T + max_offset) per pass at least, "
+                         "whatever it says")
     grid_mask: bool = Field(
         True, description="on a task with a grid (H, W): f is a function of the offset (d_row, d_col) on the grid "
                           "(2-D block-Toeplitz mask by 2-D FFT, a table of (2*min(max_offset, H-1)+1) x "

@@ -5,7 +5,8 @@ Legend: P members, B sequences per member, N = P*B, H heads, T tokens, K head di
 M = feature dims of phi (M = K here), J = K + 1 value columns (the normaliser's ones
 column), R = 2 * max_offset + 1 table entries (in the parameters' names; in forward's
 `_RMx` tensors R is N*H (sequence, head) rows, as in toeplitz.py), x = the token axes (T,)
-or (Y, X), L = FFT length (toeplitz.fft_length: the smallest 5-smooth length >= 2T - 1).
+or (Y, X), L = FFT points of a circle (1-D: toeplitz.near_frames; 2-D: toeplitz.fft_length,
+the smallest 5-smooth length >= 2 * side - 1, per axis).
 
 The attention matrix of linear attention, phi(Q) phi(K)^T, is masked elementwise by a
 Toeplitz matrix f(i - j):
@@ -22,7 +23,11 @@ Choices the paper leaves open:
   max_offset (the paper's per-head masks; the head count comes with `heads=`,
   trainers/attention/heads.py). Offsets farther than max_offset are clamped to the value at
   +-max_offset, so any T runs (a learned constant far field) and the parameter count does
-  not depend on the task's length.
+  not depend on the task's length. On 1-D masks the two parts are computed apart: the near
+  field (|i - j| < max_offset) by FFT on one circle of T + max_offset - 1 points or in
+  overlap-save frames (toeplitz.near_frames, frames.py), the far field, c+ = f(max_offset)
+  at every i - j >= max_offset and c- = f(-max_offset) at every j - i >= max_offset, by
+  chunked prefix sums (far_field.py), both in one hand-written forward and backward.
 - Tables saved before they were per head ([P, 1, R], [P, 1, 2R_y+1, 2R_x+1]: one table
   shared by the heads) load into every head (`_load_from_state_dict`): the same function,
   whose heads then train apart. Only the weights migrate: an optimizer's or error
@@ -46,17 +51,28 @@ Choices the paper leaves open:
   recomputes the transforms (6 FFTs per sequence instead of 4): measured side by side with
   the version that kept them (2026-12-01, 1 thread, width 256, 4 heads, under load), this
   was 1.7-2.4x faster from 512 to 8K tokens (README), and its peak memory is a pass's
-  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2) (the
-  layer's peak at 16K tokens: 427 MB instead of 8 GB).
+  buffers plus O(T K) per (sequence, head) instead of the kept transforms' O(T K^2).
   Its backward is written by hand: autograd through rfft / irfft zero-fills and copies
   full-size buffers at every step and would keep the transforms.
+  Splitting off the far field (2026-12-01) shortened the circle from 2T - 1 points (every
+  offset of T tokens) to T + max_offset - 1, or to frames whose length is set by the kernel
+  width, so the time per doubling of T tends to 2: `bench_attention.py --kinds rpe_fft
+  --modes causal --threads 1 --repeats 3 --max-seconds 20` (the layer, width 256, 4 heads,
+  under load): 314 / 673 / 1200 / 2507 / 4930 / 11318 ms at 512 .. 16K tokens, 2.09, 1.97,
+  2.30 per doubling from 2K (before: 2.66, 2.44, 2.43 idle), peak 446 MB at 16K (before:
+  431); old and new alternating in one process, 1.13x / 1.46x / 1.76x / 1.97x faster at
+  2K .. 16K (README). The far field's prefix sums are a chunk scan that keeps nothing for backward (through
+  autograd they kept 300 MB more at 16K); the FFT inputs are padded for frames a pass at a
+  time (padded whole, 140 MB more at 16K).
 - Key padding: a padded key's phi(k) is zeroed, so it adds nothing to S or z.
 - FFT numerics: from phi on everything runs in `fft_dtype` (fp64 inputs stay fp64), the
   readout phi(q)^T S included: it costs a multiply per (m, j) pair either way, and a cast
   of S to fp32 first would be one more pass over it. An FFT convolution's rounding is
-  relative to the whole sequence, not to each output: row i's normaliser z_i gets an
-  absolute error near eps * sum_j f(i-j)|a_j| taken over ALL j, so a row with a small z_i
-  (causal row 0 holds one term against T) loses log10(T) digits. In fp32 that is 1.5e-4 at
+  relative to its whole circle, not to each output: row i's normaliser z_i gets an absolute
+  error near eps * sum_j f(i-j)|a_j| taken over every j of the circle (T tokens, or one
+  frame's for the near field in frames), so a row with a small z_i (causal row 0 holds one
+  term against T) loses log10(T) digits. The far field's prefix sums round relative to the
+  sum so far (a chunk's products, then the running state). In fp32 that is 1.5e-4 at
   causal row 0 for T = 1000 (measured), so the convolutions run in float64 by default
   (`fft_dtype`), at about twice their time and memory.
 """
@@ -66,7 +82,10 @@ from torch import nn
 
 from trainers.attention.config import RpeFftAttentionConfig
 from trainers.attention.grid import grid_shape
-from trainers.attention.toeplitz import fft_length, masked_readout
+from trainers.attention.frames import Frames
+from trainers.attention.toeplitz import fft_length, masked_readout, near_frames
+
+FAR_CHUNK = 64  # the far field's chunk of tokens (far_field.py), as the `linear` kind's default
 
 
 class RpeFftAttention(nn.Module):
@@ -103,12 +122,7 @@ class RpeFftAttention(nn.Module):
         # Everything from phi on runs in the FFT dtype (fp64 by default; fp64 inputs stay fp64).
         dtype = torch.promote_types(torch.promote_types(v_NHTK.dtype, torch.float32), self.fft_dtype)
         T, K = v_NHTK.shape[-2:]
-        if self.grid is None:
-            tokens = (T,)
-            g_PHL = self.relative_mask(T).to(dtype)
-        else:
-            tokens = grid_shape(self.grid, T, "rpe_fft")  # the token axis as (Y, X) for the 2-D FFT
-            g_PHL = self.relative_mask_2d().to(dtype)
+        tokens = (T,) if self.grid is None else grid_shape(self.grid, T, "rpe_fft")  # (Y, X) for the 2-D FFT
         # Rows R = N*H, token axes last ([R, M, x]): the FFTs run along contiguous memory.
         phi_q_RMx = (F.elu(q_NHTK.to(dtype)) + 1.0).transpose(-2, -1).flatten(0, 1).contiguous().unflatten(-1, tokens)
         phi_k_NHMT = (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1)
@@ -116,23 +130,32 @@ class RpeFftAttention(nn.Module):
             phi_k_NHMT = phi_k_NHMT * key_mask_NT[:, None, None, :].to(dtype)
         phi_k_RMx = phi_k_NHMT.flatten(0, 1).contiguous().unflatten(-1, tokens)
         # A ones column on v makes the normaliser z ride along as output column K.
-        v_RJx = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
-        y_RJT = masked_readout(g_PHL, phi_q_RMx, phi_k_RMx, v_RJx.unflatten(-1, tokens),
-                               pass_bytes=self.pass_bytes).flatten(2)
+        v_RJT = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0).transpose(-2, -1).flatten(0, 1).contiguous()
+        if self.grid is None:
+            frames = near_frames(T, self.max_offset, self.causal)
+            c_NH2 = self.far_constants().to(dtype).repeat_interleave(v_NHTK.shape[0] // self.log_mask_PHR.shape[0], 0)
+            y_RJT = masked_readout(self.near_mask(frames).to(dtype), phi_q_RMx, phi_k_RMx, v_RJT,
+                                   pass_bytes=self.pass_bytes, frames=frames, far_R2=c_NH2.flatten(0, 1),
+                                   max_offset=self.max_offset, causal=self.causal, chunk_size=FAR_CHUNK)
+        else:
+            y_RJT = masked_readout(self.relative_mask_2d().to(dtype), phi_q_RMx, phi_k_RMx, v_RJT.unflatten(-1, tokens),
+                                   pass_bytes=self.pass_bytes).flatten(2)
         out_RKT = y_RJT[:, :K] / y_RJT[:, K:].clamp_min(1e-6)
         return out_RKT.transpose(-2, -1).unflatten(0, v_NHTK.shape[:2]).to(v_NHTK.dtype)
 
-    def relative_mask(self, length: int) -> torch.Tensor:
-        """f on the circle of L = fft_length(T) points: entry n holds f(n) for n < T and
-        f(n - L) for n > L - T (the negative offsets); 0 between (offsets <= -T never occur)
-        and, when causal, at every negative offset. [P, H, L]."""
-        offset = circle_offsets(length, self.log_mask_PHR.device)
+    def near_mask(self, frames: Frames) -> torch.Tensor:
+        """f at the near offsets |r| < max_offset (r >= 0 when causal) on the circle of the near
+        field's FFTs (toeplitz.near_frames), 0 at the circle's other points. [P, H, L]."""
+        offset, used = frames.circle_offsets(self.log_mask_PHR.device)
         f_PHL = self.log_mask_PHR[..., offset.clamp(-self.max_offset, self.max_offset) + self.max_offset].exp()
-        unused = (offset < 0) if self.causal else (offset <= -length)
-        return f_PHL.masked_fill(unused, 0.0)
+        return f_PHL.masked_fill(~used, 0.0)
+
+    def far_constants(self) -> torch.Tensor:
+        """(c+, c-) = (f(max_offset), f(-max_offset)): f at every farther offset. [P, H, 2]."""
+        return self.log_mask_PHR[..., [-1, 0]].exp()
 
     def relative_mask_2d(self) -> torch.Tensor:
-        """f on the (L_y, L_x) FFT grid, each axis laid out as in `relative_mask`. [P, H, L_y, L_x]."""
+        """f on the (L_y, L_x) FFT grid, each axis on fft_length's circle (circle_offsets). [P, H, L_y, L_x]."""
         axes = []
         for side, max_offset in zip(self.grid, self.offsets_yx):
             offset = circle_offsets(side, self.log_mask_PHYX.device)

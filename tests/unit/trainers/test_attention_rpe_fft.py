@@ -9,10 +9,21 @@ import torch.nn.functional as F
 from trainers.attention.config import LinearAttentionConfig, RpeFftAttentionConfig
 from trainers.attention.linear import LinearAttention
 from trainers.attention.rpe_fft import RpeFftAttention
-from trainers.attention.toeplitz import fft_length, masked_readout
+from trainers.attention.frames import Frames, plan_frames
+from trainers.attention.toeplitz import fft_length, masked_readout, near_frames
 
 P, B, H, K = 2, 1, 3, 8
 PASS_MB = 0.05  # passes of a few (row, feature) pairs: T = 64 takes 5 per pass, T = 1000 one
+
+
+@pytest.fixture
+def one_thread():
+    """gradcheck runs thousands of tiny ops; on a busy 2-core machine each parallel region of
+    two threads waits for the other core (one gradcheck here: 35 s on 2 threads, 6 s on 1)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def explicit_masked_attention(kernel: RpeFftAttention, q_NHTK, k_NHTK, v_NHTK, key_mask_NT=None):
@@ -87,7 +98,7 @@ def test_padded_keys_contribute_nothing(causal):
 
 
 @pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
-def test_gradcheck_through_the_ffts(causal):
+def test_gradcheck_through_the_ffts(causal, one_thread):
     kernel = random_kernel(causal, max_offset=3, heads=2, pass_buffer_mb=1e-9).double()
     # K = 3, one (row, feature) pair per pass; two heads, two tables.
     q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(5, N=P, heads=2))
@@ -98,6 +109,101 @@ def test_gradcheck_through_the_ffts(causal):
 
     assert torch.autograd.gradcheck(attention, (q, k, v, table))
 
+
+
+# --- the near field in frames, the far field by prefix sums -------------------------------
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+@pytest.mark.parametrize("max_offset,length", [(3, 50), (8, 200), (5, 123)])
+def test_frames_and_far_field_equal_explicit_masked_attention(causal, max_offset, length):
+    """Small tables make the near field run in several overlap-save frames with a far field
+    (every offset >= max_offset) beside it: the path long sequences take with the default table."""
+    frames = near_frames(length, max_offset, causal)
+    assert frames.count >= 3 and length > max_offset
+    kernel = random_kernel(causal, max_offset=max_offset)
+    q, k, v = random_inputs(length, seed=length)
+    key_mask_NT = torch.ones(P * B, length, dtype=torch.bool)
+    key_mask_NT[1, length - 7:] = False
+    torch.testing.assert_close(kernel(q, k, v, key_mask_NT=key_mask_NT),
+                               explicit_masked_attention(kernel, q, k, v, key_mask_NT).float(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_gradcheck_through_frames_and_far_field(causal, one_thread):
+    kernel = random_kernel(causal, max_offset=3, heads=2).double()
+    assert near_frames(40, 3, causal).count >= 5  # frames of 5 points causal, 12 bidirectional
+    q, k, v = (x[..., :2].double().requires_grad_() for x in random_inputs(40, N=P, heads=2))
+    table = kernel.log_mask_PHR.detach().clone().requires_grad_()  # c+ and c- are its end entries
+
+    def attention(q, k, v, table):
+        return torch.func.functional_call(kernel, {"log_mask_PHR": table}, (q, k, v))
+
+    assert torch.autograd.gradcheck(attention, (q, k, v, table))
+
+
+@pytest.mark.parametrize("causal", [True, False], ids=["causal", "bidir"])
+def test_far_field_equals_the_explicit_sum_over_chunks(causal, one_thread):
+    """y_far_j(i) = sum_m phi_q_m(i) sum_t c(i - t) phi_k_m(t) v_j(t), c = c+ for i - t >= D,
+    c- for t - i >= D (0 when causal), 0 between, in chunks of 4 (the last one short)."""
+    R, M, J, T, D = 3, 2, 3, 23, 5
+    generator = torch.Generator().manual_seed(2)
+    q_RTM, k_RTM = (torch.rand(R, T, M, generator=generator, dtype=torch.float64) for _ in range(2))
+    v_RTJ = torch.randn(R, T, J, generator=generator, dtype=torch.float64)
+    c_R2 = torch.rand(R, 2, generator=generator, dtype=torch.float64) + 0.5
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    c_RTT = c_R2[:, :1, None] * (offset_TT >= D) + (0 if causal else c_R2[:, 1:, None] * (offset_TT <= -D))
+    expected = torch.einsum("rim,rit,rtm,rtj->rji", q_RTM, c_RTT, k_RTM, v_RTJ)
+
+    def far(q_RTM, k_RTM, v_RTJ, c_R2):  # the readout with a zero near field (g = 0 on one circle of 2T - 1)
+        g_PHL = torch.zeros(q_RTM.shape[0], 1, fft_length(q_RTM.shape[1]), dtype=torch.float64)
+        return masked_readout(g_PHL, q_RTM.mT, k_RTM.mT, v_RTJ.mT, pass_bytes=1, far_R2=c_R2, max_offset=D,
+                              causal=causal, chunk_size=4)
+
+    torch.testing.assert_close(far(q_RTM, k_RTM, v_RTJ, c_R2), expected)
+    args = (q_RTM[:2, :13], k_RTM[:2, :13], v_RTJ[:2, :13], c_R2[:2])  # 8 shifted tokens: chunks of 4
+    assert torch.autograd.gradcheck(far, tuple(x.clone().requires_grad_() for x in args))
+
+def test_the_frames_plan():
+    """A sequence no longer than the table keeps the one FFT of fft_length(T) points (no far
+    field); with a small table the frame length stays bounded as T grows (time linear in T); the
+    default table keeps one circle of T + 1023 points up to 8K tokens (plan_frames)."""
+    for causal in (True, False):
+        assert all((near_frames(t, d, causal).count, near_frames(t, d, causal).length) == (1, fft_length(t))
+                   for t in range(1, 60) for d in (t, t + 5))
+        plans = [near_frames(t, 8, causal) for t in (1000, 2000, 8000)]  # kernel width 8 or 15
+        assert max(frames.length for frames in plans) <= 80 and plans[2].count >= 3 * plans[1].count
+    assert [near_frames(t, 1024, True).length for t in (2048, 4096, 8192)] == [3072, 5120, 9216]
+    one, several = plan_frames(10, -2, 2), plan_frames(50, -2, 2)
+    assert (one.count, one.length, one.lead, one.step) == (1, 12, 0, 10)
+    assert several.count > 1 and several.lead == 2 and several.step == several.length - 4
+    offset, used = several.circle_offsets(torch.device("cpu"))
+    assert offset[used].tolist() == [0, 1, 2, -2, -1]
+
+
+@pytest.mark.parametrize("lo,hi,length,units", [(0, 3, 7, 5), (-4, 4, 20, 7), (-4, 4, 17, 10 ** 6)],
+                         ids=["causal-shortest", "bidir", "bidir-shortest-one-pass"])
+def test_masked_readout_in_frames_equals_the_explicit_sum(lo, hi, length, units, one_thread):
+    """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t) with g zero outside lo .. hi,
+    by overlap-save frames (and overlap-add in backward; the shortest frame, 2w - 1 points,
+    has the longest overlap), cut into passes unevenly."""
+    members, B, H, M, J, T = 2, 1, 2, 3, 4, 41
+    frames = Frames(T, lo, hi, length)
+    assert frames.count >= 3
+    R = members * B * H
+    generator = torch.Generator().manual_seed(11)
+    offset, used = frames.circle_offsets(torch.device("cpu"))
+    g_PHL = torch.randn(members, H, frames.length, generator=generator, dtype=torch.float64) * used
+    phi_q_RMT, phi_k_RMT = (torch.rand(R, M, T, generator=generator, dtype=torch.float64) for _ in range(2))
+    v_RJT = torch.randn(R, J, T, generator=generator, dtype=torch.float64)
+    pair_R = torch.arange(R) // (B * H) * H + torch.arange(R) % H
+    offset_TT = torch.arange(T)[:, None] - torch.arange(T)[None, :]
+    inside_TT = (offset_TT >= lo) & (offset_TT <= hi)
+    g_RTT = g_PHL.flatten(0, 1)[pair_R][:, offset_TT % frames.length] * inside_TT
+    expected = torch.einsum("rmi,rit,rmt,rjt->rji", phi_q_RMT, g_RTT, phi_k_RMT, v_RJT)
+    readout = lambda *x: masked_readout(*x, pass_bytes=units * frames.points * 8, frames=frames)  # noqa: E731
+    torch.testing.assert_close(readout(g_PHL, phi_q_RMT, phi_k_RMT, v_RJT), expected)
+    args = (g_PHL[:1, :1], phi_q_RMT[:2, :2], phi_k_RMT[:2, :2], v_RJT[:2, :3])  # one pair, 2 rows
+    assert torch.autograd.gradcheck(readout, tuple(x.clone().requires_grad_() for x in args))
 
 def is_5_smooth(n: int) -> bool:
     for prime in (2, 3, 5):
@@ -114,7 +220,7 @@ def test_fft_length_is_the_smallest_5_smooth_length_holding_every_offset():
 
 
 @pytest.mark.parametrize("units", [1, 8, 40, 10 ** 6], ids=["one-sequence", "uneven-features", "uneven-rows", "one-pass"])
-def test_masked_readout_equals_the_explicit_sum_however_it_is_cut_into_passes(units):
+def test_masked_readout_equals_the_explicit_sum_however_it_is_cut_into_passes(units, one_thread):
     """y_j(i) = sum_m phi_q_m(i) sum_t g(i - t) phi_k_m(t) v_j(t), each (member, head) pair its
     own g, with passes of `units` (row, feature, column) sequences: 1 each; 4 columns x 2 of 3
     features; 3 of 8 rows x all; everything at once."""
@@ -180,7 +286,7 @@ def test_grid_mask_ignores_padded_keys():
                                explicit_grid_attention(kernel, q, k, v, key_mask_NT).float(), rtol=1e-4, atol=1e-5)
 
 
-def test_grid_mask_gradcheck_and_options():
+def test_grid_mask_gradcheck_and_options(one_thread):
     kernel = grid_kernel((2, 3), max_offset=1, heads=2).double()  # a clamped offset (dx = +-2), a small gradcheck
     q, k, v = (x[..., :3].double().requires_grad_() for x in random_inputs(6, N=P, heads=2))
     table = kernel.log_mask_PHYX.detach().clone().requires_grad_()
