@@ -58,9 +58,9 @@ Choices the paper leaves open:
   offset of T tokens) to T + max_offset - 1, or to frames whose length is set by the kernel
   width, so the time per doubling of T tends to 2: `bench_attention.py --kinds rpe_fft
   --modes causal --threads 1 --repeats 3 --max-seconds 20` (the layer, width 256, 4 heads,
-  under load): 314 / 673 / 1200 / 2507 / 4930 / 11318 ms at 512 .. 16K tokens, 2.09, 1.97,
-  2.30 per doubling from 2K (before: 2.66, 2.44, 2.43 idle), peak 446 MB at 16K (before:
-  431); old and new alternating in one process, 1.13x / 1.46x / 1.76x / 1.97x faster at
+  idle): 337 / 689 / 1288 / 2769 / 5386 / 13029 ms at 512 .. 16K tokens, 2.15, 1.95, 2.42
+  per doubling from 2K (before: 2.66, 2.44, 2.43), peak 439 MB at 16K (before: 431); old
+  and new alternating in one process (under load), 1.13x / 1.46x / 1.76x / 1.97x faster at
   2K .. 16K (README). The far field's prefix sums are a chunk scan that keeps nothing for backward (through
   autograd they kept 300 MB more at 16K); the FFT inputs are padded for frames a pass at a
   time (padded whole, 140 MB more at 16K).
