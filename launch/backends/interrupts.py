@@ -30,6 +30,16 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        # The `run_in_thread` thread the signal left running, if any: see `let_end`.
+        self.unfinished: threading.Thread | None = None
+
+    def let_end(self, timeout_s: float = 10.0) -> None:
+        """Wait (a bounded while) for the work the signal interrupted, once the caller has
+        made it fail (a Ray flavour: by leaving Ray, which fails its Ray calls). A process
+        that exits with that thread still inside Ray's core worker can die of SIGSEGV at
+        exit instead of with the signal's status."""
+        if self.unfinished is not None:
+            self.unfinished.join(timeout_s)
 
     @property
     def exit_status(self) -> int:
@@ -81,9 +91,9 @@ def signals_noted() -> Iterator[StopRequest]:
 
 def run_in_thread(work: Callable[[], T]) -> T:
     """`work()` in a daemon thread, its result or exception handed back; the main thread only
-    waits (interruptibly: a signal handler's exception ends the wait). The thread is a
-    daemon because an interrupted job ends without waiting for it: its Ray calls end when
-    the driver leaves Ray."""
+    waits (interruptibly: a signal handler's exception ends the wait, carrying the thread,
+    `Interrupted.let_end`). The thread is a daemon so that a job whose work does not end
+    when told still exits."""
     outcome: dict = {}
 
     def target():
@@ -94,7 +104,11 @@ def run_in_thread(work: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=target, name="fit", daemon=True)
     thread.start()
-    thread.join()
+    try:
+        thread.join()
+    except Interrupted as interrupted:
+        interrupted.unfinished = thread
+        raise
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

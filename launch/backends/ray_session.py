@@ -92,6 +92,7 @@ def wind_down_interrupted(run: RayRun, interrupted: Interrupted, *, wall_time_s:
     checkpoint, which `launch resume` rewinds to. Exits with the signal's status."""
     _, info = ray.get(run.recorder.snapshot.remote())
     leave_ray()
+    interrupted.let_end()  # the fit thread's Ray calls fail now
     rows = sorted(read_metrics(run.run_dir / METRICS), key=lambda row: (row["step"], row["member"]))
     finish_run(run.run_dir, rows, info, wall_time_s=wall_time_s, error=None, interrupted=True)
     say_how_to_resume(run.run_dir, interrupted)
