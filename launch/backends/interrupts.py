@@ -30,16 +30,6 @@ class Interrupted(BaseException):
     def __init__(self, signum: int):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
-        # The `run_in_thread` thread the signal left running, if any: see `let_end`.
-        self.unfinished: threading.Thread | None = None
-
-    def let_end(self, timeout_s: float = 10.0) -> None:
-        """Wait (a bounded while) for the work the signal interrupted, once the caller has
-        made it fail (a Ray flavour: by leaving Ray, which fails its Ray calls). A process
-        that exits with that thread still inside Ray's core worker can die of SIGSEGV at
-        exit instead of with the signal's status."""
-        if self.unfinished is not None:
-            self.unfinished.join(timeout_s)
 
     @property
     def exit_status(self) -> int:
@@ -91,9 +81,9 @@ def signals_noted() -> Iterator[StopRequest]:
 
 def run_in_thread(work: Callable[[], T]) -> T:
     """`work()` in a daemon thread, its result or exception handed back; the main thread only
-    waits (interruptibly: a signal handler's exception ends the wait, carrying the thread,
-    `Interrupted.let_end`). The thread is a daemon so that a job whose work does not end
-    when told still exits."""
+    waits (interruptibly: a signal handler's exception ends the wait). The thread is a
+    daemon because an interrupted job ends without waiting for it: its Ray calls end when
+    the driver leaves Ray."""
     outcome: dict = {}
 
     def target():
@@ -104,11 +94,7 @@ def run_in_thread(work: Callable[[], T]) -> T:
 
     thread = threading.Thread(target=target, name="fit", daemon=True)
     thread.start()
-    try:
-        thread.join()
-    except Interrupted as interrupted:
-        interrupted.unfinished = thread
-        raise
+    thread.join()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]

@@ -30,16 +30,19 @@ def leave_ray() -> None:
     """`ray.shutdown()`, a second sooner for a local instance this process started. Ray
     stops the GCS before the autoscaler monitor, whose SIGTERM handler then reports to the
     stopped GCS until Ray gives up on it a second later and kills it. A local instance has
-    nothing to autoscale and the monitor holds no state, so it is killed first. A driver
-    that joined a cluster started none of its processes (`all_processes` is empty)."""
+    nothing to autoscale and the monitor holds no state, so it is taken out of Ray's list
+    and killed once Ray is left. A driver that joined a cluster started none of its
+    processes (`all_processes` is empty). Only for a driver none of whose threads is still
+    inside Ray: see ray_session.wind_down_interrupted."""
     import ray
     from ray._private import ray_constants, worker
 
     node = worker._global_node
-    for monitor in node.all_processes.get(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []:
+    monitors = node.all_processes.pop(ray_constants.PROCESS_TYPE_MONITOR, []) if node is not None else []
+    ray.shutdown()
+    for monitor in monitors:
         monitor.process.kill()
         monitor.process.wait()
-    ray.shutdown()
 
 
 def quiet_ray_train_worker_logs() -> None:
