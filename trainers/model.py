@@ -110,10 +110,10 @@ class PopulationTransformer(nn.Module):
         super().__init__()
         self.members = members
         self.pad_id, self.pool = pad_id, config.pool
-        if config.image_stem == "conv" and (grid is None or num_classes is None or patch_size != STEM_PATCH):
-            raise ValueError(f"image_stem conv needs an image classifier with patch_size {STEM_PATCH} (its two 2x2 "
-                             f"pools), got grid {grid}, num_classes {num_classes}, patch_size {patch_size}")
         if config.image_stem == "conv":  # tokens are CNN features; no vocabulary to tie a head to
+            if grid is None or num_classes is None or patch_size != STEM_PATCH:
+                raise ValueError(f"image_stem conv needs an image classifier with patch_size {STEM_PATCH} (its two "
+                                 f"2x2 pools), got grid {grid}, num_classes {num_classes}, patch_size {patch_size}")
             self.tok_emb = ConvStem(members, grid=grid, d_model=config.d_model)
         elif patch_size == 1:
             self.tok_emb = BatchedEmbedding(members, vocab_size, config.d_model)

@@ -1,6 +1,7 @@
 """The convolutional stem (`model.image_stem: conv`): the population's grouped convolutions
 equal each member's own torch.nn.Conv2d / max_pool2d, members stay independent, and its
 weights carry the member axis through the optimizer, the exchange and a PBT exploit."""
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -66,6 +67,14 @@ def test_members_are_independent_and_every_weight_has_the_member_axis():
     after = model(ids)
     assert torch.equal(after[0], before[0]) and torch.equal(after[2], before[2])
     assert not torch.allclose(after[1], before[1])
+
+
+def test_the_stem_needs_an_image_classifier_of_4x4_patches():
+    config = ModelConfig(d_model=D, n_layers=1, n_heads=2, image_stem="conv")
+    for shape in ({"grid": GRID, "patch_size": 2}, {"grid": None, "patch_size": 4}):
+        with pytest.raises(ValueError, match="image_stem conv needs an image classifier with patch_size 4"):
+            PopulationTransformer(config, members=1, vocab_size=256, max_seq_len=6, causal=False, num_classes=2,
+                                  **shape)
 
 
 def test_optimizer_exchange_and_exploit_carry_the_stem():
