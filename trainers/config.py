@@ -156,6 +156,12 @@ class ModelConfig(Section):
     d_ff: PositiveInt | None = Field(None, description="feed-forward width; default 4 * d_model")
     dropout: Float = Field(0.0, ge=0, lt=1)
     attention: AttentionConfig = Field(default={"kind": "softmax"}, validate_default=True)
+    image_stem: Literal["linear", "conv"] = Field(
+        "linear", description="how image tasks make tokens: linear (each task.patch_size patch through a learned "
+                              "linear map, or a pixel's grey level when patch_size is 1) or conv (a small CNN, "
+                              "trainers/conv_stem.py: a token per 4x4 pixels seeing 16 px; needs task.patch_size: 4)")
+    pool: Literal["mean", "max"] = Field(
+        "mean", description="how a classifier summarises its tokens: mean or max over the real (not padded) tokens")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):

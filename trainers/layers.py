@@ -65,6 +65,27 @@ class BatchedEmbedding(nn.Module):
         return F.embedding(ids_PBT + offset_P11, self.weight.view(members * num, dim))
 
 
+class BatchedConv2d(nn.Module):
+    """A k x k convolution per member ('same' padding, stride 1), weight [P, O, I, k, k] and
+    bias [P, O], on images whose members' channels sit side by side: [B, P·I, H, W] ->
+    [B, P·O, H, W]. Member p reads input channels p·I..(p+1)·I - 1 only, so the population
+    is one grouped convolution (groups = P) instead of P calls. Initialised as
+    torch.nn.Conv2d (uniform ±1/√fan-in, weight and bias)."""
+
+    def __init__(self, members: int, c_in: int, c_out: int, *, kernel_size: int = 3):
+        super().__init__()
+        bound = (c_in * kernel_size * kernel_size) ** -0.5
+        self.weight = nn.Parameter(  # [P, O, I, k, k]
+            torch.empty(members, c_out, c_in, kernel_size, kernel_size).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, c_out).uniform_(-bound, bound))  # [P, O]
+
+    def forward(self, x_BCHW: torch.Tensor) -> torch.Tensor:
+        members, c_out, c_in, k, _ = self.weight.shape
+        # Member-major: output channels p·O..(p+1)·O - 1 form group p, which reads input group p.
+        return F.conv2d(x_BCHW, self.weight.reshape(members * c_out, c_in, k, k), self.bias.reshape(-1),
+                        padding=k // 2, groups=members)
+
+
 class MemberDropout(nn.Module):
     """Dropout with a rate per member (a [P] buffer), so PBT can mutate it per member.
 

@@ -17,6 +17,7 @@ from trainers.attention import BLOCKS, KERNELS, SUBLAYERS
 from trainers.attention.grid import grid_kwargs
 from trainers.attention.heads import heads_kwargs
 from trainers.config import ModelConfig
+from trainers.conv_stem import STEM_PATCH, ConvStem
 from trainers.layers import (
     BatchedEmbedding,
     BatchedLayerNorm,
@@ -89,8 +90,8 @@ class PopulationTransformer(nn.Module):
     """Embedding, N blocks, final norm, then a head.
 
     `num_classes=None`: causal language model, logits [P, B, T, V] from a head tied to
-    the token embedding. Otherwise: classifier over the mean of non-padding positions,
-    logits [P, B, C].
+    the token embedding. Otherwise: classifier over the mean (`config.pool: mean`) or the
+    max (`max`) of the non-padding positions, logits [P, B, C].
 
     With a `pad_id` (tasks that pad, such as ListOps), every block gets a key mask
     computed from the ids, so padding is never attended to (see `key_mask`).
@@ -99,7 +100,8 @@ class PopulationTransformer(nn.Module):
     it is handed to the attention kinds that read it (trainers/attention/grid.py).
     `patch_size` p > 1: the ids are the pixels of a (H·p, W·p) image and each p × p patch
     becomes one token through a learned linear map (trainers/patches.py) instead of the
-    lookup table; `grid` is then the grid of patches.
+    lookup table; `grid` is then the grid of patches. With `config.image_stem: conv` the
+    tokens come from a small CNN instead (trainers/conv_stem.py), which needs p = 4.
     """
 
     def __init__(self, config: ModelConfig, *, members: int, vocab_size: int, max_seq_len: int,
@@ -107,8 +109,13 @@ class PopulationTransformer(nn.Module):
                  grid: tuple[int, int] | None = None, patch_size: int = 1):
         super().__init__()
         self.members = members
-        self.pad_id = pad_id
-        if patch_size == 1:
+        self.pad_id, self.pool = pad_id, config.pool
+        if config.image_stem == "conv":  # tokens are CNN features; no vocabulary to tie a head to
+            if grid is None or num_classes is None or patch_size != STEM_PATCH:
+                raise ValueError(f"image_stem conv needs an image classifier with patch_size {STEM_PATCH} (its two "
+                                 f"2x2 pools), got grid {grid}, num_classes {num_classes}, patch_size {patch_size}")
+            self.tok_emb = ConvStem(members, grid=grid, d_model=config.d_model)
+        elif patch_size == 1:
             self.tok_emb = BatchedEmbedding(members, vocab_size, config.d_model)
         elif grid is None or num_classes is None:
             raise ValueError(f"patch_size {patch_size} needs an image classifier (a grid and num_classes)")
@@ -142,10 +149,19 @@ class PopulationTransformer(nn.Module):
             # Tied head: logits = x @ E^T per member, one bmm for the population.
             logits_PMV = torch.bmm(x_PBTD.reshape(P, B * T, D), self.tok_emb.weight.transpose(1, 2))
             return logits_PMV.view(P, B, T, -1)
+        return self.classifier(self.pooled(x_PBTD, key_mask_PBT))
+
+    def pooled(self, x_PBTD: torch.Tensor, key_mask_PBT: torch.Tensor | None) -> torch.Tensor:
+        """[P, B, T, D] -> [P, B, D]: the mean or the max over the real tokens; padding
+        never counts (in the max it is -inf, so it never wins)."""
+        if self.pool == "max":
+            if key_mask_PBT is not None:
+                x_PBTD = x_PBTD.masked_fill(~key_mask_PBT.unsqueeze(-1), float("-inf"))
+            return x_PBTD.amax(2)
         if key_mask_PBT is None:
-            return self.classifier(x_PBTD.mean(2))
+            return x_PBTD.mean(2)
         keep_PBT1 = key_mask_PBT.unsqueeze(-1).to(x_PBTD.dtype)
-        return self.classifier((x_PBTD * keep_PBT1).sum(2) / keep_PBT1.sum(2))
+        return (x_PBTD * keep_PBT1).sum(2) / keep_PBT1.sum(2)
 
     def key_mask(self, ids_PBT: torch.Tensor) -> torch.Tensor | None:
         """True at real tokens, False at padding; None when the task does not pad. A

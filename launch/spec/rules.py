@@ -21,6 +21,7 @@ from trainers.config import (
     StdlibCodeTask,
     TokenFileTask,
 )
+from trainers.conv_stem import STEM_PATCH
 from trainers.npy_header import npy_header
 from trainers.tasks.image_file import image_file_problems
 from trainers.tasks.lm import (
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
 def cross_section_problems(spec: JobSpec) -> list[Problem]:
     task = task_problems(spec)
     # The model's rules read the task's shape (seq_len, grid), unknown while its files are bad.
-    model = [] if task else model_problems(spec)
+    model = [] if task else model_problems(spec) + image_model_problems(spec)
     return (deepspeed_problems(spec) + task + model + train_problems(spec) + population_problems(spec)
             + launcher_problems(spec) + storage_problems(spec.run.storage, spec.name))
 
@@ -196,6 +197,27 @@ def model_problems(spec: JobSpec) -> list[Problem]:
                                     f"(task.seq_len {seq_len} / model.attention.block_size "
                                     f"{attention.block_size}, rounded up); set it to at most {blocks} "
                                     f"({blocks} computes every block exactly)"))
+    return problems
+
+
+def image_model_problems(spec: JobSpec) -> list[Problem]:
+    """`model.image_stem` and `model.pool` against the task: what makes and reads its tokens."""
+    problems: list[Problem] = []
+    task = spec.task
+    if spec.model.image_stem == "conv" and not isinstance(task, PathfinderTask | ImageFileTask):
+        problems.append(Problem("model.image_stem",
+                                f"conv is a CNN over an image's pixels, but task.kind {task.kind!r} has no images; "
+                                "remove it (linear is the default) or use an image task (pathfinder, image_file)"))
+    elif spec.model.image_stem == "conv" and task.patch_size != STEM_PATCH:
+        problems.append(Problem("task.patch_size",
+                                f"{task.patch_size} cannot be made by model.image_stem conv: its two 2x2 max pools "
+                                f"make one token per {STEM_PATCH}x{STEM_PATCH} pixels; set task.patch_size: "
+                                f"{STEM_PATCH}, or model.image_stem: linear for other patch sizes"))
+    if spec.model.pool != "mean" and task.causal:
+        problems.append(Problem("model.pool",
+                                f"{spec.model.pool} summarises the tokens for a classifier, but task.kind "
+                                f"{task.kind!r} is a language model (a prediction per token, nothing pooled); "
+                                "remove it, or use a classification task (listops, pathfinder, image_file)"))
     return problems
 
 

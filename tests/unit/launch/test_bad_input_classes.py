@@ -217,6 +217,30 @@ def test_unused_chunk_size_of_a_bidirectional_task_is_fine(tmp_path, capsys):
              "model.attention={kind: performer, chunk_size: 128}")
 
 
+# ---------------------------------------------------------------- image stem and pool against the task
+
+@pytest.mark.parametrize("text, expected", [
+    ("task: {kind: listops, seq_len: 64, min_len: 10, max_len: 64}\nmodel: {image_stem: conv}\n",
+     "model.image_stem: conv is a CNN over an image's pixels, but task.kind 'listops' has no images"),
+    ("task: {kind: pathfinder, size: 16}\nmodel: {image_stem: conv}\n",
+     "task.patch_size: 1 cannot be made by model.image_stem conv: its two 2x2 max pools make one token per 4x4 "
+     "pixels; set task.patch_size: 4"),
+    ("task: {kind: pathfinder, size: 16, patch_size: 8}\nmodel: {image_stem: conv}\n",
+     "task.patch_size: 8 cannot be made by model.image_stem conv"),
+    ("model: {pool: max}\n", "model.pool: max summarises the tokens for a classifier, but task.kind "
+                             "'stdlib_code' is a language model"),
+    ("model: {image_stem: cnn}\n", "model.image_stem: Input should be 'linear' or 'conv'"),
+    ("model: {pool: sum}\n", "model.pool: Input should be 'mean' or 'max'"),
+])
+def test_image_stem_and_pool_that_cannot_work(tmp_path, capsys, text, expected):
+    assert expected in refused(tmp_path, capsys, BASE + text)
+
+
+def test_conv_stem_with_max_pool_on_4x4_patches_is_accepted(tmp_path, capsys):
+    accepted(tmp_path, capsys, BASE + "task: {kind: pathfinder, size: 16, patch_size: 4}\n"
+                                      "model: {image_stem: conv, pool: max}\n")
+
+
 # ---------------------------------------------------------------- DeepSpeed pass-through
 
 @pytest.mark.parametrize("deepspeed, key, expected", [

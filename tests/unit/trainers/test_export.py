@@ -23,6 +23,8 @@ LM = {"vocab_size": 256, "max_seq_len": 16, "causal": True, "num_classes": None,
 CLASSIFIER = {"vocab_size": 20, "max_seq_len": 16, "causal": False, "num_classes": 10, "pad_id": 0}
 # An image task: the export must carry the grid (config.json holds it as a list) for ripple.
 IMAGES = {"vocab_size": 256, "max_seq_len": 16, "causal": False, "num_classes": 2, "pad_id": None, "grid": (4, 4)}
+# The conv stem makes a token per 4x4 pixels: the export must carry the patch size too.
+STEM = {**IMAGES, "patch_size": 4}
 
 
 @pytest.mark.parametrize("model,shape", [
@@ -31,10 +33,11 @@ IMAGES = {"vocab_size": 256, "max_seq_len": 16, "causal": False, "num_classes": 
     ({"d_model": 32, "n_layers": 1, "n_heads": 2, "attention": {"kind": "flash", "group_size": 4, "qk_dim": 8}}, LM),
     ({"d_model": 32, "n_layers": 1, "n_heads": 2}, CLASSIFIER),
     ({"d_model": 32, "n_layers": 1, "n_heads": 2, "attention": {"kind": "ripple", "rings": 2}}, IMAGES),
+    ({"d_model": 32, "n_layers": 1, "n_heads": 2, "image_stem": "conv", "pool": "max"}, STEM),
 ])
 def test_exported_member_has_the_members_logits(tmp_path, model, shape):
     net, config = population(model, **shape)
-    ids_PBT = torch.randint(1, shape["vocab_size"], (P, 2, 16))
+    ids_PBT = torch.randint(1, shape["vocab_size"], (P, 2, 16 * shape.get("patch_size", 1) ** 2))  # 16 tokens
     member = 1
     exported = load_exported(save_member(tmp_path / "export", net.state_dict(), member=member, members=P,
                                          config=config))
