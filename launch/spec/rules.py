@@ -16,6 +16,7 @@ from trainers.attention.grid import requires_grid
 from trainers.compiling import compile_problem
 from trainers.config import (
     ImageFileTask,
+    ImageTask,
     ListOpsTask,
     PathfinderTask,
     StdlibCodeTask,
@@ -204,7 +205,7 @@ def image_model_problems(spec: JobSpec) -> list[Problem]:
     """`model.image_stem` and `model.pool` against the task: what makes and reads its tokens."""
     problems: list[Problem] = []
     task = spec.task
-    if spec.model.image_stem == "conv" and not isinstance(task, PathfinderTask | ImageFileTask):
+    if spec.model.image_stem == "conv" and not isinstance(task, ImageTask):
         problems.append(Problem("model.image_stem",
                                 f"conv is a CNN over an image's pixels, but task.kind {task.kind!r} has no images; "
                                 "remove it (linear is the default) or use an image task (pathfinder, image_file)"))
