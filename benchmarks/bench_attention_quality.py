@@ -8,10 +8,10 @@ published Pathfinder-32 accuracies where LRA has the kind).
         [--tasks listops,lm,pathfinder] [--kinds softmax,linear,...]
 
 Each run is a real job (`mpiexec -n W python -m launch run ...` with the mpiexec
-launcher, so no Ray start-up per run); figures come from each run's summary.json, the
-learning curve (validation metric at each of the spec's evaluations) from its metrics.jsonl.
-Without --steps each spec runs as written (its own steps and evaluations); --steps N runs
-N steps and evaluates once, at the end.
+launcher, so no Ray start-up per run); figures come from each run's summary.json (the best
+member's), the learning curve (the best member at each of the spec's evaluations) from its
+metrics.jsonl. Without --steps each spec runs as written (its own steps and evaluations);
+--steps N runs N steps and evaluates once, at the end.
 """
 import argparse
 import subprocess
@@ -54,8 +54,20 @@ def run(spec: str, kind: str, overrides: list[str], args, storage: Path) -> tupl
     run_dir = run_dir_in(done.stdout)
     if done.returncode != 0 or run_dir is None:
         return {"status": f"failed ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else '?'})"}, []
-    curve = [row for row in read_metrics(run_dir / METRICS) if "val_loss" in row and row["member"] == 0]
-    return {**read_json(run_dir / SUMMARY), "wall_s": time.perf_counter() - started}, curve
+    return {**read_json(run_dir / SUMMARY), "wall_s": time.perf_counter() - started}, best_curve(run_dir / METRICS)
+
+
+def best_curve(metrics: Path) -> list[dict]:
+    """At each evaluation, the row of the member with the best metric (the highest accuracy where
+    the task has one, else the lowest loss), as the summary's final figure picks the best member."""
+    by_step: dict[int, list[dict]] = {}
+    for row in read_metrics(metrics):
+        if "val_loss" in row:
+            by_step.setdefault(row["step"], []).append(row)
+
+    def rank(row: dict) -> float:
+        return -row["val_accuracy"] if row.get("val_accuracy") is not None else row["val_loss"]
+    return [min(rows, key=rank) for _, rows in sorted(by_step.items())]
 
 
 def main():
@@ -93,7 +105,7 @@ def main():
                 print(f"{kind:<14}" + "".join(f"{summary[key]:>10{fmt}}" for _, key, fmt in columns)
                       + (published if lra else "") + (f"  ({', '.join(overrides)})" if overrides else ""), flush=True)
             metric = columns[0][1].removeprefix("final_")  # val_accuracy or val_loss
-            print(f"learning curve ({metric} at step):")
+            print(f"learning curve (the best member's {metric} at step):")
             for kind, curve in curves.items():
                 print(f"  {kind:<14}" + " ".join(f"{row['step']}:{row[metric]:.3f}" for row in curve))
 

@@ -162,6 +162,12 @@ class ModelConfig(Section):
                               "trainers/conv_stem.py: a token per 4x4 pixels seeing 16 px; needs task.patch_size: 4)")
     pool: Literal["mean", "max"] = Field(
         "mean", description="how a classifier summarises its tokens: mean or max over the real (not padded) tokens")
+    positions: Literal["learned", "none"] = Field(
+        "learned", description="learned (a learned position embedding, started at N(0, 0.02)) or none (no position "
+                               "embedding: tokens that carry their place themselves, such as conv stem features)")
+    classifier_init: Literal["small", "fan_in"] = Field(
+        "small", description="the classifier's initial weights: small (N(0, 0.02), as every other linear map) or "
+                             "fan_in (std 1/sqrt(3 * d_model), torch.nn.Linear's spread)")
 
     @model_validator(mode="after")
     def _heads_divide_width(self):

@@ -121,7 +121,9 @@ class PopulationTransformer(nn.Module):
             raise ValueError(f"patch_size {patch_size} needs an image classifier (a grid and num_classes)")
         else:  # tokens are patches; there is no vocabulary to tie a language-model head to
             self.tok_emb = PatchEmbedding(members, grid=grid, patch_size=patch_size, d_model=config.d_model)
-        self.pos_emb = nn.Parameter(torch.randn(members, max_seq_len, config.d_model) * 0.02)  # [P, T, D]
+        # None with `positions: none`: the model then sees a set of tokens, unless they carry their place.
+        self.pos_emb = (nn.Parameter(torch.randn(members, max_seq_len, config.d_model) * 0.02)  # [P, T, D]
+                        if config.positions == "learned" else None)
         self.dropout = MemberDropout(members, config.dropout)
         kind = config.attention.kind
         if kind in BLOCKS:
@@ -133,13 +135,17 @@ class PopulationTransformer(nn.Module):
                                                     grid=grid)
         self.blocks = nn.ModuleList(make_block(i) for i in range(config.n_layers))
         self.norm_out = BatchedLayerNorm(members, config.d_model)
-        self.classifier = (BatchedLinear(members, config.d_model, num_classes)
+        # fan_in: torch.nn.Linear's spread (uniform +-1/sqrt(D) has std 1/sqrt(3D)); on Pathfinder the
+        # small default's near-zero logits made leaving the 0.693 plateau a rare draw (README.md).
+        classifier_std = (3 * config.d_model) ** -0.5 if config.classifier_init == "fan_in" else 0.02
+        self.classifier = (BatchedLinear(members, config.d_model, num_classes, init_std=classifier_std)
                            if num_classes is not None else None)
 
     def forward(self, ids_PBT: torch.Tensor) -> torch.Tensor:
         key_mask_PBT = self.key_mask(ids_PBT)
         x_PBTD = self.tok_emb(ids_PBT)  # with patches, T is the number of patches, not of ids
-        x_PBTD = x_PBTD + self.pos_emb[:, None, :x_PBTD.shape[2], :]
+        if self.pos_emb is not None:
+            x_PBTD = x_PBTD + self.pos_emb[:, None, :x_PBTD.shape[2], :]
         x_PBTD = self.dropout(x_PBTD)
         for block in self.blocks:
             x_PBTD = block(x_PBTD, key_mask_PBT)

@@ -202,7 +202,8 @@ def model_problems(spec: JobSpec) -> list[Problem]:
 
 
 def image_model_problems(spec: JobSpec) -> list[Problem]:
-    """`model.image_stem` and `model.pool` against the task: what makes and reads its tokens."""
+    """`model.image_stem`, `model.pool` and `model.classifier_init` against the task: what makes and
+    reads its tokens."""
     problems: list[Problem] = []
     task = spec.task
     if spec.model.image_stem == "conv" and not isinstance(task, ImageTask):
@@ -214,11 +215,14 @@ def image_model_problems(spec: JobSpec) -> list[Problem]:
                                 f"{task.patch_size} cannot be made by model.image_stem conv: its two 2x2 max pools "
                                 f"make one token per {STEM_PATCH}x{STEM_PATCH} pixels; set task.patch_size: "
                                 f"{STEM_PATCH}, or model.image_stem: linear for other patch sizes"))
-    if spec.model.pool != "mean" and task.causal:
-        problems.append(Problem("model.pool",
-                                f"{spec.model.pool} summarises the tokens for a classifier, but task.kind "
-                                f"{task.kind!r} is a language model (a prediction per token, nothing pooled); "
-                                "remove it, or use a classification task (listops, pathfinder, image_file)"))
+    if task.causal:  # a language model: a prediction per token from the tied head, no pool, no classifier
+        what = {"pool": "summarises the tokens for a classifier", "classifier_init": "starts a classifier's weights"}
+        for key, default in (("pool", "mean"), ("classifier_init", "small")):
+            if getattr(spec.model, key) != default:
+                problems.append(Problem(f"model.{key}",
+                                        f"{getattr(spec.model, key)} {what[key]}, but task.kind {task.kind!r} is a "
+                                        "language model (a prediction per token, nothing pooled, no classifier); "
+                                        "remove it, or use a classification task (listops, pathfinder, image_file)"))
     return problems
 
 

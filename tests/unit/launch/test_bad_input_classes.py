@@ -231,6 +231,10 @@ def test_unused_chunk_size_of_a_bidirectional_task_is_fine(tmp_path, capsys):
                              "'stdlib_code' is a language model"),
     ("model: {image_stem: cnn}\n", "model.image_stem: Input should be 'linear' or 'conv'"),
     ("model: {pool: sum}\n", "model.pool: Input should be 'mean' or 'max'"),
+    ("model: {classifier_init: fan_in}\n", "model.classifier_init: fan_in starts a classifier's weights, but "
+                                           "task.kind 'stdlib_code' is a language model"),
+    ("model: {classifier_init: xavier}\n", "model.classifier_init: Input should be 'small' or 'fan_in'"),
+    ("model: {positions: sinusoidal}\n", "model.positions: Input should be 'learned' or 'none'"),
 ])
 def test_image_stem_and_pool_that_cannot_work(tmp_path, capsys, text, expected):
     assert expected in refused(tmp_path, capsys, BASE + text)
@@ -238,7 +242,8 @@ def test_image_stem_and_pool_that_cannot_work(tmp_path, capsys, text, expected):
 
 def test_conv_stem_with_max_pool_on_4x4_patches_is_accepted(tmp_path, capsys):
     accepted(tmp_path, capsys, BASE + "task: {kind: pathfinder, size: 16, patch_size: 4}\n"
-                                      "model: {image_stem: conv, pool: max}\n")
+                                      "model: {image_stem: conv, pool: max, positions: none, "
+                                      "classifier_init: fan_in}\n")
 
 
 # ---------------------------------------------------------------- DeepSpeed pass-through
