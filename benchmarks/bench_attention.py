@@ -51,6 +51,9 @@ KINDS = ["softmax", "linear", "performer", "lara", "hypercube", "mra", "flash", 
 LENGTHS = [512, 1024, 2048, 4096, 8192, 16384]
 WIDTH, HEADS = 256, 4
 BLOCK_BASELINE = "softmax+mlp"
+# The paper's algorithm at every size, so the ratios show its cost: ripple's `auto` would take the dense
+# T x T form up to 256 tokens (a 16x16 grid).
+KIND_OPTIONS = {"ripple": {"form": "tables"}}
 
 
 def grid_of(length: int) -> tuple[int, int]:
@@ -183,6 +186,7 @@ def main() -> None:
     if args.case:
         name, causal, length, grid = json.loads(args.case)
         print(json.dumps(measure(name, causal, length, device=args.device, repeats=args.repeats,
+                                 options=KIND_OPTIONS.get(name),
                                  max_seconds=args.max_seconds, threads=args.threads,
                                  grid=tuple(grid) if grid else None)))
         return

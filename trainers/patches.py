@@ -28,10 +28,15 @@ def patches(ids_PBN: torch.Tensor, grid: tuple[int, int], patch_size: int) -> to
     return pixels_PBYpXp.permute(0, 1, 2, 4, 3, 5).reshape(P, B, Y * X, p * p)
 
 
+def unit_grey(pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Grey levels 0..255 scaled to [0, 1] in `dtype`: a black pixel adds nothing, so the
+    bright strokes of a mostly dark image are what tells tokens apart."""
+    return pixels.to(dtype) / 255.0
+
+
 class PatchEmbedding(nn.Module):
     """[P, B, H·W] grey levels (0..255) -> [P, B, T, D]: each patch's pixels, scaled to
-    [0, 1] (a black pixel adds nothing, so the bright strokes of a mostly dark image are
-    what tells tokens apart), times a per-member [Q, D] weight plus a [D] bias."""
+    [0, 1] (`unit_grey`), times a per-member [Q, D] weight plus a [D] bias."""
 
     def __init__(self, members: int, *, grid: tuple[int, int], patch_size: int, d_model: int):
         super().__init__()
@@ -40,4 +45,4 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, ids_PBN: torch.Tensor) -> torch.Tensor:
         patches_PBTQ = patches(ids_PBN, self.grid, self.patch_size)
-        return self.proj(patches_PBTQ.to(self.proj.weight.dtype) / 255.0)
+        return self.proj(unit_grey(patches_PBTQ, self.proj.weight.dtype))

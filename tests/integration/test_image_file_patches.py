@@ -21,7 +21,8 @@ def test_image_file_example_with_patches_trains_under_pbt_and_compression(tmp_pa
     images, labels = write_example(tmp_path / "data")
     run_dir = train_two_members_under_pbt(
         "configs/image_file_example.yaml", tmp_path, f"task.path={images}", f"task.labels_path={labels}", PBT,
-        "compression={method: topk, density: 0.1}", f"model={{d_model: 32, n_layers: 1, n_heads: 2, image_stem: {stem}, pool: {pool}}}",
+        "compression={method: topk, density: 0.1}",
+        f"model={{d_model: 32, n_layers: 1, n_heads: 2, image_stem: {stem}, pool: {pool}}}",
         "train.steps=6", "train.micro_batch_size=4", "train.warmup_steps=1", "train.log_interval=3",
         "train.eval_interval=3", "train.eval_batches=1", "run.checkpoint_interval=6")
 

@@ -153,6 +153,10 @@ class RippleAttentionConfig(_KindConfig):
                                "over up to T keys, so float32 leaves the small inner rings an absolute error "
                                "near 1e-7 * T times a key's size; float64 does not, at about twice the time and "
                                "memory of the tables")
+    form: Literal["auto", "tables", "dense"] = Field(
+        "auto", description="tables: the paper's summed-area tables, O(T * rings); dense: the same weights as a "
+                            "T x T matrix, O(T^2), far faster on small grids; auto: dense up to 256 tokens (a 16x16 "
+                            "grid), tables beyond")
 
 
 class CollaborativeAttentionConfig(_KindConfig):

@@ -1,7 +1,7 @@
-"""ripple: the summed-area-table form equals the explicit ring-weighted T x T computation,
-reduces to `linear` when every weight is one, ignores padded keys, keeps members apart,
-refuses a T that is not H*W, and its stick-breaking weights are a distribution over the
-rings and the far field."""
+"""ripple: the summed-area-table form and the dense form each equal the explicit
+ring-weighted T x T computation, reduce to `linear` when every weight is one, ignore padded
+keys, keep members apart, refuse a T that is not H*W; `auto` picks dense up to 256 tokens;
+the stick-breaking weights are a distribution over the rings and the far field."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,18 +12,19 @@ from trainers.attention.config import (
     RpeFftAttentionConfig,
 )
 from trainers.attention.linear import LinearAttention
-from trainers.attention.ripple import RippleAttention, ripple_attention
+from trainers.attention.ripple import RippleAttention, dense_ripple_attention, ripple_attention
 from trainers.attention.rpe_fft import RpeFftAttention
 
 P, B, H, K = 2, 2, 3, 8
+FORMS = ["tables", "dense"]  # the paper's summed-area tables, and the same weights as a T x T matrix
 
 
 def explicit_ripple(q_NHTK, k_NHTK, v_NHTK, weights_NHTW, grid, key_mask_NT=None):
     """sum_j w_i(ring(i, j)) phi(q_i).phi(k_j) v_j / sum_j (same), with ring(i, j) the
     Chebyshev distance on the grid, capped at R (the far field). O(T^2), fp64."""
     Y, X = grid
-    rows, cols = torch.arange(Y * X) // X, torch.arange(Y * X) % X
-    ring_TT = torch.maximum((rows[:, None] - rows[None, :]).abs(), (cols[:, None] - cols[None, :]).abs())
+    places = [(y, x) for y in range(Y) for x in range(X)]  # row by row
+    ring_TT = torch.tensor([[max(abs(yi - yj), abs(xi - xj)) for yj, xj in places] for yi, xi in places])
     R = weights_NHTW.shape[-1] - 1
     index_NHTT = ring_TT.clamp(max=R).expand(*weights_NHTW.shape[:2], -1, -1)
     w_NHTT = torch.gather(weights_NHTW.double(), -1, index_NHTT)
@@ -38,8 +39,8 @@ def random_inputs(length: int, *, seed: int = 0, dtype=torch.float64):
     return [torch.randn(P * B, H, length, K, generator=generator, dtype=dtype) for _ in range(3)]
 
 
-def random_kernel(grid, *, rings: int = 3, **options) -> RippleAttention:
-    kernel = RippleAttention(RippleAttentionConfig(rings=rings, feature_chunk=3, **options), members=P,
+def random_kernel(grid, *, rings: int = 3, form: str = "tables", **options) -> RippleAttention:
+    kernel = RippleAttention(RippleAttentionConfig(rings=rings, feature_chunk=3, form=form, **options), members=P,
                              head_dim=K, causal=False, grid=grid)
     with torch.no_grad():  # weights that differ by member, ring and query
         generator = torch.Generator().manual_seed(7)
@@ -48,9 +49,10 @@ def random_kernel(grid, *, rings: int = 3, **options) -> RippleAttention:
     return kernel
 
 
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("grid,rings", [((5, 7), 3), ((6, 6), 9), ((1, 11), 4), ((7, 2), 1)])
-def test_equals_explicit_ring_weighted_attention(grid, rings):
-    kernel = random_kernel(grid, rings=rings)
+def test_equals_explicit_ring_weighted_attention(grid, rings, form):
+    kernel = random_kernel(grid, rings=rings, form=form)
     q, k, v = random_inputs(grid[0] * grid[1], seed=rings)
     weights = kernel.ring_weights(q)
     assert len({tuple(w) for w in weights.reshape(-1, rings + 1).tolist()}) > P  # weights vary by query
@@ -66,12 +68,13 @@ def test_query_independent_weights_equal_explicit():
     torch.testing.assert_close(kernel(q, k, v), explicit_ripple(q, k, v, weights, (4, 6)), rtol=1e-5, atol=1e-5)
 
 
-def test_query_independent_ripple_is_rpe_fft_with_a_ring_mask():
+@pytest.mark.parametrize("form", FORMS)
+def test_query_independent_ripple_is_rpe_fft_with_a_ring_mask(form):
     """Two independent implementations (summed-area tables, 2-D FFT) of one computation: with
     weights that ignore the query, ripple is rpe_fft on the grid with f(dy, dx) = alpha of the
     ring max(|dy|, |dx|)."""
     grid, rings = (5, 6), 3
-    ripple = random_kernel(grid, rings=rings, query_dependent=False)
+    ripple = random_kernel(grid, rings=rings, query_dependent=False, form=form)
     q, k, v = random_inputs(30)
     alpha_PW = ripple.ring_weights(q)[::B, 0, 0]  # member p's weights: row p*B
     rpe = RpeFftAttention(RpeFftAttentionConfig(), members=P, heads=H, head_dim=K, causal=False, grid=grid)
@@ -92,12 +95,13 @@ def test_float32_inputs_and_tables_stay_close():
                                rtol=1e-4, atol=1e-5)
 
 
-def test_all_weights_one_is_linear_attention():
+@pytest.mark.parametrize("attention", [ripple_attention, dense_ripple_attention])
+def test_all_weights_one_is_linear_attention(attention):
     grid = (5, 6)
     q, k, v = random_inputs(30, dtype=torch.float32)
     ones = torch.ones(P * B, H, 30, 4)
     linear = LinearAttention(LinearAttentionConfig(), members=P, head_dim=K, causal=False)
-    torch.testing.assert_close(ripple_attention(q, k, v, ones, grid=grid), linear(q, k, v), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(attention(q, k, v, ones, grid=grid), linear(q, k, v), rtol=1e-5, atol=1e-5)
 
 
 def test_stick_breaking_weights_are_a_distribution_and_start_uniform():
@@ -109,9 +113,10 @@ def test_stick_breaking_weights_are_a_distribution_and_start_uniform():
     torch.testing.assert_close(weights.sum(-1), torch.ones(P * B, H, 16, dtype=torch.float64))
 
 
-def test_padded_keys_contribute_nothing():
+@pytest.mark.parametrize("form", FORMS)
+def test_padded_keys_contribute_nothing(form):
     grid = (5, 5)
-    kernel = random_kernel(grid)
+    kernel = random_kernel(grid, form=form)
     q, k, v = random_inputs(25)
     key_mask_NT = torch.rand(P * B, 25, generator=torch.Generator().manual_seed(3)) > 0.4  # holes anywhere
     key_mask_NT[:, 0] = True
@@ -122,9 +127,10 @@ def test_padded_keys_contribute_nothing():
     torch.testing.assert_close(kernel(q, scrambled_k, scrambled_v, key_mask_NT), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_members_use_their_own_weights():
+@pytest.mark.parametrize("form", FORMS)
+def test_members_use_their_own_weights(form):
     grid = (4, 5)
-    kernel = random_kernel(grid)
+    kernel = random_kernel(grid, form=form)
     q, k, v = random_inputs(20)
     before = kernel(q, k, v)
     with torch.no_grad():
@@ -135,9 +141,10 @@ def test_members_use_their_own_weights():
     assert not torch.allclose(after[B:], before[B:])
 
 
-def test_gradients_match_the_explicit_computation():
+@pytest.mark.parametrize("form", FORMS)
+def test_gradients_match_the_explicit_computation(form):
     grid = (3, 4)
-    kernel = random_kernel(grid, rings=2)
+    kernel = random_kernel(grid, rings=2, form=form)
     q, k, v = (x.requires_grad_() for x in random_inputs(12))
     target = torch.randn(P * B, H, 12, K, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     (kernel(q, k, v) * target).sum().backward()
@@ -149,8 +156,17 @@ def test_gradients_match_the_explicit_computation():
         torch.testing.assert_close(grad, x.grad, rtol=1e-6, atol=1e-8)
 
 
-def test_tokens_not_on_the_grid_and_missing_grid_are_refused():
-    kernel = random_kernel((4, 5))
+def test_auto_takes_the_dense_form_up_to_256_tokens_and_the_tables_beyond():
+    for grid, form in (((16, 16), "dense"), ((17, 16), "tables")):
+        T = grid[0] * grid[1]
+        q, k, v = (x[:P, :1] for x in random_inputs(T))  # one image per member, one head: small and quick
+        torch.testing.assert_close(random_kernel(grid, form="auto")(q, k, v),
+                                   random_kernel(grid, form=form)(q, k, v), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_tokens_not_on_the_grid_and_missing_grid_are_refused(form):
+    kernel = random_kernel((4, 5), form=form)
     with pytest.raises(ValueError, match="21 tokens are not the grid's 4x5 = 20"):
         kernel(*random_inputs(21))
     with pytest.raises(ValueError, match="needs the task's grid"):
