@@ -217,8 +217,8 @@ def image_model_problems(spec: JobSpec) -> list[Problem]:
                                 f"{STEM_PATCH}, or model.image_stem: linear for other patch sizes"))
     if task.causal:  # a language model: a prediction per token from the tied head, no pool, no classifier
         what = {"pool": "summarises the tokens for a classifier", "classifier_init": "starts a classifier's weights"}
-        for key, default in (("pool", "mean"), ("classifier_init", "small")):
-            if getattr(spec.model, key) != default:
+        for key in what:
+            if getattr(spec.model, key) != type(spec.model).model_fields[key].default:
                 problems.append(Problem(f"model.{key}",
                                         f"{getattr(spec.model, key)} {what[key]}, but task.kind {task.kind!r} is a "
                                         "language model (a prediction per token, nothing pooled, no classifier); "

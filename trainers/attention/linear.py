@@ -17,6 +17,11 @@ from trainers.attention.chunked import feature_map_attention
 from trainers.attention.config import LinearAttentionConfig
 
 
+def elu_feature_map(x: torch.Tensor) -> torch.Tensor:
+    """phi(x) = elu(x) + 1: positive, so every key's weight phi(q).phi(k) is."""
+    return F.elu(x) + 1.0
+
+
 class LinearAttention(nn.Module):
     supports_causal = True
 
@@ -28,8 +33,8 @@ class LinearAttention(nn.Module):
 
     def forward(self, q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.Tensor,
                 key_mask_NT: torch.Tensor | None = None) -> torch.Tensor:
-        phi_q_NHTK = F.elu(q_NHTK.float()) + 1.0
-        phi_k_NHTK = F.elu(k_NHTK.float()) + 1.0
+        phi_q_NHTK = elu_feature_map(q_NHTK.float())
+        phi_k_NHTK = elu_feature_map(k_NHTK.float())
         out_NHTK = feature_map_attention(phi_q_NHTK, phi_k_NHTK, v_NHTK.float(), causal=self.causal,
                                          chunk_size=self.chunk_size, eps=1e-6, key_mask_NT=key_mask_NT)
         return out_NHTK.to(v_NHTK.dtype)

@@ -69,6 +69,7 @@ from torch import nn
 
 from trainers.attention.config import RippleAttentionConfig
 from trainers.attention.grid import grid_shape
+from trainers.attention.linear import elu_feature_map
 
 DENSE_MAX_TOKENS = 256  # form auto: a 16x16 grid, where the dense form was 15x faster and its T x T weights small
 
@@ -126,10 +127,7 @@ def ripple_attention(q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: torch.T
     """Ring-weighted linear attention on the grid (Y, X), T = Y*X: weights_NHTW holds each
     query's weights of rings 0 .. R-1 and of the far field (W = R + 1 entries)."""
     dtype = torch.promote_types(v_NHTK.dtype, torch.float32)
-    phi_q_NHTM = F.elu(q_NHTK.to(dtype)) + 1.0
-    phi_k_NHTM = F.elu(k_NHTK.to(dtype)) + 1.0
-    if key_mask_NT is not None:
-        phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None].to(dtype)
+    phi_q_NHTM, phi_k_NHTM = _features(q_NHTK, k_NHTK, key_mask_NT, dtype)
     v_NHTJ = F.pad(v_NHTK.to(dtype), (0, 1), value=1.0)  # the ones column carries the normaliser
     # Telescoped coefficients of Box_0 .. Box_(R-1), Box_inf (see the module docstring).
     weights_NHTW = weights_NHTW.to(dtype)
@@ -160,14 +158,23 @@ def dense_ripple_attention(q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, v_NHTK: t
     """`ripple_attention` as a T x T matrix: each query's ring weights spread over the keys by
     their ring (capped at R, the far field), times phi(q_i).phi(k_j), normalised per row."""
     dtype = torch.promote_types(v_NHTK.dtype, torch.float32)
+    phi_q_NHTM, phi_k_NHTM = _features(q_NHTK, k_NHTK, key_mask_NT, dtype)
     N, H, T, W = weights_NHTW.shape
     ring_TT = chebyshev_rings(grid, device=q_NHTK.device).clamp(max=W - 1)
     w_NHTT = torch.gather(weights_NHTW.to(dtype), -1, ring_TT.expand(N, H, T, T))
-    scores_NHTT = (F.elu(q_NHTK.to(dtype)) + 1.0) @ (F.elu(k_NHTK.to(dtype)) + 1.0).transpose(-2, -1) * w_NHTT
-    if key_mask_NT is not None:
-        scores_NHTT = scores_NHTT * key_mask_NT[:, None, None, :].to(dtype)
+    scores_NHTT = phi_q_NHTM @ phi_k_NHTM.transpose(-2, -1) * w_NHTT
     out_NHTK = scores_NHTT @ v_NHTK.to(dtype) / scores_NHTT.sum(-1, keepdim=True).clamp_min(1e-6)
     return out_NHTK.to(v_NHTK.dtype)
+
+
+def _features(q_NHTK: torch.Tensor, k_NHTK: torch.Tensor, key_mask_NT: torch.Tensor | None,
+              dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """phi(q), phi(k) in `dtype`, a padded key's phi(k) zeroed so it adds nothing anywhere."""
+    phi_q_NHTM = elu_feature_map(q_NHTK.to(dtype))
+    phi_k_NHTM = elu_feature_map(k_NHTK.to(dtype))
+    if key_mask_NT is not None:
+        phi_k_NHTM = phi_k_NHTM * key_mask_NT[:, None, :, None].to(dtype)
+    return phi_q_NHTM, phi_k_NHTM
 
 
 def chebyshev_rings(grid: tuple[int, int], *, device: torch.device | None = None) -> torch.Tensor:
